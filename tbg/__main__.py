@@ -1,0 +1,3 @@
+from tbg.cli import main
+
+raise SystemExit(main())

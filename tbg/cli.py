@@ -1,0 +1,52 @@
+"""`tbg import|train|eval|export|synth`: one YAML config describes a whole run.
+
+Subcommand modules are imported lazily so that `tbg import` and `tbg export` never pay for `import torch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, help); each module defines add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "import": ("tbg.importer", "read source edges (gs://, s3://, local TSV/CSV/Parquet) into a partitioned graph dir"),
+    "train": ("tbg.train.cli", "train embeddings bucket by bucket, checkpointing into training.save_dir"),
+    "eval": ("tbg.evaluation.cli", "rank held-out edges: MRR, Hits@k, mean rank, AUC (filtered, all candidates)"),
+    "export": ("tbg.export", "write entity vectors and relation parameters as TSV, Parquet or NumPy"),
+    "synth": ("tbg.synth", "generate a TwHIN-shaped sample graph (Parquet lhs/rel/rhs) for the config's tables"),
+}
+
+
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """Only the chosen subcommand's module is imported (its top level must not import torch)."""
+    parser = argparse.ArgumentParser(prog="tbg", description=__doc__.splitlines()[0])
+    from tbg import __version__
+
+    parser.add_argument("--version", action="version", version=f"tbg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("config", help="YAML config (local path or fsspec URL)")
+        p.set_defaults(_module=module)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
+    from tbg.config import ConfigError
+    from tbg.errors import TbgError
+
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (ConfigError, TbgError) as exc:
+        print(f"tbg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tbg {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,651 @@
+"""The YAML config: TwHIN's schema (same keys, types and defaults) plus tbg's extensions.
+
+TwHIN's ``projects/twhin/config/local.yaml`` loads unchanged.  Every error is one line that names the
+dotted path of the offending key, e.g. ``model.relations[1].lhs: unknown table 'usr'``.
+
+Deliberate relaxations of TwHIN's rules (documented in docs/config.md):
+- tables may differ in ``embedding_dim``/``data_type``; only the two tables of one relation must share a dim;
+- ``num_embeddings`` may be omitted in ``names`` id mode (the importer counts the entities);
+- ``offset: 0`` is allowed, ``global_negatives``/``in_batch_negatives`` default to 0 (TwHIN requires them);
+- ``in_batch_negatives: 0`` is valid (TwHIN divides by zero).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+from pathlib import PurePosixPath
+from typing import Any
+
+import attrs
+import cattrs
+import yaml
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+
+class ConfigError(ValueError):
+    """A config problem, rendered as one line ``dotted.path: problem``."""
+
+
+class _FieldProblem(ValueError):
+    """Raised by field validators so the error path can name the field itself."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+
+
+# ----------------------------------------------------------------------------- validators
+
+
+def _positive(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value is not None and not value > 0:
+        raise _FieldProblem(attr.name, f"must be > 0, got {value!r}")
+
+
+def _non_negative(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value is not None and value < 0:
+        raise _FieldProblem(attr.name, f"must be >= 0, got {value!r}")
+
+
+def _finite(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value is not None and not math.isfinite(value):
+        raise _FieldProblem(attr.name, f"must be a finite number, got {value!r}")
+
+
+def _non_empty(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value is not None and len(value) == 0:
+        raise _FieldProblem(attr.name, "must not be empty")
+
+
+def _exactly_one(instance: Any, group: tuple[str, ...], what: str) -> None:
+    chosen = [name for name in group if getattr(instance, name) is not None]
+    if len(chosen) != 1:
+        raise _FieldProblem("", f"exactly one of {'/'.join(group)} must be set for {what}, got {chosen or 'none'}")
+
+
+# ----------------------------------------------------------------------------- enums
+
+
+class _StrEnum(str, enum.Enum):
+    def __str__(self) -> str:
+        return self.value
+
+
+class DataType(_StrEnum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+class Operator(_StrEnum):
+    none = "none"
+    translation = "translation"
+    diagonal = "diagonal"
+    linear = "linear"
+    affine = "affine"
+    complex_diagonal = "complex_diagonal"
+
+
+class Comparator(_StrEnum):
+    dot = "dot"
+    cos = "cos"
+    l2 = "l2"
+    squared_l2 = "squared_l2"
+
+
+class Loss(_StrEnum):
+    logistic = "logistic"
+    ranking = "ranking"
+    softmax = "softmax"
+
+
+class RelationSides(_StrEnum):
+    both = "both"
+    rhs = "rhs"
+
+
+class BucketOrder(_StrEnum):
+    inside_out = "inside_out"
+    affinity = "affinity"
+    random = "random"
+
+
+class IdMode(_StrEnum):
+    indices = "indices"
+    names = "names"
+
+
+class SourceFormat(_StrEnum):
+    parquet = "parquet"
+    tsv = "tsv"
+    csv = "csv"
+
+
+class Candidates(_StrEnum):
+    all = "all"
+    sampled = "sampled"
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+@attrs.define(kw_only=True)
+class SgdConfig:
+    lr: float = attrs.field(validator=[_finite, _positive])
+    momentum: float = attrs.field(default=0.0, validator=[_finite, _non_negative])
+
+
+@attrs.define(kw_only=True)
+class AdamConfig:
+    lr: float = attrs.field(validator=[_finite, _positive])
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = attrs.field(default=1e-7, validator=[_finite, _non_negative])
+
+
+@attrs.define(kw_only=True)
+class AdagradConfig:
+    lr: float = attrs.field(validator=[_finite, _positive])
+    eps: float = attrs.field(default=0.0, validator=[_finite, _non_negative])
+
+
+@attrs.define(kw_only=True)
+class RowAdagradConfig:
+    """tbg extension: one accumulator per row (PBG's memory-light default), 1/D of Adagrad's state."""
+
+    lr: float = attrs.field(validator=[_finite, _positive])
+    eps: float = attrs.field(default=1e-10, validator=[_finite, _non_negative])
+
+
+@attrs.define(kw_only=True)
+class LinearRampToConstant:
+    learning_rate: float = attrs.field(validator=[_finite, _non_negative])
+    num_ramp_steps: int = attrs.field(validator=_positive)
+
+
+@attrs.define(kw_only=True)
+class LinearRampToCosine:
+    learning_rate: float = attrs.field(validator=[_finite, _non_negative])
+    final_learning_rate: float = attrs.field(validator=[_finite, _non_negative])
+    num_ramp_steps: int = attrs.field(validator=_positive)
+    final_num_steps: int = attrs.field(validator=_positive)
+
+
+@attrs.define(kw_only=True)
+class PiecewiseConstant:
+    learning_rate_boundaries: list[int] = attrs.field(factory=list)
+    learning_rate_values: list[float] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.learning_rate_values) != len(self.learning_rate_boundaries) + 1:
+            raise _FieldProblem(
+                "learning_rate_values",
+                "must have exactly one more entry than learning_rate_boundaries",
+            )
+        if any(b2 <= b1 for b1, b2 in zip(self.learning_rate_boundaries, self.learning_rate_boundaries[1:])):
+            raise _FieldProblem("learning_rate_boundaries", "must be strictly increasing")
+
+
+@attrs.define(kw_only=True)
+class LearningRate:
+    """TwHIN's schedules (exactly one).  TwHIN ignores them; tbg applies them per step."""
+
+    constant: float | None = attrs.field(default=None, validator=[_finite, _non_negative])
+    linear_ramp_to_constant: LinearRampToConstant | None = None
+    linear_ramp_to_cosine: LinearRampToCosine | None = None
+    piecewise_constant: PiecewiseConstant | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _exactly_one(self, _LR_GROUP, "learning_rate")
+
+    def at(self, step: int) -> float:
+        """Learning rate for ``step`` (0-based), with TwHIN's ``compute_lr`` formulas."""
+        if self.constant is not None:
+            return self.constant
+        if (ramp := self.linear_ramp_to_constant) is not None:
+            return ramp.learning_rate * min(1.0, step / ramp.num_ramp_steps)
+        if (cos := self.linear_ramp_to_cosine) is not None:
+            if step < cos.num_ramp_steps:
+                return cos.learning_rate * step / cos.num_ramp_steps
+            span = max(1, cos.final_num_steps - cos.num_ramp_steps)
+            progress = min(1.0, (step - cos.num_ramp_steps) / span)
+            return cos.final_learning_rate + 0.5 * (cos.learning_rate - cos.final_learning_rate) * (
+                1 + math.cos(math.pi * progress)
+            )
+        pw = self.piecewise_constant
+        assert pw is not None
+        index = sum(1 for boundary in pw.learning_rate_boundaries if step >= boundary)
+        return pw.learning_rate_values[index]
+
+
+_LR_GROUP = ("constant", "linear_ramp_to_constant", "linear_ramp_to_cosine", "piecewise_constant")
+_OPT_GROUP = ("sgd", "adam", "adagrad", "row_adagrad")
+
+
+@attrs.define(kw_only=True)
+class OptimizerConfig:
+    """Exactly one of sgd/adam/adagrad (TwHIN) or row_adagrad (tbg); optional ``learning_rate`` schedule."""
+
+    learning_rate: LearningRate | None = None
+    sgd: SgdConfig | None = None
+    adam: AdamConfig | None = None
+    adagrad: AdagradConfig | None = None
+    row_adagrad: RowAdagradConfig | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _exactly_one(self, _OPT_GROUP, "optimizer")
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in _OPT_GROUP if getattr(self, name) is not None)
+
+    @property
+    def params(self) -> SgdConfig | AdamConfig | AdagradConfig | RowAdagradConfig:
+        return getattr(self, self.kind)
+
+    def lr_at(self, step: int) -> float:
+        """The schedule when one is given, else the optimizer's own constant ``lr``."""
+        return self.learning_rate.at(step) if self.learning_rate is not None else self.params.lr
+
+
+# ----------------------------------------------------------------------------- runtime / training
+
+
+@attrs.define(kw_only=True)
+class WandbConfig:
+    """Accepted for TwHIN compatibility; tbg logs to metrics.jsonl instead."""
+
+    host: str | None = None
+    key_path: str
+    name: str | None = None
+    entity: str | None = None
+    project: str | None = None
+    notes: str | None = None
+    tags: list[str] = attrs.field(factory=list)
+    metadata: dict[str, Any] | None = None
+
+
+@attrs.define(kw_only=True)
+class RuntimeConfig:
+    wandb: WandbConfig | None = None
+    enable_tensorfloat32: bool = False
+    enable_amp: bool = False
+    # tbg extensions
+    device: str = "auto"
+    num_threads: int | None = attrs.field(default=None, validator=_positive)
+    seed: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise _FieldProblem("device", f"must be auto, cpu, cuda or cuda:N, got {dev!r}")
+
+
+@attrs.define(kw_only=True)
+class TrainingConfig:
+    save_dir: str = "/tmp/model"
+    num_train_steps: int = attrs.field(default=10000, validator=_positive)
+    initial_checkpoint_dir: str | None = None
+    checkpoint_every_n: int = attrs.field(default=1000, validator=_positive)
+    checkpoint_max_to_keep: int | None = attrs.field(default=None, validator=_positive)
+    train_log_every_n: int = attrs.field(default=1000, validator=_positive)
+    num_eval_steps: int = 16384  # < 0: the whole validation split
+    eval_log_every_n: int = attrs.field(default=5000, validator=_positive)
+    eval_timeout_in_s: float = attrs.field(default=3600.0, validator=[_finite, _positive])
+    gradient_accumulation: int | None = attrs.field(default=None, validator=_positive)
+    num_epochs: int = attrs.field(default=1, validator=_positive)
+    # tbg extensions
+    bucket_order: BucketOrder = BucketOrder.inside_out
+    validation_mrr: bool = False  # opt-in: sampled validation MRR into metrics.jsonl at each eval
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@attrs.define(kw_only=True)
+class EmbeddingSnapshot:
+    emb_name: str
+    embedding_snapshot_uri: str
+
+
+@attrs.define(kw_only=True)
+class EmbeddingTableConfig:
+    name: str = attrs.field(validator=_non_empty)
+    num_embeddings: int | None = attrs.field(default=None, validator=_positive)
+    embedding_dim: int = attrs.field(validator=_positive)
+    optimizer: OptimizerConfig
+    data_type: DataType = DataType.fp32
+    pretrained: EmbeddingSnapshot | None = None
+    vocab: str | None = None
+    # tbg extensions
+    num_partitions: int = attrs.field(default=1, validator=_positive)
+    init_scale: float | None = attrs.field(default=None, validator=[_finite, _positive])
+
+
+@attrs.define(kw_only=True)
+class EmbeddingsConfig:
+    tables: list[EmbeddingTableConfig] = attrs.field(validator=_non_empty)
+    tables_to_log: list[str] | None = None
+
+
+@attrs.define(kw_only=True)
+class RelationConfig:
+    name: str = attrs.field(validator=_non_empty)
+    lhs: str
+    rhs: str
+    operator: Operator = Operator.translation
+    weight: float = attrs.field(default=1.0, validator=[_finite, _positive])
+
+
+@attrs.define(kw_only=True)
+class ModelConfig:
+    embeddings: EmbeddingsConfig
+    relations: list[RelationConfig] = attrs.field(validator=_non_empty)
+    translation_optimizer: OptimizerConfig
+    # tbg extensions
+    comparator: Comparator = Comparator.dot
+    loss: Loss = Loss.logistic
+    margin: float = attrs.field(default=0.1, validator=_finite)
+    relation_sides: RelationSides = RelationSides.both
+
+    def table(self, name: str) -> EmbeddingTableConfig:
+        return next(t for t in self.embeddings.tables if t.name == name)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@attrs.define(kw_only=True)
+class DataConfig:
+    data_root: str = attrs.field(validator=_non_empty)
+    per_replica_batch_size: int = attrs.field(default=1000, validator=_positive)
+    global_negatives: int = attrs.field(default=0, validator=_non_negative)
+    in_batch_negatives: int = attrs.field(default=0, validator=_non_negative)
+    limit: int | None = attrs.field(default=None, validator=_positive)
+    offset: int | None = attrs.field(default=None, validator=_non_negative)
+
+
+@attrs.define(kw_only=True)
+class ColumnsConfig:
+    """Column names, or 0-based positions, of the source edge files."""
+
+    lhs: str | int = "lhs"
+    rel: str | int | None = "rel"
+    rhs: str | int = "rhs"
+    weight: str | int | None = None
+
+
+@attrs.define(kw_only=True)
+class GraphConfig:
+    """tbg extension: where the imported graph lives and how to read the sources."""
+
+    dir: str | None = None  # default: <training.save_dir>/graph
+    id_mode: IdMode = IdMode.indices
+    format: SourceFormat | None = None  # default: from the file extension
+    delimiter: str | None = None  # default: tab for tsv, comma for csv
+    header: bool = False
+    columns: ColumnsConfig | None = None  # default: lhs/rel/rhs by name (parquet, header) or 0/1/2
+    relation_by: str = "auto"  # auto | name | index
+    chunk_rows: int = attrs.field(default=1 << 20, validator=_positive)
+    seed: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.relation_by not in ("auto", "name", "index"):
+            raise _FieldProblem("relation_by", f"must be auto, name or index, got {self.relation_by!r}")
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise _FieldProblem("delimiter", f"must be a single character, got {self.delimiter!r}")
+
+
+@attrs.define(kw_only=True)
+class EvalConfig:
+    """tbg extension: how ``tbg eval`` ranks."""
+
+    candidates: Candidates = Candidates.all
+    filtered: bool = True
+    hits_at: list[int] = attrs.field(factory=lambda: [1, 3, 10])
+    batch_size: int = attrs.field(default=1000, validator=_positive)
+    num_uniform_negatives: int = attrs.field(default=1000, validator=_non_negative)
+    num_batch_negatives: int = attrs.field(default=50, validator=_non_negative)
+    split: str = "test"
+
+    def __attrs_post_init__(self) -> None:
+        if any(k <= 0 for k in self.hits_at):
+            raise _FieldProblem("hits_at", f"every k must be > 0, got {self.hits_at}")
+        if self.split not in ("test", "valid", "train"):
+            raise _FieldProblem("split", f"must be test, valid or train, got {self.split!r}")
+
+
+# ----------------------------------------------------------------------------- top level
+
+
+@attrs.define(kw_only=True)
+class Config:
+    runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
+    training: TrainingConfig = attrs.field(factory=TrainingConfig)
+    model: ModelConfig
+    train_data: DataConfig
+    validation_data: DataConfig
+    # tbg extensions
+    test_data: DataConfig | None = None
+    graph: GraphConfig = attrs.field(factory=GraphConfig)
+    eval: EvalConfig = attrs.field(factory=EvalConfig)
+
+    @property
+    def graph_dir(self) -> str:
+        if self.graph.dir is not None:
+            return self.graph.dir
+        return (
+            str(PurePosixPath(self.training.save_dir) / "graph")
+            if "://" not in self.training.save_dir
+            else (self.training.save_dir.rstrip("/") + "/graph")
+        )
+
+    def splits(self) -> dict[str, DataConfig]:
+        """The data splits the config names, in import order."""
+        out = {"train": self.train_data, "valid": self.validation_data}
+        if self.test_data is not None:
+            out["test"] = self.test_data
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return _converter.unstructure(self, Config)
+
+    def fingerprint(self, *sections: str) -> str:
+        """A stable hash of the named top-level sections (what an import or checkpoint depends on)."""
+        data = self.to_dict()
+        chosen = {k: data[k] for k in sections} if sections else data
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- structuring
+
+
+def _strict(kind: type, name: str):
+    def hook(value: Any, _type: Any) -> Any:
+        if kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"expected a number, got {value!r}")
+            return float(value)
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"expected an integer, got {value!r}")
+            return value
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true/false, got {value!r}")
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+
+    hook.__name__ = f"strict_{name}"
+    return hook
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    for kind in (int, float, bool, str):
+        conv.register_structure_hook(kind, _strict(kind, kind.__name__))
+
+    def enum_hook(value: Any, cls: type[enum.Enum]) -> Any:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise ValueError(f"must be one of {choices}, got {value!r}") from None
+
+    for enum_type in _StrEnum.__subclasses__():
+        conv.register_structure_hook(enum_type, enum_hook)
+
+    def column_hook(value: Any, _type: Any) -> str | int | None:
+        if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"column position must be >= 0, got {value}")
+            return value
+        raise ValueError(f"expected a column name or 0-based position, got {value!r}")
+
+    conv.register_structure_hook(str | int, column_hook)
+    conv.register_structure_hook(str | int | None, column_hook)
+
+    def betas_hook(value: Any, _type: Any) -> tuple[float, float]:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"expected two numbers, got {value!r}")
+        return (_strict(float, "f")(value[0], float), _strict(float, "f")(value[1], float))
+
+    conv.register_structure_hook_func(lambda t: t == tuple[float, float], betas_hook)
+    for enum_type in _StrEnum.__subclasses__():
+        conv.register_unstructure_hook(enum_type, lambda v: v.value)
+    conv.register_unstructure_hook_func(lambda t: t == tuple[float, float], list)
+    return conv
+
+
+_converter = _make_converter()
+
+
+def _format_path(path: str) -> str:
+    return path[2:] if path.startswith("$.") else path.lstrip("$")
+
+
+def _messages(exc: BaseException, path: str) -> list[str]:
+    """Flatten cattrs' nested exception groups into ``dotted.path: problem`` lines."""
+    if isinstance(exc, ClassValidationError):
+        out = []
+        for sub, note in zip(exc.exceptions, _notes(exc)):
+            name = getattr(note, "name", None)
+            out += _messages(sub, f"{path}.{name}" if name else path)
+        return out
+    if isinstance(exc, IterableValidationError):
+        out = []
+        for sub, note in zip(exc.exceptions, _notes(exc)):
+            index = getattr(note, "index", None)
+            out += _messages(sub, f"{path}[{index}]" if index is not None else path)
+        return out
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return [f"{_format_path(path + '.' + key)}: unknown key" for key in sorted(exc.extra_fields)]
+    if isinstance(exc, _FieldProblem):
+        full = f"{path}.{exc.field}" if exc.field else path
+        return [f"{_format_path(full) or '<top>'}: {exc.problem}"]
+    if isinstance(exc, KeyError):
+        return [f"{_format_path(path) or '<top>'}: required key missing"]
+    if hasattr(exc, "exceptions"):  # any other exception group
+        return [m for sub in exc.exceptions for m in _messages(sub, path)]
+    return [f"{_format_path(path) or '<top>'}: {exc}"]
+
+
+def _notes(exc: BaseException) -> list[Any]:
+    from cattrs.errors import AttributeValidationNote, IterableValidationNote
+
+    out = []
+    for sub in exc.exceptions:  # type: ignore[attr-defined]
+        notes = [
+            n for n in getattr(sub, "__notes__", []) if isinstance(n, (AttributeValidationNote, IterableValidationNote))
+        ]
+        out.append(notes[-1] if notes else None)
+    return out
+
+
+def _check_references(cfg: Config) -> list[str]:
+    """Cross-field rules: table/relation names, dims, id modes."""
+    problems: list[str] = []
+    tables = cfg.model.embeddings.tables
+    names = [t.name for t in tables]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            problems.append(f"model.embeddings.tables[{i}].name: duplicate table name {name!r}")
+        if cfg.graph.id_mode == IdMode.indices and tables[i].num_embeddings is None:
+            problems.append(f"model.embeddings.tables[{i}].num_embeddings: required in indices id mode")
+    rel_names = [r.name for r in cfg.model.relations]
+    by_name = {t.name: t for t in tables}
+    for i, rel in enumerate(cfg.model.relations):
+        if rel_names.index(rel.name) != i:
+            problems.append(f"model.relations[{i}].name: duplicate relation name {rel.name!r}")
+        for side in ("lhs", "rhs"):
+            table = getattr(rel, side)
+            if table not in by_name:
+                problems.append(f"model.relations[{i}].{side}: unknown table {table!r} (tables: {', '.join(names)})")
+        if rel.lhs in by_name and rel.rhs in by_name:
+            dl, dr = by_name[rel.lhs].embedding_dim, by_name[rel.rhs].embedding_dim
+            if dl != dr:
+                problems.append(
+                    f"model.relations[{i}]: tables {rel.lhs!r} (dim {dl}) and {rel.rhs!r} (dim {dr})"
+                    " must share embedding_dim"
+                )
+            if rel.operator == Operator.complex_diagonal and dl % 2:
+                problems.append(
+                    f"model.relations[{i}].operator: complex_diagonal needs an even embedding_dim, got {dl}"
+                )
+    for i, name in enumerate(cfg.model.embeddings.tables_to_log or []):
+        if name not in by_name:
+            problems.append(f"model.embeddings.tables_to_log[{i}]: unknown table {name!r}")
+    partitioned = sorted({t.num_partitions for t in tables if t.num_partitions > 1})
+    if len(partitioned) > 1:
+        problems.append(f"model.embeddings.tables: partitioned tables must share one num_partitions, got {partitioned}")
+    cols = cfg.graph.columns
+    if cols is not None and cols.rel is None and len(cfg.model.relations) != 1:
+        problems.append("graph.columns.rel: may only be omitted when the model has exactly one relation")
+    return problems
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Structure a YAML mapping into :class:`Config`, raising one-line :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a YAML mapping, got {type(data).__name__}")
+    try:
+        cfg = _converter.structure(data, Config)
+    except (ClassValidationError, IterableValidationError) as exc:
+        problems = _messages(exc, "$")
+        raise ConfigError(_one_line(source, problems)) from None
+    problems = _check_references(cfg)
+    if problems:
+        raise ConfigError(_one_line(source, problems))
+    return cfg
+
+
+def _one_line(source: str, problems: list[str]) -> str:
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{source}: {problems[0]}{more}"
+
+
+def load_config(path: str) -> Config:
+    """Read a YAML config from a local path or any fsspec URL."""
+    import fsspec
+
+    try:
+        with fsspec.open(path, "r") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    return parse_config(data, path)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,225 @@
+"""The graph dir written by ``tbg import`` and read by train/eval/export.
+
+Layout (format version 1, see docs/graph-format.md)::
+
+    graph_dir/
+      manifest.json                 format_version, id_mode, entity types, relations, splits, sources
+      entities/<type>.h5            perm[k] = dense id at shuffled position k; position = inverse of perm;
+                                    names (names mode: dense id -> UTF-8 name)
+      <split>/edges_<i>_<j>.h5      lhs, rhs (offsets inside partitions), rel, [weight]; shuffled
+
+Partition ``p`` of a type covers shuffled positions ``[bounds[p], bounds[p+1])``; the entity at offset ``o``
+of partition ``p`` has dense id ``perm[bounds[p] + o]``.  A graph dir exists only when complete: the importer
+builds it in a temp dir and renames it into place, so a dir with a manifest is always whole.
+
+This module never imports torch: import and export must start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+
+from tbg.errors import TbgError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "valid", "test")
+
+
+class GraphError(TbgError):
+    """A missing, incomplete or incompatible graph dir."""
+
+
+@dataclass(frozen=True)
+class EntityType:
+    name: str
+    count: int
+    num_partitions: int
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """Balanced contiguous ranges: partition p holds shuffled positions [bounds[p], bounds[p+1])."""
+        return partition_bounds(self.count, self.num_partitions)
+
+    def partition_size(self, p: int) -> int:
+        b = self.bounds
+        return int(b[p + 1] - b[p])
+
+
+def partition_bounds(count: int, num_partitions: int) -> np.ndarray:
+    """Sizes differ by at most one (the first ``count % P`` partitions get the extra entity)."""
+    base, extra = divmod(count, num_partitions)
+    sizes = np.full(num_partitions, base, dtype=np.int64)
+    sizes[:extra] += 1
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Relation:
+    name: str
+    lhs: str
+    rhs: str
+
+
+@dataclass
+class EdgeArrays:
+    """A block of edges of one bucket: offsets inside the lhs/rhs partitions, relation ids, weights."""
+
+    lhs: np.ndarray
+    rhs: np.ndarray
+    rel: np.ndarray
+    weight: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.lhs.shape[0])
+
+
+def offset_dtype(max_partition_size: int) -> np.dtype:
+    return np.dtype(np.int32) if max_partition_size < 2**31 else np.dtype(np.int64)
+
+
+def write_bucket(path: str, edges: EdgeArrays) -> None:
+    """Write one bucket file (caller handles atomicity by writing inside a temp dir)."""
+    n = len(edges)
+    chunk = max(1, min(n, 1 << 16))  # HDF5 chunks sized to the data, never PBG's 150 MiB reservations
+    with h5py.File(path, "w") as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["count"] = n
+        for key in ("lhs", "rhs", "rel", "weight"):
+            data = getattr(edges, key)
+            if data is None:
+                continue
+            f.create_dataset(key, data=data, chunks=(chunk,) if n else None)
+
+
+class Graph:
+    """Read-only view of a complete graph dir."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        manifest_path = os.path.join(path, MANIFEST)
+        if not os.path.isfile(manifest_path):
+            raise GraphError(f"{path}: no imported graph here (missing {MANIFEST}); run `tbg import` first")
+        try:
+            with open(manifest_path) as fh:
+                self.manifest: dict[str, Any] = json.load(fh)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise GraphError(f"{manifest_path}: unreadable manifest: {exc}") from None
+        version = self.manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise GraphError(f"{manifest_path}: format_version {version!r}, this tbg reads {FORMAT_VERSION}")
+        self.id_mode: str = self.manifest["id_mode"]
+        self.entity_types: dict[str, EntityType] = {
+            name: EntityType(name, int(t["count"]), int(t["num_partitions"]))
+            for name, t in self.manifest["entity_types"].items()
+        }
+        self.relations: list[Relation] = [Relation(**r) for r in self.manifest["relations"]]
+        self._perm: dict[str, np.ndarray] = {}
+        self._position: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ grid
+    @property
+    def num_lhs_partitions(self) -> int:
+        return max(self.entity_types[r.lhs].num_partitions for r in self.relations)
+
+    @property
+    def num_rhs_partitions(self) -> int:
+        return max(self.entity_types[r.rhs].num_partitions for r in self.relations)
+
+    @property
+    def splits(self) -> list[str]:
+        return [s for s in SPLITS if s in self.manifest["splits"]]
+
+    def split_info(self, split: str) -> dict[str, Any]:
+        try:
+            return self.manifest["splits"][split]
+        except KeyError:
+            have = ", ".join(self.splits)
+            raise GraphError(f"{self.path}: split {split!r} was not imported (have: {have})") from None
+
+    def num_edges(self, split: str) -> int:
+        return int(self.split_info(split)["num_edges"])
+
+    def bucket_count(self, split: str, i: int, j: int) -> int:
+        return int(self.split_info(split)["buckets"].get(f"{i}_{j}", 0))
+
+    def has_weights(self, split: str) -> bool:
+        return bool(self.split_info(split).get("has_weight", False))
+
+    def bucket_path(self, split: str, i: int, j: int) -> str:
+        return os.path.join(self.path, split, f"edges_{i}_{j}.h5")
+
+    # ------------------------------------------------------------------ edges
+    def read_bucket(self, split: str, i: int, j: int, start: int = 0, stop: int | None = None) -> EdgeArrays:
+        """Edges [start, stop) of bucket (i, j); an empty bucket gives empty arrays."""
+        if self.bucket_count(split, i, j) == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return EdgeArrays(empty, empty, empty, np.zeros(0, np.float32) if self.has_weights(split) else None)
+        path = self.bucket_path(split, i, j)
+        try:
+            with h5py.File(path, "r") as f:
+                sl = slice(start, stop)
+                weight = f["weight"][sl] if "weight" in f else None
+                return EdgeArrays(f["lhs"][sl], f["rhs"][sl], f["rel"][sl], weight)
+        except (OSError, KeyError) as exc:
+            raise GraphError(f"{path}: unreadable bucket file: {exc}") from None
+
+    def iter_bucket(self, split: str, i: int, j: int, chunk_edges: int) -> Iterator[EdgeArrays]:
+        """Bucket (i, j) in contiguous chunks (buckets are shuffled, so each chunk is an unbiased sample)."""
+        total = self.bucket_count(split, i, j)
+        for start in range(0, total, chunk_edges):
+            yield self.read_bucket(split, i, j, start, min(total, start + chunk_edges))
+
+    def buckets(self, split: str) -> list[tuple[int, int]]:
+        """Non-empty buckets of a split, in row-major order."""
+        out = []
+        for key in self.split_info(split)["buckets"]:
+            i, j = (int(x) for x in key.split("_"))
+            out.append((i, j))
+        return sorted(out)
+
+    # ------------------------------------------------------------------ entities
+    def _entity_file(self, etype: str) -> str:
+        return os.path.join(self.path, "entities", f"{etype}.h5")
+
+    def perm(self, etype: str) -> np.ndarray:
+        """perm[k] = dense id at shuffled position k."""
+        if etype not in self._perm:
+            with h5py.File(self._entity_file(etype), "r") as f:
+                self._perm[etype] = f["perm"][:]
+        return self._perm[etype]
+
+    def position(self, etype: str) -> np.ndarray:
+        """position[id] = shuffled position of dense id (inverse of perm)."""
+        if etype not in self._position:
+            with h5py.File(self._entity_file(etype), "r") as f:
+                self._position[etype] = f["position"][:]
+        return self._position[etype]
+
+    def partition_ids(self, etype: str, p: int) -> np.ndarray:
+        """Dense ids of the entities of partition p, by offset."""
+        b = self.entity_types[etype].bounds
+        return self.perm(etype)[b[p] : b[p + 1]]
+
+    def locate(self, etype: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(partition, offset) of dense ids."""
+        pos = self.position(etype)[ids]
+        b = self.entity_types[etype].bounds
+        part = np.searchsorted(b, pos, side="right") - 1
+        return part, pos - b[part]
+
+    def names(self, etype: str, ids: np.ndarray | None = None) -> np.ndarray:
+        """Entity names of dense ids (names mode), or the ids themselves as strings (indices mode)."""
+        if self.id_mode != "names":
+            ids = np.arange(self.entity_types[etype].count) if ids is None else ids
+            return ids.astype(str)
+        with h5py.File(self._entity_file(etype), "r") as f:
+            ds = f["names"].asstr()
+            return np.asarray(ds[:] if ids is None else ds[:][ids], dtype=object)
