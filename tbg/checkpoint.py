@@ -1,0 +1,246 @@
+"""Versioned, crash-safe checkpoints (format in docs/checkpoint-format.md).
+
+    save_dir/checkpoints/
+      v<version:010d>/                     one committed version, never modified after commit
+        embeddings/<type>_<part>.h5        "embeddings" [rows, dim]; "optimizer/<name>" state arrays
+        relations.h5                       relation operator parameters by state-dict name
+        state.pt                           trainer-private torch state (relation optimizer, RNG), optional
+        config.yaml                        the config that trained it
+        progress.json                      version, step, epoch, bucket_index, edges_seen, finished, ...
+      latest                               name of the newest committed version (replaced atomically)
+
+A version is built in ``.tmp-v…`` and renamed into place, then ``latest`` is replaced by rename: a crash at
+any moment leaves the previous ``latest`` valid.  Readers trust only ``latest`` (or an explicit version dir),
+never a directory listing.  This module is numpy/h5py only, so export does not pay for ``import torch``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from typing import Any
+
+import h5py
+import numpy as np
+
+from tbg.errors import CheckpointError
+
+FORMAT_VERSION = 1
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+
+
+def version_name(version: int) -> str:
+    return f"v{version:010d}"
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a small file by temp + fsync + rename, so readers see the old or the new content."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def write_embedding_file(
+    path: str, embeddings: np.ndarray, optimizer_state: dict[str, np.ndarray] | None = None
+) -> None:
+    """One partition's table + optimizer state, written to ``path`` (temp + rename)."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.create_dataset("embeddings", data=embeddings)
+        for name, arr in (optimizer_state or {}).items():
+            f.create_dataset(f"optimizer/{name}", data=arr)
+    os.replace(tmp, path)
+
+
+def read_embedding_file(path: str, with_optimizer: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    try:
+        with h5py.File(path, "r") as f:
+            emb = f["embeddings"][...]
+            state = {name: f["optimizer"][name][...] for name in f.get("optimizer", {})} if with_optimizer else {}
+    except (OSError, KeyError) as exc:
+        raise CheckpointError(f"{path}: unreadable embedding shard: {exc}") from None
+    return emb, state
+
+
+class CheckpointWriter:
+    """Collects one version in a temp dir; :meth:`commit` publishes it atomically."""
+
+    def __init__(self, store: CheckpointStore, version: int) -> None:
+        self.store = store
+        self.version = version
+        self.tmp = os.path.join(store.root, f".tmp-{version_name(version)}-{uuid.uuid4().hex[:8]}")
+        os.makedirs(os.path.join(self.tmp, "embeddings"))
+
+    def embedding_path(self, etype: str, part: int) -> str:
+        return os.path.join(self.tmp, "embeddings", f"{etype}_{part}.h5")
+
+    def write_embeddings(
+        self, etype: str, part: int, embeddings: np.ndarray, optimizer_state: dict[str, np.ndarray] | None = None
+    ) -> None:
+        write_embedding_file(self.embedding_path(etype, part), embeddings, optimizer_state)
+
+    def link_embeddings(self, etype: str, part: int, source: str) -> None:
+        """Reuse an immutable shard file (hard link when possible, else copy)."""
+        dest = self.embedding_path(etype, part)
+        try:
+            os.link(source, dest)
+        except OSError:
+            shutil.copyfile(source, dest)
+
+    def write_relations(self, params: dict[str, np.ndarray]) -> None:
+        with h5py.File(os.path.join(self.tmp, "relations.h5"), "w") as f:
+            for name, arr in params.items():
+                f.create_dataset(name, data=arr)
+
+    def write_file(self, name: str, data: bytes | str) -> None:
+        mode = "w" if isinstance(data, str) else "wb"
+        with open(os.path.join(self.tmp, name), mode) as fh:
+            fh.write(data)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.tmp, name)
+
+    def commit(self, progress: dict[str, Any]) -> str:
+        """Publish: write progress, rename into place, move ``latest``, prune old versions."""
+        progress = {"format_version": FORMAT_VERSION, "version": self.version, "time": time.time(), **progress}
+        self.write_file("progress.json", json.dumps(progress, indent=1, sort_keys=True))
+        final = os.path.join(self.store.root, version_name(self.version))
+        if os.path.exists(final):  # a crashed run may have committed this version number without `latest`
+            shutil.rmtree(final)
+        os.replace(self.tmp, final)
+        _fsync_dir(self.store.root)
+        atomic_write_text(os.path.join(self.store.root, LATEST), version_name(self.version) + "\n")
+        self.store.prune()
+        return final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Checkpoint:
+    """A committed version (read-only)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        progress_path = os.path.join(path, "progress.json")
+        try:
+            with open(progress_path) as fh:
+                self.progress: dict[str, Any] = json.load(fh)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: not a committed checkpoint (no progress.json)") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{progress_path}: unreadable: {exc}") from None
+        self.version = int(self.progress["version"])
+        self.name = os.path.basename(os.path.normpath(path))
+
+    def embedding_path(self, etype: str, part: int) -> str:
+        return os.path.join(self.path, "embeddings", f"{etype}_{part}.h5")
+
+    def has_embeddings(self, etype: str, part: int) -> bool:
+        return os.path.isfile(self.embedding_path(etype, part))
+
+    def embeddings(self, etype: str, part: int) -> np.ndarray:
+        path = self.embedding_path(etype, part)
+        if not os.path.isfile(path):
+            raise CheckpointError(f"{self.path}: no embeddings for entity type {etype!r} partition {part}")
+        return read_embedding_file(path)[0]
+
+    def optimizer_state(self, etype: str, part: int) -> dict[str, np.ndarray]:
+        return read_embedding_file(self.embedding_path(etype, part), with_optimizer=True)[1]
+
+    def relations(self) -> dict[str, np.ndarray]:
+        path = os.path.join(self.path, "relations.h5")
+        try:
+            with h5py.File(path, "r") as f:
+                return {name: f[name][...] for name in f}
+        except OSError as exc:
+            raise CheckpointError(f"{path}: unreadable relation parameters: {exc}") from None
+
+    def config_text(self) -> str:
+        with open(os.path.join(self.path, "config.yaml")) as fh:
+            return fh.read()
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+
+class CheckpointStore:
+    """The ``checkpoints/`` dir of a save_dir: versions, the ``latest`` pointer, pruning."""
+
+    def __init__(self, save_dir: str, max_to_keep: int | None = None) -> None:
+        self.save_dir = save_dir
+        self.root = os.path.join(save_dir, CHECKPOINTS)
+        self.max_to_keep = max_to_keep
+
+    def latest_name(self) -> str | None:
+        try:
+            with open(os.path.join(self.root, LATEST)) as fh:
+                name = fh.read().strip()
+        except FileNotFoundError:
+            return None
+        return name if name and os.path.isdir(os.path.join(self.root, name)) else None
+
+    def latest(self) -> Checkpoint | None:
+        name = self.latest_name()
+        return Checkpoint(os.path.join(self.root, name)) if name else None
+
+    def require_latest(self) -> Checkpoint:
+        ckpt = self.latest()
+        if ckpt is None:
+            raise CheckpointError(f"{self.root}: no committed checkpoint; run `tbg train` first")
+        return ckpt
+
+    def begin(self, version: int) -> CheckpointWriter:
+        os.makedirs(self.root, exist_ok=True)
+        return CheckpointWriter(self, version)
+
+    def versions(self) -> list[str]:
+        if not os.path.isdir(self.root):
+            return []
+        return sorted(n for n in os.listdir(self.root) if n.startswith("v") and n[1:].isdigit())
+
+    def prune(self) -> None:
+        """Drop old versions beyond ``max_to_keep`` and leftovers of crashed writes; never ``latest``."""
+        latest = self.latest_name()
+        for name in os.listdir(self.root):
+            path = os.path.join(self.root, name)
+            if name.startswith(".tmp-"):
+                shutil.rmtree(path, ignore_errors=True)
+            elif name.startswith(f"{LATEST}.tmp-"):
+                os.remove(path)
+        if self.max_to_keep is None:
+            return
+        keep = [v for v in self.versions() if latest is None or v <= latest][-self.max_to_keep :]
+        for name in self.versions():
+            if name not in keep and name != latest:
+                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+
+
+def open_checkpoint(path: str) -> Checkpoint:
+    """A save_dir (its latest version), a ``checkpoints`` dir, or one version dir."""
+    if os.path.isfile(os.path.join(path, "progress.json")):
+        return Checkpoint(path)
+    save_dir = os.path.dirname(path.rstrip("/")) if os.path.basename(path.rstrip("/")) == CHECKPOINTS else path
+    return CheckpointStore(save_dir).require_latest()

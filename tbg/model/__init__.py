@@ -1,0 +1,1 @@
+"""Model pieces: relation operators, comparators, the shared score function, losses, negatives, optimizers."""

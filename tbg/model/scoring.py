@@ -1,0 +1,99 @@
+"""The score function shared by training, evaluation and export: everything but the entity tables.
+
+For an edge (x, r, y) a model predicts one side from the other.  ``target="rhs"`` ranks rhs candidates for
+(x, r, ?); ``target="lhs"`` ranks lhs candidates for (?, r, y).  The score is always
+``comparator(query, candidate)``:
+
+============== =========================== ==================================
+relation_sides  target="rhs"                target="lhs"
+============== =========================== ==================================
+both (default)  c(g_r^lhs(θx), θy')         c(θx', g_r^rhs(θy))
+rhs (PBG/TwHIN) c(θx, g_r(θy'))             c(θx', g_r(θy))
+============== =========================== ==================================
+
+With ``both`` the candidates never pass through an operator, so negatives shared by edges of different
+relations are scored with a single matrix product.  With ``rhs`` and a relation-aware operator the rhs
+candidates must be transformed per relation (``candidates_need_relation``).  Positives and negatives go
+through exactly the same function (TwHIN's release does not: it drops the relation term for negatives).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from tbg.config import Config
+from tbg.model.comparators import build_comparator
+from tbg.model.operators import SideOperators
+
+Target = Literal["lhs", "rhs"]
+
+
+class RelationModel(nn.Module):
+    """Per-relation operators (one set per side in ``both`` mode) and the comparator."""
+
+    def __init__(self, kinds: list[str], dims: list[int], comparator: str, sides: str = "both") -> None:
+        super().__init__()
+        self.sides = str(sides)
+        if self.sides not in ("both", "rhs"):
+            raise ValueError(f"relation_sides must be both or rhs, got {sides!r}")
+        self.comparator = build_comparator(comparator)
+        # rhs_operators act on θy; lhs_operators (both mode only) act on θx.
+        self.rhs_operators = SideOperators(kinds, dims)
+        self.lhs_operators = SideOperators(kinds, dims) if self.sides == "both" else None
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> RelationModel:
+        model = cfg.model
+        kinds = [str(r.operator) for r in model.relations]
+        dims = [model.table(r.lhs).embedding_dim for r in model.relations]
+        return cls(kinds, dims, str(model.comparator), str(model.relation_sides))
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.rhs_operators.kinds)
+
+    def candidates_need_relation(self, target: Target) -> bool:
+        """True when candidates of ``target`` must pass through the relation's operator."""
+        return target == "rhs" and self.sides == "rhs" and not self.rhs_operators.is_identity_only
+
+    def query(self, target: Target, known: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """Prepared query vectors from the known side's embeddings (relations may be mixed)."""
+        if target == "rhs":
+            q = self.lhs_operators(known, rel) if self.lhs_operators is not None else known
+        else:
+            q = self.rhs_operators(known, rel)
+        return self.comparator.prepare(q)
+
+    def candidates(self, target: Target, emb: torch.Tensor, rel: int | None = None) -> torch.Tensor:
+        """Prepared candidate vectors; ``rel`` is required when :meth:`candidates_need_relation`."""
+        if self.candidates_need_relation(target):
+            if rel is None:
+                raise ValueError("rhs candidates depend on the relation in relation_sides=rhs mode")
+            emb = self.rhs_operators.apply_one(emb, rel)
+        return self.comparator.prepare(emb)
+
+    def candidates_per_row(self, target: Target, emb: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """Prepared candidate vectors, one relation per row (for positives)."""
+        if self.candidates_need_relation(target):
+            emb = self.rhs_operators(emb, rel)
+        return self.comparator.prepare(emb)
+
+    def score_positive(self, target: Target, lhs: torch.Tensor, rhs: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """Scores [B] of true edges in the ``target`` direction."""
+        known, cand = (lhs, rhs) if target == "rhs" else (rhs, lhs)
+        return self.comparator.pairwise(self.query(target, known, rel), self.candidates_per_row(target, cand, rel))
+
+    def score_candidates(self, target: Target, known: torch.Tensor, rel: int, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores [B, C] of B queries of one relation against C raw candidate embeddings."""
+        rel_t = torch.full((known.shape[0],), rel, dtype=torch.long, device=known.device)
+        return self.comparator.matrix(self.query(target, known, rel_t), self.candidates(target, candidates, rel))
+
+    def export_relation(self, rel: int) -> dict[str, torch.Tensor]:
+        """Named parameters of one relation, e.g. ``rhs.translation`` / ``lhs.translation``."""
+        out = {f"rhs.{k}": v for k, v in self.rhs_operators.export(rel).items()}
+        if self.lhs_operators is not None:
+            out.update({f"lhs.{k}": v for k, v in self.lhs_operators.export(rel).items()})
+        return out
