@@ -276,8 +276,12 @@ class RuntimeConfig:
     device: str = "auto"
     num_threads: int | None = attrs.field(default=None, validator=_positive)
     seed: int = 0
+    # bf16 score GEMMs on CPU (training only; eval stays fp32): auto = when the CPU has avx512_bf16/amx_bf16
+    cpu_bf16: str = "auto"  # auto | on | off
 
     def __attrs_post_init__(self) -> None:
+        if self.cpu_bf16 not in ("auto", "on", "off"):
+            raise _FieldProblem("cpu_bf16", f"must be auto, on or off, got {self.cpu_bf16!r}")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise _FieldProblem("device", f"must be auto, cpu, cuda or cuda:N, got {dev!r}")
@@ -299,6 +303,7 @@ class TrainingConfig:
     # tbg extensions
     bucket_order: BucketOrder = BucketOrder.inside_out
     validation_mrr: bool = False  # opt-in: sampled validation MRR into metrics.jsonl at each eval
+    max_edges_per_chunk: int = attrs.field(default=10_000_000, validator=_positive)  # huge buckets: read in chunks
 
 
 # ----------------------------------------------------------------------------- model
