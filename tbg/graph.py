@@ -223,3 +223,46 @@ class Graph:
         with h5py.File(self._entity_file(etype), "r") as f:
             ds = f["names"].asstr()
             return np.asarray(ds[:] if ids is None else ds[:][ids], dtype=object)
+
+
+class BucketWriter:
+    """Writes one bucket file of known size slice by slice (same layout as :func:`write_bucket`).
+
+    The importer uses it for buckets too large to shuffle in memory at once.
+    """
+
+    def __init__(self, path: str, count: int, dtypes: dict[str, np.dtype]) -> None:
+        chunk = max(1, min(count, 1 << 16))
+        self._file = h5py.File(path, "w")
+        self._file.attrs["format_version"] = FORMAT_VERSION
+        self._file.attrs["count"] = count
+        self._count = count
+        self._pos = 0
+        for key in ("lhs", "rhs", "rel", "weight"):
+            if key in dtypes:
+                self._file.create_dataset(key, shape=(count,), dtype=dtypes[key], chunks=(chunk,) if count else None)
+
+    def append(self, edges: EdgeArrays) -> None:
+        end = self._pos + len(edges)
+        if end > self._count:
+            raise ValueError(f"bucket overflow: {end} > {self._count}")
+        for key in ("lhs", "rhs", "rel", "weight"):
+            data = getattr(edges, key)
+            if data is not None and len(data):
+                self._file[key][self._pos : end] = data
+        self._pos = end
+
+    def close(self) -> None:
+        if self._pos != self._count:
+            self._file.close()
+            raise ValueError(f"bucket incomplete: wrote {self._pos} of {self._count} edges")
+        self._file.close()
+
+    def __enter__(self) -> BucketWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()

@@ -1,0 +1,1 @@
+"""Input/output for the importer: fsspec sources, id conversion, entity dictionaries, bucket spill files."""
