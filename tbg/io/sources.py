@@ -281,6 +281,7 @@ def _text_batches(
     convert = pacsv.ConvertOptions(
         column_types=column_types,
         include_columns=list(dict.fromkeys(columns.values())),
+        null_values=[],  # "nan"/"NULL" are values (NaN weights are then rejected), never silent nulls
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
@@ -310,6 +311,12 @@ def _text_batches(
             rows_seen += n
             if remaining == 0:
                 return
+    except pa.ArrowKeyError:
+        missing = [r for r, c in columns.items() if c.startswith("f")] if names is None else []
+        where = ", ".join(f"{r!r} at position {columns[r][1:]}" for r in missing)
+        raise InputError(
+            f"{file.url}: column {where or 'not found'} out of range (the file has fewer columns)"
+        ) from None
     except pa.ArrowInvalid as exc:
         raise _text_error(file, exc, columns, names, spec.header, lambda: open_reader(False)) from None
     except (OSError, EOFError) as exc:
