@@ -91,6 +91,27 @@ class RelationModel(nn.Module):
         rel_t = torch.full((known.shape[0],), rel, dtype=torch.long, device=known.device)
         return self.comparator.matrix(self.query(target, known, rel_t), self.candidates(target, candidates, rel))
 
+    def score_batch(
+        self, target: Target, known: torch.Tensor, true_cand: torch.Tensor, rel: torch.Tensor, negatives: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training scores: positives [B] and all B queries against shared raw negatives [C] -> [B, C].
+
+        The same functions as :meth:`score_positive` / :meth:`score_candidates`, with the query computed
+        once.  Relations may be mixed: when candidates need no relation (``both`` mode, or identity rhs
+        operators) it is ONE matrix product; otherwise one product per relation present in the batch.
+        """
+        q = self.query(target, known, rel)
+        pos = self.comparator.pairwise(q, self.candidates_per_row(target, true_cand, rel))
+        if not self.candidates_need_relation(target):
+            return pos, self.comparator.matrix(q, self.candidates(target, negatives))
+        order = torch.argsort(rel, stable=True)
+        present, counts = torch.unique_consecutive(rel[order], return_counts=True)
+        blocks = [
+            self.comparator.matrix(q_r, self.candidates(target, negatives, int(r)))
+            for q_r, r in zip(q[order].split(counts.tolist()), present.tolist())
+        ]
+        return pos, torch.cat(blocks)[torch.argsort(order)]
+
     def export_relation(self, rel: int) -> dict[str, torch.Tensor]:
         """Named parameters of one relation, e.g. ``rhs.translation`` / ``lhs.translation``."""
         out = {f"rhs.{k}": v for k, v in self.rhs_operators.export(rel).items()}

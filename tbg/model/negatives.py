@@ -1,0 +1,55 @@
+"""Negative sampling without per-edge Python: in-batch (per relation) and uniform (per partition).
+
+In-batch negatives for a batch are a set of batch *positions*: per relation present, up to ``S`` of that
+relation's edges chosen at random, shared by all its edges (TwHIN/PBG batch negatives; they follow the
+degree distribution).  With ``S`` at least the relation's count, all of its batch edges are used, like a
+PBG chunk spanning the batch.  Uniform negatives are ``G`` offsets drawn uniformly from the resident
+partition, shared by the whole batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def select_in_batch(rel: torch.Tensor, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Positions (into the batch) of the shared in-batch negatives: up to ``num`` per relation present."""
+    size = rel.shape[0]
+    if num <= 0 or size == 0:
+        return torch.zeros(0, dtype=torch.long, device=rel.device)
+    if num >= size:
+        return torch.arange(size, device=rel.device)
+    perm = torch.randperm(size, generator=generator, device="cpu").to(rel.device)
+    shuffled = rel[perm]
+    sorted_rel, order = torch.sort(shuffled, stable=True)
+    start = torch.searchsorted(sorted_rel, sorted_rel)  # first index of each relation's run
+    rank = torch.arange(size, device=rel.device) - start
+    return perm[order[rank < num]]
+
+
+def sample_uniform(
+    num: int, partition_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``num`` offsets drawn uniformly (with replacement, like PBG) from a partition of ``partition_size``."""
+    if num <= 0 or partition_size <= 0:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    return torch.randint(0, partition_size, (num,), generator=generator).to(device)
+
+
+def negative_mask(
+    true_ids: torch.Tensor,
+    true_rel: torch.Tensor,
+    batch_ids: torch.Tensor,
+    batch_rel: torch.Tensor,
+    uniform_ids: torch.Tensor,
+) -> torch.Tensor:
+    """valid[i, k]: negative k counts for positive i.
+
+    In-batch columns count only for edges of the same relation; any sample equal to the true entity
+    (the positive itself included) is masked, so the positive is never its own negative.
+    """
+    neg_ids = torch.cat([batch_ids, uniform_ids])
+    valid = true_ids.unsqueeze(1) != neg_ids.unsqueeze(0)
+    if batch_ids.numel():
+        valid[:, : batch_ids.shape[0]] &= true_rel.unsqueeze(1) == batch_rel.unsqueeze(0)
+    return valid

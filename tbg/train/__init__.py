@@ -1,0 +1,1 @@
+"""Training: bucket scheduler, partition swapping/prefetch, batch step, run loop, checkpoints."""

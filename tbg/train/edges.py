@@ -1,0 +1,111 @@
+"""Bucket edges as torch tensors, read in chunks and shuffled per epoch, prefetched in the background.
+
+A bucket of ``n`` edges is read in chunks of ``max_edges_per_chunk`` (huge buckets never load whole).
+Each chunk is permuted with a generator seeded by (seed, epoch, bucket, chunk), so the edge at a given
+position of a given epoch is always the same one: a checkpoint that records (bucket, position) resumes
+exactly there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tbg.graph import Graph
+from tbg.train.step import Batch
+
+
+@dataclass
+class EdgeChunk:
+    start: int  # bucket position of the chunk's first edge
+    edges: Batch  # permuted
+
+    def __len__(self) -> int:
+        return len(self.edges)
+
+
+def _seed(*parts: object) -> int:
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+
+
+class EdgeSource:
+    def __init__(
+        self, graph: Graph, split: str, chunk_edges: int, device: torch.device, seed: int, executor: Executor
+    ) -> None:
+        self.graph = graph
+        self.split = split
+        self.chunk_edges = chunk_edges
+        self.device = device
+        self.seed = seed
+        self.executor = executor
+        self._pending: dict[tuple[int, tuple[int, int], int], Future[EdgeChunk]] = {}
+
+    def count(self, bucket: tuple[int, int]) -> int:
+        return self.graph.bucket_count(self.split, *bucket)
+
+    def _load(self, epoch: int, bucket: tuple[int, int], index: int, shuffle: bool) -> EdgeChunk:
+        start = index * self.chunk_edges
+        stop = min(self.count(bucket), start + self.chunk_edges)
+        arr = self.graph.read_bucket(self.split, bucket[0], bucket[1], start, stop)
+        n = len(arr)
+        if shuffle:
+            gen = torch.Generator().manual_seed(_seed(self.seed, epoch, bucket, index))
+            perm = torch.randperm(n, generator=gen)
+        else:
+            perm = torch.arange(n)
+
+        def column(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(a)).to(dtype).index_select(0, perm)
+            if self.device.type == "cuda":
+                t = t.pin_memory().to(self.device, non_blocking=True)
+            return t
+
+        weight = column(arr.weight, torch.float32) if arr.weight is not None else None
+        edges = Batch(column(arr.lhs, torch.long), column(arr.rhs, torch.long), column(arr.rel, torch.long), weight)
+        return EdgeChunk(start, edges)
+
+    def prefetch(self, epoch: int, bucket: tuple[int, int], index: int = 0) -> None:
+        key = (epoch, bucket, index)
+        if key not in self._pending and index * self.chunk_edges < self.count(bucket):
+            self._pending[key] = self.executor.submit(self._load, epoch, bucket, index, True)
+
+    def chunks(self, epoch: int, bucket: tuple[int, int], position: int = 0) -> Iterator[EdgeChunk]:
+        """Shuffled chunks from ``position`` on; the next chunk is read while the current one trains."""
+        total = self.count(bucket)
+        index = position // self.chunk_edges
+        while index * self.chunk_edges < total:
+            key = (epoch, bucket, index)
+            future = self._pending.pop(key, None)
+            chunk = future.result() if future is not None else self._load(epoch, bucket, index, True)
+            self.prefetch(epoch, bucket, index + 1)
+            yield chunk
+            index += 1
+
+    def drop_pending(self) -> None:
+        self._pending.clear()
+
+
+def batches(chunk: EdgeChunk, batch_size: int, position: int) -> Iterator[tuple[int, Batch]]:
+    """(position after the batch, batch) for the chunk's edges from bucket ``position`` on."""
+    e = chunk.edges
+    n = len(chunk)
+    for lo in range(max(0, position - chunk.start), n, batch_size):
+        hi = min(n, lo + batch_size)
+        w = None if e.weight is None else e.weight[lo:hi]
+        yield chunk.start + hi, Batch(e.lhs[lo:hi], e.rhs[lo:hi], e.rel[lo:hi], w)
+
+
+def read_all(graph: Graph, split: str, bucket: tuple[int, int], device: torch.device) -> Batch:
+    """A whole (small) bucket unshuffled, e.g. the validation edges of the current bucket."""
+    arr = graph.read_bucket(split, *bucket)
+
+    def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+
+    weight = t(arr.weight, torch.float32) if arr.weight is not None else None
+    return Batch(t(arr.lhs, torch.long), t(arr.rhs, torch.long), t(arr.rel, torch.long), weight)

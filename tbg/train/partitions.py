@@ -1,0 +1,154 @@
+"""Resident embedding partitions, swapping to files, background prefetch, checkpoint shards.
+
+Only the partitions of the current bucket are in memory (P=1: everything, nothing swapped).  A partition
+not resident lives in exactly one immutable file, its *source*: a checkpoint shard (after resume or warm
+start) or ``save_dir/partitions/<type>_<p>.h5`` (written by temp + rename when evicted, so a checkpoint
+can hard-link it).  Partitions that have no source yet are created from their seed on first use.  The
+next bucket's partitions are read on a background thread while the current bucket trains.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tbg.checkpoint import CheckpointWriter, read_embedding_file, write_embedding_file
+from tbg.config import Config, EmbeddingTableConfig
+from tbg.errors import CheckpointError
+from tbg.model.embeddings import init_partition, storage_dtype
+from tbg.model.optimizers import SparseOptimizer, build_sparse_optimizer
+from tbg.train.step import TableKey
+
+SWAP_DIR = "partitions"
+
+
+@dataclass
+class Resident:
+    table: torch.Tensor
+    optimizer: SparseOptimizer
+    dirty: bool = False  # changed since read from its source
+
+
+Loaded = tuple[np.ndarray | torch.Tensor, dict[str, np.ndarray]]
+
+
+class PartitionStore:
+    def __init__(
+        self,
+        cfg: Config,
+        counts: dict[str, int],
+        sizes: dict[TableKey, int],
+        device: torch.device,
+        swap_dir: str,
+        executor: Executor,
+    ) -> None:
+        self.tables: dict[str, EmbeddingTableConfig] = {t.name: t for t in cfg.model.embeddings.tables}
+        self.counts = counts  # entities per type (the init scale uses the whole type's count)
+        self.sizes = sizes  # rows per (type, partition)
+        self.device = device
+        self.seed = cfg.runtime.seed
+        self.swap_dir = swap_dir
+        self.executor = executor
+        self.resident: dict[TableKey, Resident] = {}
+        self.sources: dict[TableKey, str] = {}
+        self._pending: dict[TableKey, Future[Loaded]] = {}
+        self._weights_only: set[TableKey] = set()  # warm start: ignore the shard's optimizer state
+
+    @property
+    def keys(self) -> list[TableKey]:
+        return sorted(self.sizes)
+
+    # ------------------------------------------------------------------ loading
+    def _read(self, key: TableKey) -> Loaded:
+        """Table and optimizer state from the key's source file, or a fresh seeded partition."""
+        etype, part = key
+        source = self.sources.get(key)
+        if source is None:
+            table = self.tables[etype]
+            return init_partition(table, self.counts[etype], self.sizes[key], self.seed, part), {}
+        emb, state = read_embedding_file(source, with_optimizer=key not in self._weights_only)
+        rows, dim = self.sizes[key], self.tables[etype].embedding_dim
+        if emb.shape != (rows, dim):
+            raise CheckpointError(f"{source}: shard shape {emb.shape}, the config needs ({rows}, {dim})")
+        return emb, state
+
+    def _install(self, key: TableKey, loaded: Loaded) -> None:
+        emb, state = loaded
+        tensor = emb if isinstance(emb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(emb))
+        tensor = tensor.to(storage_dtype(self.tables[key[0]]))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        optimizer = build_sparse_optimizer(tensor, self.tables[key[0]].optimizer)
+        optimizer.load_state(state)
+        self.resident[key] = Resident(tensor, optimizer, dirty=key not in self.sources)
+
+    def prefetch(self, keys: list[TableKey]) -> None:
+        """Start reading partitions that are neither resident nor already being read."""
+        for key in keys:
+            if key not in self.resident and key not in self._pending:
+                self._pending[key] = self.executor.submit(self._read, key)
+
+    def need(self, keys: list[TableKey]) -> None:
+        """Make exactly ``keys`` resident: evict (swap out) the others first, then load the missing ones."""
+        wanted = set(keys)
+        for key in [k for k in self.resident if k not in wanted]:
+            self._evict(key)
+        for key in sorted(wanted):
+            if key in self.resident:
+                continue
+            future = self._pending.pop(key, None)
+            self._install(key, future.result() if future is not None else self._read(key))
+
+    def _evict(self, key: TableKey) -> None:
+        res = self.resident.pop(key)
+        if res.dirty or key not in self.sources:
+            os.makedirs(self.swap_dir, exist_ok=True)
+            path = os.path.join(self.swap_dir, f"{key[0]}_{key[1]}.h5")
+            write_embedding_file(path, res.table.cpu().numpy(), res.optimizer.state_arrays())
+            self.sources[key] = path
+            self._weights_only.discard(key)
+
+    # ------------------------------------------------------------------ access
+    def get(self, key: TableKey) -> Resident:
+        return self.resident[key]
+
+    def mark_dirty(self, key: TableKey) -> None:
+        self.resident[key].dirty = True
+
+    def set_sources(self, sources: dict[TableKey, str], with_optimizer: bool = True) -> None:
+        """Start from checkpoint shards (resume/warm start); drops anything resident."""
+        self.resident.clear()
+        self._pending.clear()
+        self.sources = {}
+        os.makedirs(self.swap_dir, exist_ok=True)
+        for key, source in sources.items():
+            # link into the swap dir: pruning old checkpoints must never remove a partition's only copy
+            path = os.path.join(self.swap_dir, f"{key[0]}_{key[1]}.h5")
+            tmp = f"{path}.tmp-link"
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, path)
+            self.sources[key] = path
+        self._weights_only = set() if with_optimizer else set(self.sources)
+
+    def write_checkpoint(self, writer: CheckpointWriter, with_optimizer: bool = True) -> None:
+        """Resident partitions are written; swapped-out ones are hard-linked from their immutable files."""
+        for key in self.keys:
+            if key in self.resident:
+                res = self.resident[key]
+                state = res.optimizer.state_arrays() if with_optimizer else None
+                writer.write_embeddings(key[0], key[1], res.table.cpu().numpy(), state)
+            elif key in self.sources:
+                writer.link_embeddings(key[0], key[1], self.sources[key])
+            else:  # never trained yet: write its deterministic initial value
+                emb, _ = self._read(key)
+                writer.write_embeddings(key[0], key[1], emb.numpy() if isinstance(emb, torch.Tensor) else emb)

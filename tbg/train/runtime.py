@@ -1,0 +1,78 @@
+"""Process-level performance settings: allocator, threads, device, bf16 support.
+
+Measured on the 2-core reference CPU (docs/training.md): glibc's default returns every >= 128 KiB
+temporary to the OS so each step re-faults its score buffers; the mallopt settings below cut a step
+from 29 to 17.5 ms.  bf16 GEMMs run 3.5-4x faster than fp32 only where the CPU has native bf16
+(avx512_bf16 / amx_bf16); elsewhere bf16 is emulated and slower, so it is detected, not assumed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+import torch
+
+from tbg.config import Config
+
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc() -> bool:
+    """Keep large temporaries in the heap (32 MiB mmap threshold, 1 GiB trim, 256 MiB top pad)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        ok &= libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        ok &= libc.mallopt(M_TOP_PAD, 256 << 20)
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def select_device(cfg: Config) -> torch.device:
+    want = cfg.runtime.device
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        from tbg.errors import TbgError
+
+        raise TbgError(f"runtime.device: {want!r} requested but CUDA is not available")
+    return torch.device(want)
+
+
+def use_bf16(cfg: Config, device: torch.device) -> bool:
+    """bf16 score GEMMs: on CUDA when enable_amp; on CPU per runtime.cpu_bf16 (auto = native support)."""
+    if device.type == "cuda":
+        return cfg.runtime.enable_amp
+    mode = cfg.runtime.cpu_bf16
+    return mode == "on" or (mode == "auto" and cpu_has_native_bf16())
+
+
+def setup(cfg: Config) -> tuple[torch.device, bool]:
+    """Apply allocator/thread/TF32 settings; return the device and whether score GEMMs use bf16."""
+    tune_malloc()
+    threads = cfg.runtime.num_threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    device = select_device(cfg)
+    if device.type == "cuda" and cfg.runtime.enable_tensorfloat32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return device, use_bf16(cfg, device)

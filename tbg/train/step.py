@@ -1,0 +1,160 @@
+"""One batch: gather rows, score positives and shared negatives on both sides, loss, sparse updates.
+
+A batch mixes relations.  Edges are grouped by (lhs type, rhs type) — usually one group — and each group
+gathers its rows with ``index_select`` into autograd leaves, scores
+
+- target rhs: queries from θx against [in-batch rhs, G uniform rhs of the partition],
+- target lhs: queries from θy against [in-batch lhs, G uniform lhs of the partition],
+
+through :meth:`RelationModel.score_batch` (the same score function eval uses), masks negatives equal to
+the true entity, and sums ``relation.weight × edge weight × (loss_rhs + loss_lhs)`` over the batch
+(PBG's reduction).  After ``backward`` the leaves' gradients are coalesced per table and handed to the
+sparse optimizers: only the batch's rows are read or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from tbg.config import Config
+from tbg.model.losses import edge_losses
+from tbg.model.negatives import negative_mask, sample_uniform, select_in_batch
+from tbg.model.optimizers import coalesce
+from tbg.model.scoring import RelationModel
+
+TableKey = tuple[str, int]  # (entity type, partition)
+
+
+@dataclass
+class Batch:
+    lhs: torch.Tensor  # offsets in the lhs partition
+    rhs: torch.Tensor
+    rel: torch.Tensor
+    weight: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.lhs.shape[0])
+
+
+@dataclass
+class Gathered:
+    key: TableKey
+    ids: torch.Tensor
+    leaf: torch.Tensor
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # summed (weighted) loss of the batch
+    gathered: list[Gathered]
+
+
+class BatchScorer:
+    """Computes a batch's loss; ``tables(etype, side)`` resolves the resident partition of the bucket."""
+
+    def __init__(self, cfg: Config, model: RelationModel, device: torch.device, bf16: bool) -> None:
+        self.model = model
+        self.device = device
+        self.loss = str(cfg.model.loss)
+        self.margin = cfg.model.margin
+        rels = cfg.model.relations
+        self.rel_weight = torch.tensor([r.weight for r in rels], dtype=torch.float32, device=device)
+        self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
+        self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
+        self.bf16 = bf16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def __call__(
+        self,
+        batch: Batch,
+        tables: Callable[[str, str], tuple[TableKey, torch.Tensor]],
+        in_batch: int,
+        uniform: int,
+        generator: torch.Generator,
+        grad: bool = True,
+    ) -> StepResult:
+        gathered: list[Gathered] = []
+        if len(self.groups) == 1:
+            loss = self._group(self.groups[0], batch, tables, in_batch, uniform, generator, grad, gathered)
+            return StepResult(loss, gathered)
+        group_of = self.rel_group[batch.rel]
+        total = torch.zeros((), device=self.device)
+        for g in torch.unique(group_of).tolist():
+            rows = torch.nonzero(group_of == g).squeeze(1)
+            sub = Batch(
+                batch.lhs[rows],
+                batch.rhs[rows],
+                batch.rel[rows],
+                None if batch.weight is None else batch.weight[rows],
+            )
+            total = total + self._group(self.groups[g], sub, tables, in_batch, uniform, generator, grad, gathered)
+        return StepResult(total, gathered)
+
+    def _gather(self, key: TableKey, table: torch.Tensor, ids: torch.Tensor, grad: bool) -> torch.Tensor:
+        rows = table.index_select(0, ids)
+        rows = rows.float() if rows.dtype != torch.float32 else rows
+        return rows.requires_grad_(grad)
+
+    def _group(
+        self,
+        types: tuple[str, str],
+        batch: Batch,
+        tables: Callable[[str, str], tuple[TableKey, torch.Tensor]],
+        in_batch: int,
+        uniform: int,
+        generator: torch.Generator,
+        grad: bool,
+        gathered: list[Gathered],
+    ) -> torch.Tensor:
+        size = len(batch)
+        key_l, table_l = tables(types[0], "lhs")
+        key_r, table_r = tables(types[1], "rhs")
+        uni_l = sample_uniform(uniform, table_l.shape[0], generator, self.device)
+        uni_r = sample_uniform(uniform, table_r.shape[0], generator, self.device)
+        ids_l = torch.cat([batch.lhs, uni_l])
+        ids_r = torch.cat([batch.rhs, uni_r])
+        x_l = self._gather(key_l, table_l, ids_l, grad)
+        x_r = self._gather(key_r, table_r, ids_r, grad)
+        if grad:
+            gathered += [Gathered(key_l, ids_l, x_l), Gathered(key_r, ids_r, x_r)]
+        theta_x, theta_y = x_l[:size], x_r[:size]
+        sel = select_in_batch(batch.rel, in_batch, generator)
+        sel_rel = batch.rel[sel]
+        with self.autocast():
+            pos_r, neg_r = self.model.score_batch(
+                "rhs", theta_x, theta_y, batch.rel, torch.cat([theta_y[sel], x_r[size:]])
+            )
+            pos_l, neg_l = self.model.score_batch(
+                "lhs", theta_y, theta_x, batch.rel, torch.cat([theta_x[sel], x_l[size:]])
+            )
+        valid_r = negative_mask(batch.rhs, batch.rel, batch.rhs[sel], sel_rel, uni_r)
+        valid_l = negative_mask(batch.lhs, batch.rel, batch.lhs[sel], sel_rel, uni_l)
+        per_edge = edge_losses(self.loss, pos_r.float(), neg_r.float(), valid_r, self.margin) + edge_losses(
+            self.loss, pos_l.float(), neg_l.float(), valid_l, self.margin
+        )
+        weight = self.rel_weight[batch.rel]
+        if batch.weight is not None:
+            weight = weight * batch.weight
+        return (per_edge * weight).sum()
+
+
+def coalesced_grads(gathered: list[Gathered]) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor]]:
+    """Per table: unique touched rows and their summed gradients (no dense table-sized gradient)."""
+    by_key: dict[TableKey, list[Gathered]] = {}
+    for g in gathered:
+        by_key.setdefault(g.key, []).append(g)
+    out = {}
+    for key, items in by_key.items():
+        ids = torch.cat([g.ids for g in items])
+        grads = torch.cat([g.leaf.grad for g in items])
+        out[key] = coalesce(ids, grads)
+    return out

@@ -1,0 +1,292 @@
+"""The training run: buckets in order, batches, logging, validation, checkpoints, resume.
+
+Progress is (epoch, bucket_index, position, step): ``position`` is the number of edges of the current
+bucket already trained in this epoch's deterministic shuffle, so a checkpoint taken mid-bucket resumes at
+exactly the next batch.  A run ends at ``num_epochs`` or ``num_train_steps``, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from tbg.checkpoint import Checkpoint, CheckpointStore, open_checkpoint
+from tbg.config import Config, dump_config
+from tbg.errors import CheckpointError
+from tbg.graph import Graph
+from tbg.model.optimizers import build_dense_optimizer, set_lr
+from tbg.model.scoring import RelationModel
+from tbg.train import runtime
+from tbg.train.checks import check_graph, model_fingerprint
+from tbg.train.edges import EdgeSource, batches, read_all
+from tbg.train.partitions import SWAP_DIR, PartitionStore
+from tbg.train.schedule import bucket_order
+from tbg.train.step import Batch, BatchScorer, TableKey, coalesced_grads
+
+METRICS = "metrics.jsonl"
+
+
+class Trainer:
+    def __init__(self, cfg: Config, graph: Graph | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.graph = graph if graph is not None else Graph(cfg.graph_dir)
+        check_graph(cfg, self.graph)
+        self.device, self.bf16 = runtime.setup(cfg)
+        self.progress_bar = progress
+        self.save_dir = cfg.training.save_dir
+        self.model = RelationModel.from_config(cfg).to(self.device)
+        self.rel_opt = build_dense_optimizer(list(self.model.parameters()), cfg.model.translation_optimizer)
+        self.scorer = BatchScorer(cfg, self.model, self.device, self.bf16)
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tbg-prefetch")
+        types = self.graph.entity_types
+        self.partitioned = {t: types[t].num_partitions > 1 for t in types}
+        sizes = {(t, p): types[t].partition_size(p) for t in types for p in range(types[t].num_partitions)}
+        counts = {t: types[t].count for t in types}
+        self.store = PartitionStore(
+            cfg, counts, sizes, self.device, os.path.join(self.save_dir, SWAP_DIR), self.executor
+        )
+        chunk = cfg.training.max_edges_per_chunk
+        self.edges = EdgeSource(self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor)
+        self.ckpts = CheckpointStore(self.save_dir, cfg.training.checkpoint_max_to_keep)
+        self.generator = torch.Generator().manual_seed(cfg.runtime.seed)
+        self.grid = (self.graph.num_lhs_partitions, self.graph.num_rhs_partitions)
+        self.table_opts = {t.name: t.optimizer for t in cfg.model.embeddings.tables}
+        self.fingerprint = model_fingerprint(cfg)
+        self.state = {"epoch": 0, "bucket_index": 0, "position": 0, "step": 0, "edges_seen": 0}
+        self.bucket: tuple[int, int] = (0, 0)
+        self._val_cache: dict[tuple[int, int], Batch] = {}
+        self.last_loss: float | None = None
+        self.last_val_loss: float | None = None
+
+    # ------------------------------------------------------------------ start
+    def start(self, fresh: bool = False) -> str:
+        """Resume from the latest checkpoint, else warm-start or initialise; returns what happened."""
+        if fresh:
+            for sub in (self.ckpts.root, os.path.join(self.save_dir, SWAP_DIR)):
+                shutil.rmtree(sub, ignore_errors=True)
+            metrics = os.path.join(self.save_dir, METRICS)
+            if os.path.exists(metrics):
+                os.remove(metrics)
+        os.makedirs(self.save_dir, exist_ok=True)
+        latest = self.ckpts.latest()
+        if latest is not None:
+            self._load(latest, resume=True)
+            return f"resumed from {latest.path} at step {self.state['step']}"
+        init = self.cfg.training.initial_checkpoint_dir
+        if init:
+            ckpt = open_checkpoint(init)
+            self._load(ckpt, resume=False)
+            return f"warm start from {ckpt.path} (weights only, step 0)"
+        return "fresh start"
+
+    def _load(self, ckpt: Checkpoint, resume: bool) -> None:
+        got = ckpt.progress.get("model_fingerprint")
+        if got is not None and got != self.fingerprint:
+            raise CheckpointError(
+                f"{ckpt.path}: trained with a different model (tables/relations/operators/comparator);"
+                " use `tbg train --fresh` or another training.save_dir"
+            )
+        sources = {key: ckpt.embedding_path(*key) for key in self.store.keys if ckpt.has_embeddings(*key)}
+        self.store.set_sources(sources, with_optimizer=resume)
+        rel = {k: torch.from_numpy(v) for k, v in ckpt.relations().items()}
+        self.model.load_state_dict(rel)
+        if not resume:
+            return
+        state_path = ckpt.file("state.pt")
+        if os.path.exists(state_path):
+            saved = torch.load(state_path, map_location="cpu", weights_only=False)
+            self.rel_opt.load_state_dict(saved["relation_optimizer"])
+            self.generator.set_state(saved["generator"])
+        for key in self.state:
+            self.state[key] = int(ckpt.progress.get(key, 0))
+
+    # ------------------------------------------------------------------ helpers
+    def bucket_keys(self, bucket: tuple[int, int]) -> list[TableKey]:
+        keys = set()
+        for rel in self.cfg.model.relations:
+            keys.add(self._key(rel.lhs, "lhs", bucket))
+            keys.add(self._key(rel.rhs, "rhs", bucket))
+        return sorted(keys)
+
+    def _key(self, etype: str, side: str, bucket: tuple[int, int]) -> TableKey:
+        if not self.partitioned[etype]:
+            return (etype, 0)
+        return (etype, bucket[0] if side == "lhs" else bucket[1])
+
+    def _tables(self, etype: str, side: str) -> tuple[TableKey, torch.Tensor]:
+        key = self._key(etype, side, self.bucket)
+        return key, self.store.get(key).table
+
+    def finished(self) -> bool:
+        t = self.cfg.training
+        return self.state["epoch"] >= t.num_epochs or self.state["step"] >= t.num_train_steps
+
+    def _steps_per_epoch(self) -> int:
+        b = self.cfg.train_data.per_replica_batch_size
+        return sum(-(-self.graph.bucket_count("train", i, j) // b) for i, j in self._all_buckets())
+
+    def _all_buckets(self) -> list[tuple[int, int]]:
+        return [(i, j) for i in range(self.grid[0]) for j in range(self.grid[1])]
+
+    def _metrics(self, record: dict[str, Any]) -> None:
+        with open(os.path.join(self.save_dir, METRICS), "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        step = self.state["step"]
+        set_lr(self.rel_opt, self.cfg.model.translation_optimizer.lr_at(step))
+        self.rel_opt.zero_grad(set_to_none=True)
+        data = self.cfg.train_data
+        result = self.scorer(batch, self._tables, data.in_batch_negatives, data.global_negatives, self.generator)
+        result.loss.backward()
+        self.rel_opt.step()
+        for key, (rows, grad) in coalesced_grads(result.gathered).items():
+            res = self.store.get(key)
+            res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(step))
+            res.dirty = True
+        return result.loss.detach()
+
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        """Mean loss per edge over num_eval_steps batches of the current bucket's validation edges.
+
+        Only the current bucket's partitions are resident, so (as in PBG) validation covers its bucket;
+        with P=1 that is the whole split.  ``num_eval_steps < 0`` means all of it.
+        """
+        if "valid" not in self.graph.splits:
+            return None
+        if self.bucket not in self._val_cache:
+            self._val_cache = {self.bucket: read_all(self.graph, "valid", self.bucket, self.device)}
+        edges = self._val_cache[self.bucket]
+        data = self.cfg.validation_data
+        steps = self.cfg.training.num_eval_steps
+        limit = len(edges) if steps < 0 else min(len(edges), steps * data.per_replica_batch_size)
+        if limit == 0:
+            return None
+        gen = torch.Generator().manual_seed(self.cfg.runtime.seed + 7919 * self.state["step"])
+        total = torch.zeros((), dtype=torch.float64)
+        for lo in range(0, limit, data.per_replica_batch_size):
+            hi = min(limit, lo + data.per_replica_batch_size)
+            w = None if edges.weight is None else edges.weight[lo:hi]
+            b = Batch(edges.lhs[lo:hi], edges.rhs[lo:hi], edges.rel[lo:hi], w)
+            res = self.scorer(b, self._tables, data.in_batch_negatives, data.global_negatives, gen, grad=False)
+            total += res.loss.double().cpu()
+        return float(total) / limit
+
+    # ------------------------------------------------------------------ checkpoint
+    def checkpoint(self) -> str:
+        latest = self.ckpts.latest()
+        writer = self.ckpts.begin(latest.version + 1 if latest is not None else 1)
+        try:
+            self.store.write_checkpoint(writer)
+            writer.write_relations({k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
+            torch.save(
+                {"relation_optimizer": self.rel_opt.state_dict(), "generator": self.generator.get_state()},
+                writer.path("state.pt"),
+            )
+            writer.write_file("config.yaml", dump_config(self.cfg))
+            return writer.commit({**self.state, "finished": self.finished(), "model_fingerprint": self.fingerprint})
+        except BaseException:
+            writer.abort()
+            raise
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        t = self.cfg.training
+        batch_size = self.cfg.train_data.per_replica_batch_size
+        total = min(t.num_train_steps, t.num_epochs * self._steps_per_epoch())
+        self._bar = tqdm(
+            total=total, initial=min(total, self.state["step"]), unit="step", file=sys.stderr,
+            disable=not self.progress_bar, dynamic_ncols=True,
+        )  # fmt: skip
+        started = time.perf_counter()
+        start_step, start_edges = self.state["step"], self.state["edges_seen"]
+        self._window = [torch.zeros((), dtype=torch.float64), 0, time.perf_counter()]  # loss, edges, since
+        self._last_ckpt_step = -1
+        s = self.state
+        while not self.finished():
+            order = bucket_order(self.grid[0], self.grid[1], t.bucket_order, self.cfg.runtime.seed, s["epoch"])
+            while s["bucket_index"] < len(order) and not self.finished():
+                self.bucket = order[s["bucket_index"]]
+                self.store.need(self.bucket_keys(self.bucket))
+                self._prefetch_next(order)
+                for chunk in self.edges.chunks(s["epoch"], self.bucket, s["position"]):
+                    for position, batch in batches(chunk, batch_size, s["position"]):
+                        loss = self.train_step(batch)
+                        self._after_step(position, len(batch), loss)
+                        if self.finished():
+                            break
+                    if self.finished():
+                        break
+                if s["position"] >= self.edges.count(self.bucket) or not self.finished():
+                    s["bucket_index"] += 1
+                    s["position"] = 0
+            if s["bucket_index"] >= len(order):
+                s["epoch"] += 1
+                s["bucket_index"] = 0
+        self._bar.close()
+        wall = time.perf_counter() - started
+        if s["step"] != self._last_ckpt_step:
+            self.checkpoint()
+        self.executor.shutdown(wait=True)
+        edges = s["edges_seen"] - start_edges
+        return {
+            "steps": s["step"] - start_step, "step": s["step"], "epoch": s["epoch"], "edges": edges,
+            "wall_s": wall, "edges_per_s": edges / max(wall, 1e-9), "final_loss": self.last_loss,
+            "val_loss": self.last_val_loss, "bf16": self.bf16, "device": str(self.device),
+            "threads": torch.get_num_threads(),
+        }  # fmt: skip
+
+    def _after_step(self, position: int, size: int, loss: torch.Tensor) -> None:
+        """Bookkeeping after a batch: progress, logging, validation, periodic checkpoint."""
+        t, s = self.cfg.training, self.state
+        s["step"] += 1
+        s["position"] = position
+        s["edges_seen"] += size
+        self._window[0] += loss.double()
+        self._window[1] += size
+        self._bar.update(1)
+        if s["step"] % t.train_log_every_n == 0 or self.finished():
+            now = time.perf_counter()
+            self.last_loss = float(self._window[0]) / max(1, self._window[1])
+            rate = self._window[1] / max(1e-9, now - self._window[2])
+            lr = self.table_opts[self.cfg.model.embeddings.tables[0].name].lr_at(s["step"] - 1)
+            self._metrics(
+                {"step": s["step"], "epoch": s["epoch"], "loss": self.last_loss, "edges_per_s": rate, "lr": lr,
+                 "time": time.time()}
+            )  # fmt: skip
+            self._bar.set_postfix(loss=f"{self.last_loss:.4f}", edges_s=f"{rate:,.0f}", refresh=False)
+            self._window = [torch.zeros((), dtype=torch.float64), 0, now]
+        if s["step"] % t.eval_log_every_n == 0:
+            val = self.validation_loss()
+            if val is not None:
+                self.last_val_loss = val
+                self._metrics({"step": s["step"], "epoch": s["epoch"], "val_loss": val, "time": time.time()})
+        if s["step"] % t.checkpoint_every_n == 0:
+            self.checkpoint()
+            self._last_ckpt_step = s["step"]
+
+    def _prefetch_next(self, order: list[tuple[int, int]]) -> None:
+        """Read the next bucket's partitions and first edge chunk in the background."""
+        s = self.state
+        if s["bucket_index"] + 1 < len(order):
+            epoch, nxt = s["epoch"], order[s["bucket_index"] + 1]
+        elif s["epoch"] + 1 < self.cfg.training.num_epochs:
+            epoch = s["epoch"] + 1
+            t = self.cfg.training
+            nxt = bucket_order(self.grid[0], self.grid[1], t.bucket_order, self.cfg.runtime.seed, epoch)[0]
+        else:
+            return
+        current = set(self.bucket_keys(self.bucket))
+        self.store.prefetch([k for k in self.bucket_keys(nxt) if k not in current])
+        self.edges.prefetch(epoch, nxt)
