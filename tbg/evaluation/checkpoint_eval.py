@@ -1,0 +1,51 @@
+"""Evaluate a committed checkpoint: resolve, validate against config and graph, then :func:`evaluate_model`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tbg.checkpoint import Checkpoint
+from tbg.config import Config
+from tbg.errors import CheckpointError
+from tbg.evaluation.compat import check_checkpoint, check_graph, resolve_checkpoint
+from tbg.evaluation.evaluate import evaluate_model
+from tbg.graph import Graph
+from tbg.model.scoring import RelationModel
+
+
+def load_relation_model(cfg: Config, ckpt: Checkpoint) -> RelationModel:
+    """The config's RelationModel with the checkpoint's relation parameters (strict: names and shapes)."""
+    model = RelationModel.from_config(cfg)
+    params = {k: torch.from_numpy(v) for k, v in ckpt.relations().items()}
+    try:
+        model.load_state_dict(params, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise CheckpointError(f"{ckpt.path}/relations.h5 does not match the config's relations: {detail}") from None
+    return model
+
+
+def evaluate_checkpoint(
+    cfg: Config,
+    split: str = "test",
+    checkpoint: str | None = None,
+    candidates: str | None = None,
+    filtered: bool | None = None,
+    max_edges: int | None = None,
+) -> dict[str, Any]:
+    graph = Graph(cfg.graph_dir)
+    check_graph(cfg, graph)
+    graph.split_info(split)  # a split that was never imported is one clear error
+    ckpt = resolve_checkpoint(cfg, checkpoint)
+    check_checkpoint(cfg, graph, ckpt)
+    model = load_relation_model(cfg, ckpt)
+    if cfg.runtime.num_threads:
+        torch.set_num_threads(cfg.runtime.num_threads)
+    result = evaluate_model(
+        cfg, graph, ckpt.embeddings, model, split, candidates=candidates, filtered=filtered, max_edges=max_edges
+    )
+    result["checkpoint"] = {"path": ckpt.path, "name": ckpt.name, "version": ckpt.version, "progress": ckpt.progress}
+    return result

@@ -1,0 +1,265 @@
+"""The ranking engine (torch): scores eval queries against candidates and counts, never sorts.
+
+For a chunk of queries the truth's score ``s`` is computed first; then candidate blocks are scored with one
+matrix product each and reduced immediately to per-query counts ``#(score > s)`` and ``#(score >= s)``, so
+memory is one ``[batch, block]`` score buffer however many candidates there are.  The true candidate and
+(filtered protocol) every other known true candidate are set to -inf before counting.
+
+Candidate tables are streamed partition by partition through :class:`TableCache` (an LRU with a byte budget),
+which also keeps the *prepared* candidates (operator applied in relation_sides=rhs mode, comparator
+``prepare``), so each partition is loaded and prepared once per (target, relation) instead of once per chunk.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tbg.errors import CheckpointError
+from tbg.evaluation.edges import EvalEdges, TypeLayout
+from tbg.evaluation.filter import FilterIndex
+from tbg.evaluation.ranking import SideCounts
+from tbg.model.scoring import RelationModel
+
+# (entity type, partition) -> [rows, dim] embeddings (numpy or torch, any float dtype)
+EmbeddingSource = Callable[[str, int], "np.ndarray | torch.Tensor"]
+
+
+def _other(target: str) -> str:
+    return "lhs" if target == "rhs" else "rhs"
+
+
+class TableCache:
+    """LRU of device tensors keyed by (kind, type, partition, ...), bounded by ``max_bytes``."""
+
+    def __init__(self, source: EmbeddingSource, model: RelationModel, device: torch.device, max_bytes: int) -> None:
+        self.source = source
+        self.model = model
+        self.device = device
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+
+    def _put(self, key: tuple, value: torch.Tensor) -> torch.Tensor:
+        self._items[key] = value
+        self._bytes += value.numel() * value.element_size()
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.numel() * old.element_size()
+        return value
+
+    def raw(self, etype: str, part: int) -> torch.Tensor:
+        key = ("raw", etype, part)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        data = self.source(etype, part)
+        table = torch.as_tensor(data).to(self.device, torch.float32)
+        if not bool(torch.isfinite(table).all()):
+            raise CheckpointError(f"embeddings of {etype!r} partition {part} contain NaN or inf")
+        return self._put(key, table)
+
+    def prepared(self, target: str, etype: str, part: int, rel: int | None) -> torch.Tensor:
+        key = ("prep", target, etype, part, rel)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        raw = self.raw(etype, part)
+        prep = self.model.candidates(target, raw, rel)
+        if prep.data_ptr() == raw.data_ptr():
+            return prep  # identity preparation: the raw entry already holds it
+        return self._put(key, prep.contiguous())
+
+
+@dataclass
+class Plan:
+    """Edges of one target side sorted into groups that share a candidate table."""
+
+    order: np.ndarray  # permutation of the eval edges
+    starts: np.ndarray  # chunk boundaries into ``order`` (len = chunks + 1)
+
+
+def _plan(
+    edges: EvalEdges, target: str, layout: TypeLayout, model: RelationModel, chunk: int
+) -> tuple[Plan, np.ndarray, np.ndarray, np.ndarray]:
+    """Sort by (candidate type, truth partition, relation when candidates depend on it, known side) and chunk."""
+    ctype = layout.type_of[target][edges.rel]
+    tpart = np.zeros(len(edges), dtype=np.int64)
+    toff = np.zeros(len(edges), dtype=np.int64)
+    for t, name in enumerate(layout.type_names):
+        m = ctype == t
+        if m.any():
+            tpart[m], toff[m] = layout.locate(name, edges.side(target)[m])
+    relkey = edges.rel if model.candidates_need_relation(target) else np.zeros(len(edges), dtype=np.int64)
+    order = np.lexsort((edges.side(_other(target)), relkey, tpart, ctype))
+    group = np.stack([ctype[order], tpart[order], relkey[order]])
+    change = np.flatnonzero((np.diff(group, axis=1) != 0).any(0)) + 1
+    bounds = np.concatenate([[0], change, [len(edges)]])
+    starts = [np.arange(a, b, chunk) for a, b in zip(bounds[:-1], bounds[1:])]
+    starts_arr = np.concatenate([*starts, [len(edges)]]).astype(np.int64)
+    return Plan(order, starts_arr), ctype, tpart, toff
+
+
+def _known_embeddings(
+    cache: TableCache, layout: TypeLayout, edges: EvalEdges, idx: np.ndarray, side: str, dim: int
+) -> torch.Tensor:
+    """Embeddings of the ``side`` entities of edges ``idx``, gathered partition by partition."""
+    out = torch.empty((len(idx), dim), dtype=torch.float32, device=cache.device)
+    ktype = layout.type_of[side][edges.rel[idx]]
+    pos = edges.side(side)[idx]
+    for t in np.unique(ktype):
+        name = layout.type_names[t]
+        m = ktype == t
+        part, off = layout.locate(name, pos[m])
+        rows_t = np.flatnonzero(m)
+        for p in np.unique(part):
+            sel = part == p
+            table = cache.raw(name, int(p))
+            rows = torch.from_numpy(rows_t[sel]).to(cache.device)
+            out[rows] = table.index_select(0, torch.from_numpy(off[sel]).to(cache.device))
+    return out
+
+
+def _masked_count(
+    scores: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(#greater, #greater-or-equal) per row after setting scores[rows, cols] to -inf."""
+    if rows is not None and rows.numel():
+        scores[rows, cols] = float("-inf")
+    p = pos.unsqueeze(1)
+    return (scores > p).sum(1, dtype=torch.int32), (scores >= p).sum(1, dtype=torch.int32)
+
+
+@torch.inference_mode()
+def rank_all(
+    model: RelationModel,
+    edges: EvalEdges,
+    target: str,
+    layout: TypeLayout,
+    cache: TableCache,
+    filt: FilterIndex | None,
+    batch_size: int = 1000,
+    block_cols: int = 8192,
+) -> SideCounts:
+    """Rank every edge's true ``target`` entity among all entities of its type (all partitions)."""
+    n = len(edges)
+    greater = np.zeros(n, dtype=np.int64)
+    equal = np.zeros(n, dtype=np.int64)
+    num_cand = np.zeros(n, dtype=np.int64)
+    plan, ctype, tpart, toff = _plan(edges, target, layout, model, batch_size)
+    known_side = _other(target)
+    dev = cache.device
+    for a, b in zip(plan.starts[:-1], plan.starts[1:]):
+        idx = plan.order[a:b]
+        ct_name = layout.type_names[int(ctype[idx[0]])]
+        tp = int(tpart[idx[0]])
+        rel_key = int(edges.rel[idx[0]]) if model.candidates_need_relation(target) else None
+        first = cache.prepared(target, ct_name, tp, rel_key)
+        known = _known_embeddings(cache, layout, edges, idx, known_side, first.shape[1])
+        rel_t = torch.from_numpy(edges.rel[idx]).to(dev)
+        query = model.query(target, known, rel_t)
+        truth = first.index_select(0, torch.from_numpy(toff[idx]).to(dev))
+        pos = torch.diagonal(model.comparator.matrix(query, truth)).contiguous()
+
+        # entries to mask: the truth itself plus known true candidates (filtered), by (partition, offset)
+        rows = np.arange(len(idx), dtype=np.int64)
+        cand_pos = edges.side(target)[idx]
+        removed = np.zeros(len(idx), dtype=np.int64)
+        if filt is not None:
+            qidx = filt.query_index(edges.rel[idx], edges.side(known_side)[idx])
+            frows, fcand = filt.lookup(qidx)
+            not_truth = fcand != cand_pos[frows]
+            frows, fcand = frows[not_truth], fcand[not_truth]
+            removed = np.bincount(frows, minlength=len(idx))
+            rows = np.concatenate([rows, frows])
+            cand_pos = np.concatenate([cand_pos, fcand])
+        mpart, moff = layout.locate(ct_name, cand_pos)
+        mord = np.lexsort((moff, mpart))
+        mrows_all, mpart, moff = rows[mord], mpart[mord], moff[mord]
+
+        gt = torch.zeros(len(idx), dtype=torch.int64, device=dev)
+        ge = torch.zeros(len(idx), dtype=torch.int64, device=dev)
+        num_parts = len(layout.bounds[ct_name]) - 1
+        for p in range(num_parts):
+            cands = first if p == tp else cache.prepared(target, ct_name, p, rel_key)
+            size = cands.shape[0]
+            lo_p, hi_p = np.searchsorted(mpart, [p, p + 1])
+            for j0 in range(0, size, block_cols):
+                j1 = min(size, j0 + block_cols)
+                lo = lo_p + np.searchsorted(moff[lo_p:hi_p], j0)
+                hi = lo_p + np.searchsorted(moff[lo_p:hi_p], j1)
+                scores = model.comparator.matrix(query, cands[j0:j1])
+                mr = mc = None
+                if hi > lo:
+                    mr = torch.from_numpy(mrows_all[lo:hi]).to(dev)
+                    mc = torch.from_numpy(moff[lo:hi] - j0).to(dev)
+                g, e = _masked_count(scores, pos, mr, mc)
+                gt += g
+                ge += e
+        greater[idx] = gt.cpu().numpy()
+        equal[idx] = (ge - gt).cpu().numpy()
+        num_cand[idx] = layout.counts[ct_name] - 1 - removed
+    return SideCounts(greater, equal, num_cand)
+
+
+@torch.inference_mode()
+def rank_sampled(
+    model: RelationModel,
+    edges: EvalEdges,
+    target: str,
+    layout: TypeLayout,
+    cache: TableCache,
+    filt: FilterIndex | None,
+    num_batch_negatives: int,
+    num_uniform_negatives: int,
+    batch_size: int,
+    generator: np.random.Generator,
+) -> SideCounts:
+    """PBG-style sampled ranking: each truth against the truths of its chunk of ``num_batch_negatives`` edges
+    plus ``num_uniform_negatives`` entities drawn uniformly (with replacement) from the truth's partition.
+
+    Chunks never mix candidate types or truth partitions.  A candidate that *is* the true entity (itself or a
+    repeat) is never a negative; in the filtered protocol known true candidates are removed as well.
+    """
+    n = len(edges)
+    greater = np.zeros(n, dtype=np.int64)
+    equal = np.zeros(n, dtype=np.int64)
+    num_cand = np.zeros(n, dtype=np.int64)
+    in_batch = num_batch_negatives > 0
+    chunk = num_batch_negatives if in_batch else batch_size
+    plan, ctype, tpart, toff = _plan(edges, target, layout, model, chunk)
+    known_side = _other(target)
+    dev = cache.device
+    for a, b in zip(plan.starts[:-1], plan.starts[1:]):
+        idx = plan.order[a:b]
+        m = len(idx)
+        ct_name = layout.type_names[int(ctype[idx[0]])]
+        tp = int(tpart[idx[0]])
+        rel_key = int(edges.rel[idx[0]]) if model.candidates_need_relation(target) else None
+        cands = cache.prepared(target, ct_name, tp, rel_key)
+        known = _known_embeddings(cache, layout, edges, idx, known_side, cands.shape[1])
+        query = model.query(target, known, torch.from_numpy(edges.rel[idx]).to(dev))
+        uniform = generator.integers(0, cands.shape[0], size=num_uniform_negatives, dtype=np.int64)
+        cand_off = np.concatenate([toff[idx], uniform])
+        scores = model.comparator.matrix(query, cands.index_select(0, torch.from_numpy(cand_off).to(dev)))
+        pos = torch.diagonal(scores[:, :m]).clone()
+        cand_pos = layout.bounds[ct_name][tp] + cand_off
+        truth_pos = edges.side(target)[idx]
+        mask = cand_pos[None, :] == truth_pos[:, None]
+        if not in_batch:
+            mask[:, :m] = True  # the chunk's truths are scored only to read each row's positive
+        if filt is not None:
+            qidx = filt.query_index(edges.rel[idx], edges.side(known_side)[idx])
+            mask |= filt.contains(qidx[:, None], cand_pos[None, :])
+        scores[torch.from_numpy(mask).to(dev)] = float("-inf")
+        p = pos.unsqueeze(1)
+        gt = (scores > p).sum(1)
+        ge = (scores >= p).sum(1)
+        greater[idx] = gt.cpu().numpy()
+        equal[idx] = (ge - gt).cpu().numpy()
+        num_cand[idx] = mask.shape[1] - mask.sum(1)
+    return SideCounts(greater, equal, num_cand)
