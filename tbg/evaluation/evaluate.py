@@ -66,10 +66,13 @@ def evaluate_model(
 
     relation_model = relation_model.to(dev).eval()
     cache = TableCache(embeddings, relation_model, dev, cache_bytes)
+    workers = torch.get_num_threads() if dev.type == "cpu" else 1
     counts = {}
     for target in ("lhs", "rhs"):
         if mode == "all":
-            counts[target] = rank_all(relation_model, edges, target, layout, cache, filters[target], ev.batch_size)
+            counts[target] = rank_all(
+                relation_model, edges, target, layout, cache, filters[target], ev.batch_size, workers=workers
+            )
         else:
             gen = np.random.default_rng([cfg.runtime.seed, 1 if target == "rhs" else 0])
             counts[target] = rank_sampled(
