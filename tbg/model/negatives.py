@@ -43,13 +43,16 @@ def negative_mask(
     batch_rel: torch.Tensor,
     uniform_ids: torch.Tensor,
 ) -> torch.Tensor:
-    """valid[i, k]: negative k counts for positive i.
+    """masked[i, k]: negative k does NOT count for positive i ([B, K + G], in-batch columns first).
 
     In-batch columns count only for edges of the same relation; any sample equal to the true entity
     (the positive itself included) is masked, so the positive is never its own negative.
     """
-    neg_ids = torch.cat([batch_ids, uniform_ids])
-    valid = true_ids.unsqueeze(1) != neg_ids.unsqueeze(0)
-    if batch_ids.numel():
-        valid[:, : batch_ids.shape[0]] &= true_rel.unsqueeze(1) == batch_rel.unsqueeze(0)
-    return valid
+    size, k = true_ids.shape[0], batch_ids.shape[0]
+    out = torch.empty((size, k + uniform_ids.shape[0]), dtype=torch.bool, device=true_ids.device)
+    torch.eq(true_ids.unsqueeze(1), uniform_ids.unsqueeze(0), out=out[:, k:])
+    if k:
+        block = out[:, :k]
+        torch.ne(true_rel.unsqueeze(1), batch_rel.unsqueeze(0), out=block)
+        block |= true_ids.unsqueeze(1) == batch_ids.unsqueeze(0)
+    return out

@@ -82,6 +82,10 @@ class BatchScorer:
         generator: torch.Generator,
         grad: bool = True,
     ) -> StepResult:
+        with torch.set_grad_enabled(grad):
+            return self._call(batch, tables, in_batch, uniform, generator, grad)
+
+    def _call(self, batch, tables, in_batch, uniform, generator, grad) -> StepResult:  # noqa: ANN001
         gathered: list[Gathered] = []
         if len(self.groups) == 1:
             loss = self._group(self.groups[0], batch, tables, in_batch, uniform, generator, grad, gathered)
@@ -136,10 +140,10 @@ class BatchScorer:
             pos_l, neg_l = self.model.score_batch(
                 "lhs", theta_y, theta_x, batch.rel, torch.cat([theta_x[sel], x_l[size:]])
             )
-        valid_r = negative_mask(batch.rhs, batch.rel, batch.rhs[sel], sel_rel, uni_r)
-        valid_l = negative_mask(batch.lhs, batch.rel, batch.lhs[sel], sel_rel, uni_l)
-        per_edge = edge_losses(self.loss, pos_r.float(), neg_r.float(), valid_r, self.margin) + edge_losses(
-            self.loss, pos_l.float(), neg_l.float(), valid_l, self.margin
+        masked_r = negative_mask(batch.rhs, batch.rel, batch.rhs[sel], sel_rel, uni_r)
+        masked_l = negative_mask(batch.lhs, batch.rel, batch.lhs[sel], sel_rel, uni_l)
+        per_edge = edge_losses(self.loss, pos_r, neg_r, masked_r, self.margin) + edge_losses(
+            self.loss, pos_l, neg_l, masked_l, self.margin
         )
         weight = self.rel_weight[batch.rel]
         if batch.weight is not None:

@@ -1,0 +1,71 @@
+"""Bad configs and graph/config mismatches fail with one line naming the key, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from train_graphs import make_config, planted_graph
+
+from tbg.cli import main
+from tbg.config import dump_config
+
+
+@pytest.fixture(scope="module")
+def gdir(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("g") / "graph")
+    planted_graph(path, partitions=2, edges=1000)
+    return path
+
+
+def _cli(tmp_path, capsys, cfg_text: str) -> tuple[int, str]:
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg_text)
+    rc = main(["train", str(path), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+def _yaml(tmp_path, gdir, **over) -> str:
+    return dump_config(make_config(str(tmp_path / "run"), gdir, partitions=2, **over))
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        ({"partitions": 1}, "model.embeddings.tables[0].num_partitions: 1 but the graph"),
+        ({"n": 300}, "model.embeddings.tables[0].num_embeddings: 300 but the graph"),
+        ({"num_rel": 2}, "model.relations: the config has 2 relations"),
+    ],
+)
+def test_graph_mismatch_one_line(tmp_path, capsys, gdir, change, expect) -> None:
+    text = dump_config(make_config(str(tmp_path / "run"), gdir, **{"partitions": 2, **change}))
+    rc, err = _cli(tmp_path, capsys, text)
+    assert rc == 2 and len(err.splitlines()) == 1 and expect in err, err
+
+
+def test_missing_graph_says_import_first(tmp_path, capsys) -> None:
+    rc, err = _cli(tmp_path, capsys, _yaml(tmp_path, str(tmp_path / "nothing")))
+    assert rc == 2 and len(err.splitlines()) == 1 and "run `tbg import` first" in err
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expect"),
+    [
+        ("bucket_order: inside_out", "bucket_order: diagonal", "training.bucket_order: must be one of"),
+        ("cpu_bf16: auto", "cpu_bf16: maybe", "runtime.cpu_bf16: must be auto, on or off"),
+        ("per_replica_batch_size: 100", "per_replica_batch_size: 0", "per_replica_batch_size: must be > 0"),
+        ("loss: softmax", "loss: hinge", "model.loss: must be one of"),
+    ],
+)
+def test_bad_values_one_line(tmp_path, capsys, gdir, old, new, expect) -> None:
+    text = _yaml(tmp_path, gdir)
+    assert old in text
+    rc, err = _cli(tmp_path, capsys, text.replace(old, new, 1))
+    assert rc == 2 and len(err.splitlines()) == 1 and expect in err, err
+
+
+def test_checkpoint_of_other_model_refused(tmp_path, capsys, gdir) -> None:
+    text = _yaml(tmp_path, gdir, **{"training.num_train_steps": 2})
+    assert _cli(tmp_path, capsys, text)[0] == 0
+    rc, err = _cli(tmp_path, capsys, text.replace("comparator: dot", "comparator: cos").replace(
+        "num_train_steps: 2", "num_train_steps: 4"))  # fmt: skip
+    assert rc == 2 and "trained with a different model" in err and len(err.splitlines()) == 1
