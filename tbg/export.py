@@ -1,0 +1,261 @@
+"""`tbg export CONFIG --format tsv|parquet|npy --out DIR`: entity vectors and relation parameters.
+
+Entities are written per type in dense-id order (the ids/names of the import), so row ``i`` of every format
+is entity ``i``.  Output is built in a temp dir beside ``--out`` and renamed into place; an existing output
+is replaced only with ``--overwrite``.  This module never imports torch (``import torch`` costs seconds):
+relation parameters are read from the checkpoint's relations.h5 with h5py and sliced per relation here.
+
+Formats (docs/export.md):
+  tsv      <type>_embeddings.tsv  name<TAB>v1<TAB>…<TAB>vD (PBG's format, shortest round-trip float32 text)
+           relation_parameters.tsv  relation<TAB>side<TAB>param<TAB>values… (row-major)
+  parquet  <type>.parquet  name: string, type: string, vector: fixed_size_list<float32>[D]
+           relation_parameters.parquet  relation, side, param, shape, values: list<float32>
+  npy      <type>.npy float32 [count, D], <type>_names.txt (one name per line), relations.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from tbg.checkpoint import Checkpoint
+from tbg.config import Config
+from tbg.errors import TbgError
+from tbg.graph import Graph
+
+FORMATS = ("tsv", "parquet", "npy")
+
+# state-dict parameter -> (operator kinds that use it, how many columns of the relation's dim it keeps)
+_PARAMS = {
+    "translation": (("translation", "affine"), 1.0),
+    "diagonal": (("diagonal",), 1.0),
+    "linear": (("linear", "affine"), 1.0),
+    "real": (("complex_diagonal",), 0.5),
+    "imag": (("complex_diagonal",), 0.5),
+}
+
+
+class ExportError(TbgError):
+    """The output exists (without --overwrite) or cannot be written."""
+
+
+@dataclass
+class RelationParam:
+    relation: str
+    side: str  # "lhs" | "rhs": which embedding the operator transforms
+    param: str
+    values: np.ndarray  # float32, at the relation's own dim
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, required=True)
+    parser.add_argument("--out", required=True, help="output dir (created atomically)")
+    parser.add_argument("--checkpoint", help="save_dir, checkpoints dir or version dir (default: latest)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tbg.config import load_config
+
+    cfg = load_config(args.config)
+    t0 = time.perf_counter()
+    summary = export(cfg, args.format, args.out, checkpoint=args.checkpoint, overwrite=args.overwrite)
+    counts = ", ".join(f"{t}: {n} x {d}" for t, (n, d) in summary["entity_types"].items())
+    print(
+        f"exported {counts} ({args.format}) from {summary['checkpoint']} to {args.out}"
+        f" in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str) -> np.ndarray:
+    """All partitions of ``etype`` as float32 [count, dim], row i = dense id i."""
+    et = graph.entity_types[etype]
+    shards = [ckpt.embeddings(etype, p) for p in range(et.num_partitions)]
+    by_position = shards[0] if len(shards) == 1 else np.concatenate(shards)
+    return np.ascontiguousarray(by_position.astype(np.float32, copy=False)[graph.position(etype)])
+
+
+def relation_params(cfg: Config, ckpt: Checkpoint) -> list[RelationParam]:
+    """Each relation's operator parameters at its own dim (the padded state-dict arrays sliced)."""
+    arrays = ckpt.relations()
+    sides = ("lhs", "rhs") if str(cfg.model.relation_sides) == "both" else ("rhs",)
+    out = []
+    for r, rel in enumerate(cfg.model.relations):
+        kind, dim = str(rel.operator), cfg.model.table(rel.lhs).embedding_dim
+        for side in sides:
+            for name, (kinds, frac) in _PARAMS.items():
+                if kind not in kinds:
+                    continue
+                key = f"{side}_operators.{name}"
+                if key not in arrays:
+                    raise TbgError(f"{ckpt.path}/relations.h5: missing {key!r} for relation {rel.name!r}")
+                d = int(dim * frac)
+                value = arrays[key][r, :d, :d] if name == "linear" else arrays[key][r, :d]
+                out.append(RelationParam(rel.name, side, name, np.asarray(value, dtype=np.float32)))
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _escape(names: np.ndarray):
+    """Names as an Arrow string array, with TAB, newline, CR and backslash escaped only when present."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(names, type=pa.string())
+    if pc.any(pc.match_substring_regex(arr, r"[\t\n\r\\]")).as_py():
+        for raw, esc in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+            arr = pc.replace_substring(arr, raw, esc)
+    return arr
+
+
+def _iter_blocks(n: int, rows: int) -> Iterator[slice]:
+    for start in range(0, n, rows):
+        yield slice(start, min(n, start + rows))
+
+
+def write_tsv_embeddings(path: str, names: np.ndarray, vectors: np.ndarray, block_rows: int = 1 << 16) -> None:
+    """PBG's TSV: no header, name then D values; floats as shortest text that reads back bit-exact."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names_arr = _escape(names)
+    cols = [f"v{i}" for i in range(vectors.shape[1])]
+    opts = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+    schema = pa.schema([("name", pa.string())] + [(c, pa.float32()) for c in cols])
+    with pacsv.CSVWriter(path, schema, write_options=opts) as writer:
+        for sl in _iter_blocks(len(names_arr), block_rows):
+            block = vectors[sl]
+            arrays = [names_arr[sl]] + [pa.array(block[:, i]) for i in range(block.shape[1])]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+
+def write_tsv_relations(path: str, params: list[RelationParam]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for p in params:
+            values = "\t".join(np.format_float_positional(v, unique=True, trim="-") for v in p.values.ravel())
+            fh.write(f"{p.relation}\t{p.side}\t{p.param}\t{values}\n")
+
+
+def write_parquet(path: str, etype: str, names: np.ndarray, vectors: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = pa.array(vectors.reshape(-1))
+    vector = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+    type_col = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(names), dtype=np.int32)), pa.array([etype]))
+    table = pa.table({"name": pa.array(names, type=pa.string()), "type": type_col, "vector": vector})
+    pq.write_table(table, path, compression="none", row_group_size=1 << 20)
+
+
+def write_parquet_relations(path: str, params: list[RelationParam]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "relation": [p.relation for p in params],
+            "side": [p.side for p in params],
+            "param": [p.param for p in params],
+            "shape": pa.array([list(p.values.shape) for p in params], type=pa.list_(pa.int32())),
+            "values": pa.array([p.values.ravel() for p in params], type=pa.list_(pa.float32())),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def write_npy(out: str, etype: str, names: np.ndarray, vectors: np.ndarray) -> None:
+    np.save(os.path.join(out, f"{etype}.npy"), vectors)
+    escaped = _escape(names).to_numpy(zero_copy_only=False)
+    with open(os.path.join(out, f"{etype}_names.txt"), "w", encoding="utf-8", newline="\n") as fh:
+        fh.write("\n".join(escaped.tolist()))
+        fh.write("\n")
+
+
+def write_npz_relations(path: str, params: list[RelationParam]) -> None:
+    np.savez(path, **{f"{p.relation}/{p.side}/{p.param}": p.values for p in params})
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _claim_output(out: str, overwrite: bool) -> None:
+    if os.path.exists(out) and not overwrite and not (os.path.isdir(out) and not os.listdir(out)):
+        raise ExportError(f"{out}: already exists; pass --overwrite to replace it")
+
+
+def _publish(tmp: str, out: str) -> None:
+    """Rename the finished temp dir into place; an old output is moved aside first and removed after."""
+    old = None
+    if os.path.exists(out):
+        old = f"{out}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
+
+
+def export(
+    cfg: Config, fmt: str, out: str, checkpoint: str | None = None, overwrite: bool = False
+) -> dict[str, object]:
+    """Write every entity type and the relation parameters of a checkpoint; returns the export summary."""
+    from tbg.evaluation.compat import check_checkpoint, check_graph, resolve_checkpoint
+
+    if fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = os.path.abspath(out.rstrip("/"))
+    _claim_output(out, overwrite)
+    graph = Graph(cfg.graph_dir)
+    check_graph(cfg, graph)
+    ckpt = resolve_checkpoint(cfg, checkpoint)
+    check_checkpoint(cfg, graph, ckpt)
+    params = relation_params(cfg, ckpt)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
+    os.makedirs(tmp)
+    summary: dict[str, object] = {
+        "format": fmt,
+        "checkpoint": ckpt.path,
+        "checkpoint_version": ckpt.version,
+        "relation_sides": str(cfg.model.relation_sides),
+        "entity_types": {},
+    }
+    try:
+        for table in cfg.model.embeddings.tables:
+            etype = table.name
+            vectors = dense_embeddings(graph, ckpt, etype)
+            names = graph.names(etype)
+            summary["entity_types"][etype] = (int(vectors.shape[0]), int(vectors.shape[1]))  # type: ignore[index]
+            if fmt == "tsv":
+                write_tsv_embeddings(os.path.join(tmp, f"{etype}_embeddings.tsv"), names, vectors)
+            elif fmt == "parquet":
+                write_parquet(os.path.join(tmp, f"{etype}.parquet"), etype, names, vectors)
+            else:
+                write_npy(tmp, etype, names, vectors)
+        if fmt == "tsv":
+            write_tsv_relations(os.path.join(tmp, "relation_parameters.tsv"), params)
+        elif fmt == "parquet":
+            write_parquet_relations(os.path.join(tmp, "relation_parameters.parquet"), params)
+        else:
+            write_npz_relations(os.path.join(tmp, "relations.npz"), params)
+        with open(os.path.join(tmp, "export.json"), "w") as fh:
+            json.dump(summary, fh, indent=1)
+        _claim_output(out, overwrite)  # nobody created it meanwhile
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary

@@ -1,0 +1,161 @@
+"""Export round trips (TSV, Parquet, NumPy), overwrite refusal, atomicity, and no torch on the export path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from eval_fixtures import integer_model, make_config, write_checkpoint, write_graph
+
+from tbg import export as ex
+from tbg.errors import CheckpointError
+
+TYPES = {"user": (41, 6, 3), "item": (17, 6, 1)}
+RELS = [
+    ("likes", "user", "item", "affine"),
+    ("cx", "user", "user", "complex_diagonal"),
+    ("d", "item", "item", "diagonal"),
+]
+
+
+@pytest.fixture()
+def trained(tmp_path):
+    """A P=3/P=1 graph with float embeddings and random relation parameters, committed as version 1."""
+    cfg = make_config(str(tmp_path / "run"), TYPES, RELS)
+    rng = np.random.default_rng(0)
+    n = 50
+    splits = {"train": (rng.integers(0, 17, n), rng.integers(0, 17, n), rng.integers(0, 3, n))}
+    perms = write_graph(cfg, splits)
+    dense = {
+        t.name: rng.standard_normal((t.num_embeddings, t.embedding_dim)).astype(np.float32)
+        for t in cfg.model.embeddings.tables
+    }
+    model = integer_model(cfg, 1, -5, 6)
+    write_checkpoint(cfg, perms, dense, model)
+    names = {t: np.array([f"{t}/é{i}" for i in range(TYPES[t][0])]) for t in TYPES}
+    return cfg, dense, model, names, tmp_path
+
+
+def expected_params(model):
+    return {
+        f"{rel}/{side}/{name}": t.numpy()
+        for rel_i, rel in enumerate(r[0] for r in RELS)
+        for key, t in model.export_relation(rel_i).items()
+        for side, name in [key.split(".")]
+    }
+
+
+def test_tsv_round_trip(trained):
+    cfg, dense, model, names, tmp = trained
+    out = tmp / "tsv"
+    ex.export(cfg, "tsv", str(out))
+    for t in TYPES:
+        lines = (out / f"{t}_embeddings.tsv").read_text(encoding="utf-8").splitlines()
+        assert [ln.split("\t")[0] for ln in lines] == list(names[t])
+        got = np.array([[float(v) for v in ln.split("\t")[1:]] for ln in lines], dtype=np.float32)
+        np.testing.assert_array_equal(got, dense[t])  # bit-exact
+    rows = [ln.split("\t") for ln in (out / "relation_parameters.tsv").read_text().splitlines()]
+    got = {f"{r[0]}/{r[1]}/{r[2]}": np.array([float(v) for v in r[3:]], dtype=np.float32) for r in rows}
+    want = expected_params(model)
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k].ravel())
+    assert json.loads((out / "export.json").read_text())["checkpoint_version"] == 1
+
+
+def test_parquet_round_trip(trained):
+    cfg, dense, model, names, tmp = trained
+    out = tmp / "pq"
+    ex.export(cfg, "parquet", str(out))
+    for t in TYPES:
+        table = pq.read_table(out / f"{t}.parquet")
+        assert str(table.schema.field("vector").type) == "fixed_size_list<element: float>[6]"
+        assert table.column("name").to_pylist() == list(names[t])
+        assert set(table.column("type").to_pylist()) == {t}
+        vec = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+        np.testing.assert_array_equal(vec, dense[t])
+    rel = pq.read_table(out / "relation_parameters.parquet").to_pylist()
+    want = expected_params(model)
+    assert {f"{r['relation']}/{r['side']}/{r['param']}" for r in rel} == set(want)
+    for r in rel:
+        w = want[f"{r['relation']}/{r['side']}/{r['param']}"]
+        assert r["shape"] == list(w.shape)
+        np.testing.assert_array_equal(np.array(r["values"], dtype=np.float32), w.ravel())
+
+
+def test_npy_round_trip(trained):
+    cfg, dense, model, names, tmp = trained
+    out = tmp / "npy"
+    ex.export(cfg, "npy", str(out))
+    for t in TYPES:
+        arr = np.load(out / f"{t}.npy")
+        assert arr.dtype == np.float32
+        np.testing.assert_array_equal(arr, dense[t])
+        assert (out / f"{t}_names.txt").read_text(encoding="utf-8").splitlines() == list(names[t])
+    with np.load(out / "relations.npz") as z:
+        want = expected_params(model)
+        assert set(z.files) == set(want)
+        for k in want:
+            np.testing.assert_array_equal(z[k], want[k])
+
+
+def test_refuses_overwrite_and_replaces_with_flag(trained):
+    cfg, dense, model, names, tmp = trained
+    out = tmp / "o"
+    ex.export(cfg, "npy", str(out))
+    (out / "marker").write_text("keep")
+    with pytest.raises(ex.ExportError, match="already exists"):
+        ex.export(cfg, "tsv", str(out))
+    assert (out / "marker").exists() and not (out / "user_embeddings.tsv").exists()
+    ex.export(cfg, "tsv", str(out), overwrite=True)
+    assert not (out / "marker").exists() and (out / "user_embeddings.tsv").exists()
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("o.")) == []  # no temp/old dirs left
+
+
+def test_failure_leaves_nothing(trained, monkeypatch):
+    cfg, dense, model, names, tmp = trained
+    out = tmp / "fail"
+
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ex, "write_tsv_relations", boom)
+    with pytest.raises(OSError):
+        ex.export(cfg, "tsv", str(out))
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("fail")] == []
+
+
+def test_escapes_special_names():
+    arr = ex._escape(np.array(["a\tb", "c\nd", "e\\f", "plain"], dtype=object)).to_pylist()
+    assert arr == ["a\\tb", "c\\nd", "e\\\\f", "plain"]
+
+
+def test_export_does_not_import_torch(trained):
+    cfg, dense, model, names, tmp = trained
+    from tbg.config import dump_config
+
+    path = tmp / "cfg.yaml"
+    path.write_text(dump_config(cfg))
+    code = (
+        "import sys; from tbg.cli import main; "
+        f"rc = main(['export', {str(path)!r}, '--format', 'npy', '--out', {str(tmp / 'cli')!r}]); "
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd())
+    assert res.returncode == 0, res.stderr
+    assert np.load(tmp / "cli" / "user.npy").shape == (41, 6)
+
+
+def test_missing_checkpoint_and_mismatch(trained):
+    cfg, dense, model, names, tmp = trained
+    with pytest.raises(CheckpointError, match="not found"):
+        ex.export(cfg, "npy", str(tmp / "x"), checkpoint=str(tmp / "nope"))
+    bad = make_config(cfg.training.save_dir, {k: (c, 8, p) for k, (c, _d, p) in TYPES.items()}, RELS)
+    with pytest.raises(CheckpointError, match="embedding_dim 6, config 8"):
+        ex.export(bad, "npy", str(tmp / "x"))
+    assert not (tmp / "x").exists()
