@@ -80,11 +80,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str) -> np.ndarray:
-    """All partitions of ``etype`` as float32 [count, dim], row i = dense id i."""
+    """All partitions of ``etype`` as float32 [count, dim], row i = dense id i (each shard scattered once)."""
+    import h5py
+
     et = graph.entity_types[etype]
-    shards = [ckpt.embeddings(etype, p) for p in range(et.num_partitions)]
-    by_position = shards[0] if len(shards) == 1 else np.concatenate(shards)
-    return np.ascontiguousarray(by_position.astype(np.float32, copy=False)[graph.position(etype)])
+    out: np.ndarray | None = None
+    for p in range(et.num_partitions):
+        path = ckpt.embedding_path(etype, p)
+        try:
+            with h5py.File(path, "r") as f:
+                ds = f["embeddings"]
+                shard = np.empty(ds.shape, dtype=np.float32)
+                ds.read_direct(shard)  # converts fp16 shards on read, no intermediate copy
+        except (OSError, KeyError) as exc:
+            raise TbgError(f"{path}: unreadable embedding shard: {exc}") from None
+        if out is None:
+            out = np.empty((et.count, shard.shape[1]), dtype=np.float32)
+        out[graph.partition_ids(etype, p)] = shard
+    assert out is not None
+    return out
 
 
 def relation_params(cfg: Config, ckpt: Checkpoint) -> list[RelationParam]:
@@ -127,20 +141,39 @@ def _iter_blocks(n: int, rows: int) -> Iterator[slice]:
         yield slice(start, min(n, start + rows))
 
 
-def write_tsv_embeddings(path: str, names: np.ndarray, vectors: np.ndarray, block_rows: int = 1 << 16) -> None:
-    """PBG's TSV: no header, name then D values; floats as shortest text that reads back bit-exact."""
+def write_tsv_embeddings(path: str, names: np.ndarray, vectors: np.ndarray, block_rows: int = 1 << 15) -> None:
+    """PBG's TSV: no header, name then D values; floats as shortest text that reads back bit-exact.
+
+    Blocks are formatted by Arrow's CSV writer (C++, releases the GIL) in a few threads and written in order,
+    with at most ``2 * threads`` formatted blocks in memory.
+    """
+    import io
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     names_arr = _escape(names)
-    cols = [f"v{i}" for i in range(vectors.shape[1])]
+    schema = pa.schema([("name", pa.string())] + [(f"v{i}", pa.float32()) for i in range(vectors.shape[1])])
     opts = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
-    schema = pa.schema([("name", pa.string())] + [(c, pa.float32()) for c in cols])
-    with pacsv.CSVWriter(path, schema, write_options=opts) as writer:
+
+    def render(sl: slice) -> bytes:
+        block = vectors[sl]
+        arrays = [names_arr[sl]] + [pa.array(block[:, i]) for i in range(block.shape[1])]
+        buf = io.BytesIO()
+        pacsv.write_csv(pa.Table.from_arrays(arrays, schema=schema), buf, opts)
+        return buf.getvalue()
+
+    threads = max(1, min(4, os.cpu_count() or 1))
+    with open(path, "wb") as fh, ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque = deque()
         for sl in _iter_blocks(len(names_arr), block_rows):
-            block = vectors[sl]
-            arrays = [names_arr[sl]] + [pa.array(block[:, i]) for i in range(block.shape[1])]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            pending.append(pool.submit(render, sl))
+            if len(pending) >= 2 * threads:
+                fh.write(pending.popleft().result())
+        while pending:
+            fh.write(pending.popleft().result())
 
 
 def write_tsv_relations(path: str, params: list[RelationParam]) -> None:
