@@ -16,11 +16,14 @@ import enum
 import hashlib
 import json
 import math
+import typing
 from pathlib import PurePosixPath
 from typing import Any
 
 import attrs
 import cattrs
+import cattrs.cols
+import cattrs.gen
 import yaml
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
@@ -520,6 +523,33 @@ def _make_converter() -> cattrs.Converter:
         return (_strict(float, "f")(value[0], float), _strict(float, "f")(value[1], float))
 
     conv.register_structure_hook_func(lambda t: t == tuple[float, float], betas_hook)
+
+    # A section or list item that is not a mapping (``model: null``, ``relations: [fav]``), or a list key given a
+    # scalar (``hits_at: "10"``, which would otherwise be split into characters), gets a one-line message.
+    def mapping_factory(cls: type) -> Any:
+        inner = cattrs.gen.make_dict_structure_fn(
+            cls, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True
+        )
+
+        def hook(value: Any, type_: Any) -> Any:
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a mapping, got {value!r}")
+            return inner(value, type_)
+
+        return hook
+
+    def list_factory(type_: Any) -> Any:
+        inner = cattrs.cols.list_structure_factory(type_, conv)
+
+        def hook(value: Any, t: Any) -> Any:
+            if not isinstance(value, list):
+                raise ValueError(f"expected a list, got {value!r}")
+            return inner(value, t)
+
+        return hook
+
+    conv.register_structure_hook_factory(attrs.has, mapping_factory)
+    conv.register_structure_hook_factory(lambda t: typing.get_origin(t) is list, list_factory)
     for enum_type in _StrEnum.__subclasses__():
         conv.register_unstructure_hook(enum_type, lambda v: v.value)
     conv.register_unstructure_hook_func(lambda t: t == tuple[float, float], list)
