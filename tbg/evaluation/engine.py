@@ -196,9 +196,19 @@ def _rank_chunk(
 
 
 def _count(scores: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(#greater, #greater-or-equal) per row; int32 sums are several times faster than the default int64."""
-    p = pos.unsqueeze(1)
-    return (scores > p).sum(1, dtype=torch.int32), (scores >= p).sum(1, dtype=torch.int32)
+    """(#greater, #greater-or-equal) per row, destroying ``scores`` (a scratch block).
+
+    sign(score - pos) is exact for finite floats (x - y == 0 iff x == y under gradual underflow), and its
+    row sums S1 = #gt - #lt and S2 = #gt + #lt are exact in fp32 for blocks < 2**24 columns: #gt = (S1+S2)/2,
+    #eq = cols - S2.  Four cheap in-place float passes beat two bool-producing comparisons by about 4x.
+    Masked (-inf) entries count as lower.
+    """
+    signs = scores.sub_(pos.unsqueeze(1)).sign_()
+    s1 = signs.sum(1)
+    s2 = signs.abs_().sum(1)
+    gt = ((s1 + s2) * 0.5).round_().to(torch.int64)
+    eq = (scores.shape[1] - s2).round_().to(torch.int64)
+    return gt, gt + eq
 
 
 @torch.inference_mode()
