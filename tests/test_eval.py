@@ -228,3 +228,18 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
     assert data["metrics"]["overall"]["mean"]["optimistic"]["mrr"] >= data["metrics"]["overall"]["mean"]["mrr"]
     assert main(["eval", str(path), "--no-filter", "--json-out", str(tmp_path / "x.json")]) == 0
     assert json.loads((tmp_path / "x.json").read_text())["protocol"]["filtered"] is False
+
+
+def test_validation_metrics_for_training(tmp_path):
+    """The trainer's hook: flat keys, sampled by default, train+valid filter, caller's module untouched."""
+    from tbg.evaluation.evaluate import validation_metrics
+
+    cfg, splits, dense, model = build(tmp_path, num_batch_negatives=8, num_uniform_negatives=5)
+    graph = Graph(cfg.graph_dir)
+    tables = {t: {0: torch.from_numpy(dense[t][graph.partition_ids(t, 0)])} for t in dense}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = validation_metrics(cfg, graph, lambda t, p: tables[t][p], model, max_edges=20)
+    assert out["valid_count"] == 40 and 0 < out["valid_mrr"] <= 1 and "valid_hits@10" in out
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    full = validation_metrics(cfg, graph, lambda t, p: tables[t][p], model, candidates="all", max_edges=40)
+    assert full["valid_mean_candidates"] > out["valid_mean_candidates"]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -64,7 +65,9 @@ def evaluate_model(
     filters = build_filters(graph, edges, used_splits) if do_filter else {"lhs": None, "rhs": None}
     t_filter = time.perf_counter() - t0
 
-    relation_model = relation_model.to(dev).eval()
+    first = next(relation_model.parameters(), None)
+    if first is not None and first.device != dev:  # never move the caller's (e.g. the trainer's) module
+        relation_model = copy.deepcopy(relation_model).to(dev)
     cache = TableCache(embeddings, relation_model, dev, cache_bytes)
     workers = torch.get_num_threads() if dev.type == "cpu" else 1
     counts = {}
@@ -118,3 +121,39 @@ def evaluate_model(
         "device": str(dev),
         "seconds": {"filter_index": round(t_filter, 4), "total": round(time.perf_counter() - t0, 4)},
     }
+
+
+def validation_metrics(
+    cfg: Config,
+    graph: Graph,
+    embeddings: EmbeddingSource,
+    relation_model: RelationModel,
+    *,
+    split: str = "valid",
+    candidates: str = "sampled",
+    max_edges: int | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Flat metrics for a trainer's log line (``training.validation_mrr``): mean over both sides.
+
+    Filters with train+valid only, so test edges never influence training-time numbers.  ``max_edges``
+    defaults to ``training.num_eval_steps * validation_data.per_replica_batch_size`` (all edges when
+    ``num_eval_steps < 0``).
+    """
+    if max_edges is None and cfg.training.num_eval_steps >= 0:
+        max_edges = max(1, cfg.training.num_eval_steps * cfg.validation_data.per_replica_batch_size)
+    result = evaluate_model(
+        cfg,
+        graph,
+        embeddings,
+        relation_model,
+        split,
+        candidates=candidates,
+        filter_splits=("train", "valid"),
+        max_edges=max_edges,
+        device=device,
+    )
+    mean = result["metrics"]["overall"]["mean"]
+    out = {f"{split}_{k}": float(v) for k, v in mean.items() if isinstance(v, (int, float))}
+    out[f"{split}_seconds"] = float(result["seconds"]["total"])
+    return out
