@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tbg.model.losses import edge_losses
-from tbg.model.negatives import negative_mask
+from tbg.model.negatives import negative_bias
 from tbg.model.scoring import RelationModel
 
 KINDS = ["none", "translation", "diagonal", "linear", "affine", "complex_diagonal"]
@@ -96,7 +96,7 @@ def test_batched_loss_matches_hand_formula(kind: str, comparator: str, loss: str
     for target, known, true, ids_true in (("rhs", x, y, ids_r), ("lhs", y, x, ids_l)):
         negs = torch.cat([true[sel], emb[uni]])
         pos, neg = model.score_batch(target, known, true, rel, negs)
-        masked = negative_mask(ids_true, rel, ids_true[sel], rel[sel], uni)
+        masked = negative_bias(ids_true, rel, ids_true[sel], rel[sel], uni)
         total = total + edge_losses(loss, pos, neg, masked, MARGIN).sum()
     total.backward()
     got_value, got_grad = total.detach(), emb.grad.clone()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tbg.model.negatives import negative_mask, sample_uniform, select_in_batch
+from tbg.model.negatives import MASKED, negative_bias, sample_uniform, select_in_batch
 
 
 def test_select_in_batch_per_relation() -> None:
@@ -23,8 +23,9 @@ def test_mask_excludes_positive_other_relations_and_collisions() -> None:
     rel = torch.tensor([0, 0, 1])
     sel = torch.tensor([0, 1, 2])
     uniform = torch.tensor([8, 1])
-    m = negative_mask(true_ids, rel, true_ids[sel], rel[sel], uniform)
-    assert m.tolist() == [
+    bias = negative_bias(true_ids, rel, true_ids[sel], rel[sel], uniform)
+    assert set(bias.unique().tolist()) <= set(torch.tensor([0.0, MASKED, 2 * MASKED]).tolist())
+    assert (bias < 0).tolist() == [
         [True, False, True, False, False],  # own positive masked; edge 2 is another relation
         [False, True, True, True, False],  # uniform 8 equals the true entity
         [True, True, True, False, False],

@@ -36,23 +36,28 @@ def sample_uniform(
     return torch.randint(0, partition_size, (num,), generator=generator).to(device)
 
 
-def negative_mask(
+MASKED = -1e30  # added to a masked negative's score: exp() underflows to 0, softplus/relu give 0 exactly
+
+
+def negative_bias(
     true_ids: torch.Tensor,
     true_rel: torch.Tensor,
     batch_ids: torch.Tensor,
     batch_rel: torch.Tensor,
     uniform_ids: torch.Tensor,
 ) -> torch.Tensor:
-    """masked[i, k]: negative k does NOT count for positive i ([B, K + G], in-batch columns first).
+    """Additive bias [B, K + G] (in-batch columns first): 0 where negative k counts for positive i, else MASKED.
 
     In-batch columns count only for edges of the same relation; any sample equal to the true entity
-    (the positive itself included) is masked, so the positive is never its own negative.
+    (the positive itself included) is masked, so the positive is never its own negative.  Built as a
+    float tensor by comparisons written straight into it (bool masked_fill/where are ~4x slower on CPU),
+    and applied by addition, whose backward is free.
     """
     size, k = true_ids.shape[0], batch_ids.shape[0]
-    out = torch.empty((size, k + uniform_ids.shape[0]), dtype=torch.bool, device=true_ids.device)
+    out = torch.empty((size, k + uniform_ids.shape[0]), dtype=torch.float32, device=true_ids.device)
     torch.eq(true_ids.unsqueeze(1), uniform_ids.unsqueeze(0), out=out[:, k:])
     if k:
         block = out[:, :k]
         torch.ne(true_rel.unsqueeze(1), batch_rel.unsqueeze(0), out=block)
-        block |= true_ids.unsqueeze(1) == batch_ids.unsqueeze(0)
-    return out
+        block.add_(true_ids.unsqueeze(1) == batch_ids.unsqueeze(0))
+    return out.mul_(MASKED)

@@ -22,7 +22,7 @@ import torch
 
 from tbg.config import Config
 from tbg.model.losses import edge_losses
-from tbg.model.negatives import negative_mask, sample_uniform, select_in_batch
+from tbg.model.negatives import negative_bias, sample_uniform, select_in_batch
 from tbg.model.optimizers import coalesce
 from tbg.model.scoring import RelationModel
 
@@ -140,8 +140,8 @@ class BatchScorer:
             pos_l, neg_l = self.model.score_batch(
                 "lhs", theta_y, theta_x, batch.rel, torch.cat([theta_x[sel], x_l[size:]])
             )
-        masked_r = negative_mask(batch.rhs, batch.rel, batch.rhs[sel], sel_rel, uni_r)
-        masked_l = negative_mask(batch.lhs, batch.rel, batch.lhs[sel], sel_rel, uni_l)
+        masked_r = negative_bias(batch.rhs, batch.rel, batch.rhs[sel], sel_rel, uni_r)
+        masked_l = negative_bias(batch.lhs, batch.rel, batch.lhs[sel], sel_rel, uni_l)
         per_edge = edge_losses(self.loss, pos_r, neg_r, masked_r, self.margin) + edge_losses(
             self.loss, pos_l, neg_l, masked_l, self.margin
         )

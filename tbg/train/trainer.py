@@ -172,13 +172,13 @@ class Trainer:
         if limit == 0:
             return None
         gen = torch.Generator().manual_seed(self.cfg.runtime.seed + 7919 * self.state["step"])
-        total = torch.zeros((), dtype=torch.float64)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         for lo in range(0, limit, data.per_replica_batch_size):
             hi = min(limit, lo + data.per_replica_batch_size)
             w = None if edges.weight is None else edges.weight[lo:hi]
             b = Batch(edges.lhs[lo:hi], edges.rhs[lo:hi], edges.rel[lo:hi], w)
             res = self.scorer(b, self._tables, data.in_batch_negatives, data.global_negatives, gen, grad=False)
-            total += res.loss.double().cpu()
+            total += res.loss.double()
         return float(total) / limit
 
     # ------------------------------------------------------------------ checkpoint
@@ -211,7 +211,11 @@ class Trainer:
         )  # fmt: skip
         started = time.perf_counter()
         start_step, start_edges = self.state["step"], self.state["edges_seen"]
-        self._window = [torch.zeros((), dtype=torch.float64), 0, time.perf_counter()]  # loss, edges, since
+        self._window = [
+            torch.zeros((), dtype=torch.float64, device=self.device),
+            0,
+            time.perf_counter(),
+        ]  # loss, edges, since
         self._last_ckpt_step = -1
         s = self.state
         while not self.finished():
@@ -266,7 +270,7 @@ class Trainer:
                  "time": time.time()}
             )  # fmt: skip
             self._bar.set_postfix(loss=f"{self.last_loss:.4f}", edges_s=f"{rate:,.0f}", refresh=False)
-            self._window = [torch.zeros((), dtype=torch.float64), 0, now]
+            self._window = [torch.zeros((), dtype=torch.float64, device=self.device), 0, now]
         if s["step"] % t.eval_log_every_n == 0:
             val = self.validation_loss()
             if val is not None:

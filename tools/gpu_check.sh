@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# GPU checks for the trainer, for a machine with CUDA: GPU-marked tests, then the WordNet training benchmark
+# on the GPU (P=1 fp32, P=1 with enable_amp/bf16, P=4), printed as a table.  Usage: tools/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA device")'
+python -m pytest -m gpu -q tests
+python - <<'PY'
+import json, os, subprocess, sys
+sys.path.insert(0, "tools/bench")
+import train_bench as tb
+tb.ensure_data()
+tb.VARIANTS.update({"gpu_p1": {"runtime.device": "cuda"},
+                    "gpu_p1_amp": {"runtime.device": "cuda", "runtime.enable_amp": True},
+                    "gpu_p4": {"runtime.device": "cuda", "partitions": 4}})
+rows = [tb.run_one(v, None, None) for v in ("gpu_p1", "gpu_p1_amp", "gpu_p4")]
+cols = ["variant", "partitions", "edges_per_s", "train_s", "peak_rss_mb", "final_loss", "filtered_mrr", "hits@10"]
+print(" | ".join(cols))
+for r in rows:
+    print(" | ".join(f"{r.get(c):.4g}" if isinstance(r.get(c), float) else str(r.get(c)) for c in cols))
+print(json.dumps(rows))
+PY
