@@ -373,6 +373,12 @@ class DataConfig:
     in_batch_negatives: int = attrs.field(default=0, validator=_non_negative)
     limit: int | None = attrs.field(default=None, validator=_positive)
     offset: int | None = attrs.field(default=None, validator=_non_negative)
+    # tbg extension: in-batch negatives per relation (TwHIN, default) or from the whole batch (PBG's mixed chunk)
+    in_batch_scope: str = "relation"  # relation | batch
+
+    def __attrs_post_init__(self) -> None:
+        if self.in_batch_scope not in ("relation", "batch"):
+            raise _FieldProblem("in_batch_scope", f"must be relation or batch, got {self.in_batch_scope!r}")
 
 
 @attrs.define(kw_only=True)
