@@ -211,7 +211,6 @@ def _count(scores: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch
     return gt, gt + eq
 
 
-@torch.inference_mode()
 def rank_all(
     model: RelationModel,
     edges: EvalEdges,
@@ -223,53 +222,74 @@ def rank_all(
     block_cols: int = 4096,
     workers: int = 1,
 ) -> SideCounts:
-    """Rank every edge's true ``target`` entity among all entities of its type (all partitions).
+    """Rank every edge's true ``target`` entity among all entities of its type (all partitions)."""
+    return rank_all_sides(model, edges, (target,), layout, cache, {target: filt}, batch_size, block_cols, workers)[
+        target
+    ]
+
+
+def rank_all_sides(
+    model: RelationModel,
+    edges: EvalEdges,
+    targets: tuple[str, ...],
+    layout: TypeLayout,
+    cache: TableCache,
+    filters: dict[str, FilterIndex | None],
+    batch_size: int = 1000,
+    block_cols: int = 4096,
+    workers: int = 1,
+) -> dict[str, SideCounts]:
+    """All-candidate ranking of several target sides, their chunks sharing one pool of workers.
 
     ``workers`` > 1 (CPU) runs chunks in that many threads with one intra-op thread each: coarse-grained
     parallelism has no per-operation barrier, which matters on a busy or small machine.
     """
     n = len(edges)
-    greater = np.zeros(n, dtype=np.int64)
-    equal = np.zeros(n, dtype=np.int64)
-    num_cand = np.zeros(n, dtype=np.int64)
     if workers > 1:  # at least ~4 chunks per worker so that threads finish together
-        batch_size = min(batch_size, max(64, -(-n // (4 * workers))))
-    plan, ctype, tpart, toff = _plan(edges, target, layout, model, batch_size)
-    chunks = [plan.order[a:b] for a, b in zip(plan.starts[:-1], plan.starts[1:])]
+        batch_size = min(batch_size, max(64, -(-n * len(targets) // (4 * workers))))
+    out: dict[str, SideCounts] = {}
+    tasks: list[Callable[[], None]] = []
+    for target in targets:
+        counts = SideCounts(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64))
+        out[target] = counts
+        plan, ctype, tpart, toff = _plan(edges, target, layout, model, batch_size)
+        for a, b in zip(plan.starts[:-1], plan.starts[1:]):
+            idx = plan.order[a:b]
 
-    def work(idx: np.ndarray) -> None:
-        with torch.inference_mode():
-            g, e, c = _rank_chunk(
-                model,
-                edges,
-                target,
-                layout,
-                cache,
-                filt,
-                idx,
-                int(ctype[idx[0]]),
-                int(tpart[idx[0]]),
-                toff[idx],
-                block_cols,
-            )
-        greater[idx], equal[idx], num_cand[idx] = g, e, c
+            def task(idx=idx, target=target, counts=counts, ctype=ctype, tpart=tpart, toff=toff) -> None:
+                with torch.inference_mode():
+                    g, e, c = _rank_chunk(
+                        model,
+                        edges,
+                        target,
+                        layout,
+                        cache,
+                        filters[target],
+                        idx,
+                        int(ctype[idx[0]]),
+                        int(tpart[idx[0]]),
+                        toff[idx],
+                        block_cols,
+                    )
+                counts.greater[idx], counts.equal[idx], counts.num_candidates[idx] = g, e, c
 
-    run_chunks(work, chunks, workers if cache.device.type == "cpu" else 1)
-    return SideCounts(greater, equal, num_cand)
+            tasks.append(task)
+    run_tasks(tasks, workers if cache.device.type == "cpu" else 1)
+    return out
 
 
-def run_chunks(work: Callable[[np.ndarray], None], chunks: list[np.ndarray], workers: int) -> None:
-    """Run ``work`` over chunks, in ``workers`` threads each limited to one intra-op thread."""
-    if workers <= 1 or len(chunks) <= 1:
-        for idx in chunks:
-            work(idx)
+def run_tasks(tasks: list[Callable[[], None]], workers: int) -> None:
+    """Run tasks in ``workers`` threads, each limited to one intra-op thread (inline when workers <= 1)."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            task()
         return
     from concurrent.futures import ThreadPoolExecutor
 
     before = torch.get_num_threads()
     try:  # OpenMP thread counts are per calling thread: set them in every worker
         with ThreadPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            for fut in [pool.submit(work, idx) for idx in chunks]:
+            for fut in [pool.submit(task) for task in tasks]:
                 fut.result()
     finally:
         torch.set_num_threads(before)

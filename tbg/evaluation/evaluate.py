@@ -16,7 +16,7 @@ import torch
 
 from tbg.config import Config
 from tbg.evaluation.edges import EvalEdges, TypeLayout, load_split
-from tbg.evaluation.engine import EmbeddingSource, TableCache, rank_all, rank_sampled
+from tbg.evaluation.engine import EmbeddingSource, TableCache, rank_all_sides, rank_sampled
 from tbg.evaluation.filter import build_filters
 from tbg.evaluation.ranking import summarize
 from tbg.graph import Graph
@@ -70,13 +70,13 @@ def evaluate_model(
         relation_model = copy.deepcopy(relation_model).to(dev)
     cache = TableCache(embeddings, relation_model, dev, cache_bytes)
     workers = torch.get_num_threads() if dev.type == "cpu" else 1
-    counts = {}
-    for target in ("lhs", "rhs"):
-        if mode == "all":
-            counts[target] = rank_all(
-                relation_model, edges, target, layout, cache, filters[target], ev.batch_size, workers=workers
-            )
-        else:
+    if mode == "all":
+        counts = rank_all_sides(
+            relation_model, edges, ("lhs", "rhs"), layout, cache, filters, ev.batch_size, workers=workers
+        )
+    else:
+        counts = {}
+        for target in ("lhs", "rhs"):
             gen = np.random.default_rng([cfg.runtime.seed, 1 if target == "rhs" else 0])
             counts[target] = rank_sampled(
                 relation_model,
