@@ -243,3 +243,21 @@ def test_validation_metrics_for_training(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     full = validation_metrics(cfg, graph, lambda t, p: tables[t][p], model, candidates="all", max_edges=40)
     assert full["valid_mean_candidates"] > out["valid_mean_candidates"]
+
+
+@pytest.mark.parametrize("candidates", ["all", "sampled"])
+def test_worker_threads_do_not_change_results(tmp_path, candidates):
+    """Chunks run in torch.get_num_threads() workers; 1 vs 3 workers give identical metrics."""
+    cfg, splits, dense, model = build(
+        tmp_path, partitions=3, candidates=candidates, batch_size=4, num_batch_negatives=4, num_uniform_negatives=3
+    )
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = evaluate_checkpoint(cfg, "test")["metrics"]
+        torch.set_num_threads(3)
+        three = evaluate_checkpoint(cfg, "test")["metrics"]
+        assert torch.get_num_threads() == 3  # restored after the pool
+    finally:
+        torch.set_num_threads(before)
+    assert_metrics_equal(three, one)

@@ -295,7 +295,6 @@ def run_tasks(tasks: list[Callable[[], None]], workers: int) -> None:
         torch.set_num_threads(before)
 
 
-@torch.inference_mode()
 def rank_sampled(
     model: RelationModel,
     edges: EvalEdges,
@@ -307,48 +306,53 @@ def rank_sampled(
     num_uniform_negatives: int,
     batch_size: int,
     generator: np.random.Generator,
+    workers: int = 1,
 ) -> SideCounts:
     """PBG-style sampled ranking: each truth against the truths of its chunk of ``num_batch_negatives`` edges
     plus ``num_uniform_negatives`` entities drawn uniformly (with replacement) from the truth's partition.
 
     Chunks never mix candidate types or truth partitions.  A candidate that *is* the true entity (itself or a
-    repeat) is never a negative; in the filtered protocol known true candidates are removed as well.
+    repeat) is never a negative; in the filtered protocol known true candidates are removed as well.  The
+    uniform samples are drawn up front in chunk order, so results do not depend on ``workers``.
     """
     n = len(edges)
-    greater = np.zeros(n, dtype=np.int64)
-    equal = np.zeros(n, dtype=np.int64)
-    num_cand = np.zeros(n, dtype=np.int64)
+    counts = SideCounts(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64))
     in_batch = num_batch_negatives > 0
     chunk = num_batch_negatives if in_batch else batch_size
     plan, ctype, tpart, toff = _plan(edges, target, layout, model, chunk)
     known_side = _other(target)
     dev = cache.device
+    tasks: list[Callable[[], None]] = []
     for a, b in zip(plan.starts[:-1], plan.starts[1:]):
         idx = plan.order[a:b]
-        m = len(idx)
         ct_name = layout.type_names[int(ctype[idx[0]])]
         tp = int(tpart[idx[0]])
-        rel_key = int(edges.rel[idx[0]]) if model.candidates_need_relation(target) else None
-        cands = cache.prepared(target, ct_name, tp, rel_key)
-        known = _known_embeddings(cache, layout, edges, idx, known_side, cands.shape[1])
-        query = model.query(target, known, torch.from_numpy(edges.rel[idx]).to(dev))
-        uniform = generator.integers(0, cands.shape[0], size=num_uniform_negatives, dtype=np.int64)
-        cand_off = np.concatenate([toff[idx], uniform])
-        scores = model.comparator.matrix(query, cands.index_select(0, torch.from_numpy(cand_off).to(dev)))
-        pos = torch.diagonal(scores[:, :m]).clone()
-        cand_pos = layout.bounds[ct_name][tp] + cand_off
-        truth_pos = edges.side(target)[idx]
-        mask = cand_pos[None, :] == truth_pos[:, None]
-        if not in_batch:
-            mask[:, :m] = True  # the chunk's truths are scored only to read each row's positive
-        if filt is not None:
-            qidx = filt.query_index(edges.rel[idx], edges.side(known_side)[idx])
-            mask |= filt.contains(qidx[:, None], cand_pos[None, :])
-        scores[torch.from_numpy(mask).to(dev)] = float("-inf")
-        p = pos.unsqueeze(1)
-        gt = (scores > p).sum(1)
-        ge = (scores >= p).sum(1)
-        greater[idx] = gt.cpu().numpy()
-        equal[idx] = (ge - gt).cpu().numpy()
-        num_cand[idx] = mask.shape[1] - mask.sum(1)
-    return SideCounts(greater, equal, num_cand)
+        size = int(layout.bounds[ct_name][tp + 1] - layout.bounds[ct_name][tp])
+        uniform = generator.integers(0, size, size=num_uniform_negatives, dtype=np.int64)
+
+        def task(idx=idx, ct_name=ct_name, tp=tp, uniform=uniform) -> None:
+            m = len(idx)
+            rel_key = int(edges.rel[idx[0]]) if model.candidates_need_relation(target) else None
+            with torch.inference_mode():
+                cands = cache.prepared(target, ct_name, tp, rel_key)
+                known = _known_embeddings(cache, layout, edges, idx, known_side, cands.shape[1])
+                query = model.query(target, known, torch.from_numpy(edges.rel[idx]).to(dev))
+                cand_off = np.concatenate([toff[idx], uniform])
+                scores = model.comparator.matrix(query, cands.index_select(0, torch.from_numpy(cand_off).to(dev)))
+                pos = torch.diagonal(scores[:, :m]).clone()
+                cand_pos = layout.bounds[ct_name][tp] + cand_off
+                mask = cand_pos[None, :] == edges.side(target)[idx][:, None]
+                if not in_batch:
+                    mask[:, :m] = True  # the chunk's truths are scored only to read each row's positive
+                if filt is not None:
+                    qidx = filt.query_index(edges.rel[idx], edges.side(known_side)[idx])
+                    mask |= filt.contains(qidx[:, None], cand_pos[None, :])
+                scores[torch.from_numpy(mask).to(dev)] = float("-inf")
+                gt, ge = _count(scores, pos)
+            counts.greater[idx] = gt.cpu().numpy()
+            counts.equal[idx] = (ge - gt).cpu().numpy()
+            counts.num_candidates[idx] = mask.shape[1] - mask.sum(1)
+
+        tasks.append(task)
+    run_tasks(tasks, workers if dev.type == "cpu" else 1)
+    return counts

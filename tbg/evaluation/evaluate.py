@@ -89,6 +89,7 @@ def evaluate_model(
                 ev.num_uniform_negatives,
                 ev.batch_size,
                 gen,
+                workers=workers,
             )
     metrics = summarize(counts["lhs"], counts["rhs"], edges.rel, [r.name for r in graph.relations], ev.hits_at)
     protocol: dict[str, Any] = {
