@@ -159,3 +159,15 @@ def test_missing_checkpoint_and_mismatch(trained):
     with pytest.raises(CheckpointError, match="embedding_dim 6, config 8"):
         ex.export(bad, "npy", str(tmp / "x"))
     assert not (tmp / "x").exists()
+
+
+def test_indices_mode_names_are_dense_ids(tmp_path):
+    cfg = make_config(str(tmp_path / "idx"), {"n": (9, 4, 2)}, [("r", "n", "n", "translation")])
+    rng = np.random.default_rng(2)
+    perms = write_graph(cfg, {"train": (rng.integers(0, 9, 5), rng.integers(0, 9, 5), np.zeros(5, int))}, names=False)
+    dense = {"n": rng.standard_normal((9, 4)).astype(np.float32)}
+    write_checkpoint(cfg, perms, dense, integer_model(cfg, 0))
+    ex.export(cfg, "tsv", str(tmp_path / "t"))
+    lines = (tmp_path / "t" / "n_embeddings.tsv").read_text().splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == [str(i) for i in range(9)]
+    np.testing.assert_array_equal(np.array([ln.split("\t")[1:] for ln in lines], dtype=np.float32), dense["n"])
