@@ -86,7 +86,8 @@ def _score(model: RelationModel, comparator: str, target: str, x: torch.Tensor, 
 @pytest.mark.parametrize("comparator", COMPARATORS)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("sides", ["both", "rhs"])
-def test_batched_loss_matches_hand_formula(kind: str, comparator: str, loss: str, sides: str) -> None:
+@pytest.mark.parametrize("scope", ["relation", "batch"])
+def test_batched_loss_matches_hand_formula(kind: str, comparator: str, loss: str, sides: str, scope: str) -> None:
     model, table, ids_l, ids_r, rel, uni = _setup(kind, comparator, sides)
     sel = torch.tensor([0, 1, 3])  # in-batch negatives: positions of edges 0, 1, 3
     # batched path
@@ -96,7 +97,7 @@ def test_batched_loss_matches_hand_formula(kind: str, comparator: str, loss: str
     for target, known, true, ids_true in (("rhs", x, y, ids_r), ("lhs", y, x, ids_l)):
         negs = torch.cat([true[sel], emb[uni]])
         pos, neg = model.score_batch(target, known, true, rel, negs)
-        masked = negative_bias(ids_true, rel, ids_true[sel], rel[sel], uni)
+        masked = negative_bias(ids_true, rel, ids_true[sel], rel[sel] if scope == "relation" else None, uni)
         total = total + edge_losses(loss, pos, neg, masked, MARGIN).sum()
     total.backward()
     got_value, got_grad = total.detach(), emb.grad.clone()
@@ -109,7 +110,8 @@ def test_batched_loss_matches_hand_formula(kind: str, comparator: str, loss: str
         r = int(rel[i])
         for target in ("rhs", "lhs"):
             true_ids = ids_r if target == "rhs" else ids_l
-            cands = [int(true_ids[j]) for j in sel.tolist() if int(rel[j]) == r] + uni.tolist()
+            same = [j for j in sel.tolist() if scope == "batch" or int(rel[j]) == r]
+            cands = [int(true_ids[j]) for j in same] + uni.tolist()
             cands = [c for c in cands if c != int(true_ids[i])]
             if target == "rhs":
                 s = _score(model, comparator, "rhs", emb2[ids_l[i]], emb2[ids_r[i]], r)

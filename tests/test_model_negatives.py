@@ -36,3 +36,9 @@ def test_uniform_range_and_seed() -> None:
     a = sample_uniform(1000, 17, torch.Generator().manual_seed(1))
     b = sample_uniform(1000, 17, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and int(a.min()) == 0 and int(a.max()) == 16
+
+
+def test_batch_scope_mask_keeps_other_relations() -> None:
+    true_ids = torch.tensor([7, 8, 9])
+    bias = negative_bias(true_ids, torch.tensor([0, 0, 1]), true_ids, None, torch.tensor([9]))
+    assert (bias < 0).tolist() == [[True, False, False, False], [False, True, False, False], [False, False, True, True]]

@@ -152,3 +152,20 @@ def test_edge_and_relation_weights_scale_loss(graphs, tmp_path) -> None:
     assert loss(Batch(b.lhs, b.rhs, b.rel, torch.full((50,), 2.0))) == pytest.approx(2 * base, rel=1e-5)
     trainer.scorer.rel_weight.fill_(0.5)
     assert loss(b) == pytest.approx(0.5 * base, rel=1e-5)
+
+
+def test_chunked_buckets_and_warm_start(graphs, tmp_path) -> None:
+    gdir, splits = graphs[4]
+    over = {"training.num_epochs": 2, "training.max_edges_per_chunk": 170}  # chunks not multiples of the batch
+    first = make_config(str(tmp_path / "a"), gdir, partitions=4, **over)
+    summary = _train(first)
+    assert summary["edges"] == 2 * 6000 and summary["epoch"] == 2
+    warm = make_config(
+        str(tmp_path / "b"), gdir, partitions=4, **{"training.initial_checkpoint_dir": str(tmp_path / "a")}
+    )
+    trainer = Trainer(warm, progress=False)
+    assert "warm start" in trainer.start() and trainer.state["step"] == 0
+    trainer.store.need([("node", 2)])
+    with h5py.File(tmp_path / "a" / "checkpoints" / "v0000000001" / "embeddings" / "node_2.h5") as f:
+        assert np.array_equal(trainer.store.get(("node", 2)).table.numpy(), f["embeddings"][...])
+        assert float(trainer.store.get(("node", 2)).optimizer.state["sum"].abs().sum()) == 0.0  # weights only

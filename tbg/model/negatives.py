@@ -43,12 +43,13 @@ def negative_bias(
     true_ids: torch.Tensor,
     true_rel: torch.Tensor,
     batch_ids: torch.Tensor,
-    batch_rel: torch.Tensor,
+    batch_rel: torch.Tensor | None,
     uniform_ids: torch.Tensor,
 ) -> torch.Tensor:
     """Additive bias [B, K + G] (in-batch columns first): 0 where negative k counts for positive i, else MASKED.
 
-    In-batch columns count only for edges of the same relation; any sample equal to the true entity
+    In-batch columns count only for edges of the same relation (``batch_rel=None``: in_batch_scope batch,
+    any relation counts); any sample equal to the true entity
     (the positive itself included) is masked, so the positive is never its own negative.  Built as a
     float tensor by comparisons written straight into it (bool masked_fill/where are ~4x slower on CPU),
     and applied by addition, whose backward is free.
@@ -58,6 +59,9 @@ def negative_bias(
     torch.eq(true_ids.unsqueeze(1), uniform_ids.unsqueeze(0), out=out[:, k:])
     if k:
         block = out[:, :k]
-        torch.ne(true_rel.unsqueeze(1), batch_rel.unsqueeze(0), out=block)
-        block.add_(true_ids.unsqueeze(1) == batch_ids.unsqueeze(0))
+        if batch_rel is None:
+            torch.eq(true_ids.unsqueeze(1), batch_ids.unsqueeze(0), out=block)
+        else:
+            torch.ne(true_rel.unsqueeze(1), batch_rel.unsqueeze(0), out=block)
+            block.add_(true_ids.unsqueeze(1) == batch_ids.unsqueeze(0))
     return out.mul_(MASKED)

@@ -66,6 +66,7 @@ class BatchScorer:
         self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
         self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
         self.bf16 = bf16
+        self.per_relation = True
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
@@ -81,7 +82,10 @@ class BatchScorer:
         uniform: int,
         generator: torch.Generator,
         grad: bool = True,
+        per_relation: bool = True,
     ) -> StepResult:
+        """Loss of ``batch``; ``per_relation=False`` draws in-batch negatives from the whole batch."""
+        self.per_relation = per_relation
         with torch.set_grad_enabled(grad):
             return self._call(batch, tables, in_batch, uniform, generator, grad)
 
@@ -131,8 +135,9 @@ class BatchScorer:
         if grad:
             gathered += [Gathered(key_l, ids_l, x_l), Gathered(key_r, ids_r, x_r)]
         theta_x, theta_y = x_l[:size], x_r[:size]
-        sel = select_in_batch(batch.rel, in_batch, generator)
-        sel_rel = batch.rel[sel]
+        groups = batch.rel if self.per_relation else torch.zeros_like(batch.rel)
+        sel = select_in_batch(groups, in_batch, generator)
+        sel_rel = batch.rel[sel] if self.per_relation else None
         with self.autocast():
             pos_r, neg_r = self.model.score_batch(
                 "rhs", theta_x, theta_y, batch.rel, torch.cat([theta_y[sel], x_r[size:]])

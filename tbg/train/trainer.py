@@ -145,7 +145,10 @@ class Trainer:
         set_lr(self.rel_opt, self.cfg.model.translation_optimizer.lr_at(step))
         self.rel_opt.zero_grad(set_to_none=True)
         data = self.cfg.train_data
-        result = self.scorer(batch, self._tables, data.in_batch_negatives, data.global_negatives, self.generator)
+        result = self.scorer(
+            batch, self._tables, data.in_batch_negatives, data.global_negatives, self.generator,
+            per_relation=data.in_batch_scope == "relation",
+        )  # fmt: skip
         result.loss.backward()
         self.rel_opt.step()
         for key, (rows, grad) in coalesced_grads(result.gathered).items():
@@ -177,7 +180,10 @@ class Trainer:
             hi = min(limit, lo + data.per_replica_batch_size)
             w = None if edges.weight is None else edges.weight[lo:hi]
             b = Batch(edges.lhs[lo:hi], edges.rhs[lo:hi], edges.rel[lo:hi], w)
-            res = self.scorer(b, self._tables, data.in_batch_negatives, data.global_negatives, gen, grad=False)
+            res = self.scorer(
+                b, self._tables, data.in_batch_negatives, data.global_negatives, gen, grad=False,
+                per_relation=data.in_batch_scope == "relation",
+            )  # fmt: skip
             total += res.loss.double()
         return float(total) / limit
 
@@ -222,6 +228,10 @@ class Trainer:
             order = bucket_order(self.grid[0], self.grid[1], t.bucket_order, self.cfg.runtime.seed, s["epoch"])
             while s["bucket_index"] < len(order) and not self.finished():
                 self.bucket = order[s["bucket_index"]]
+                if self.edges.count(self.bucket) == 0:  # nothing to train: keep what is resident
+                    s["bucket_index"] += 1
+                    s["position"] = 0
+                    continue
                 self.store.need(self.bucket_keys(self.bucket))
                 self._prefetch_next(order)
                 for chunk in self.edges.chunks(s["epoch"], self.bucket, s["position"]):
