@@ -169,3 +169,40 @@ def test_chunked_buckets_and_warm_start(graphs, tmp_path) -> None:
     with h5py.File(tmp_path / "a" / "checkpoints" / "v0000000001" / "embeddings" / "node_2.h5") as f:
         assert np.array_equal(trainer.store.get(("node", 2)).table.numpy(), f["embeddings"][...])
         assert float(trainer.store.get(("node", 2)).optimizer.state["sum"].abs().sum()) == 0.0  # weights only
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_two_entity_types_two_groups(tmp_path, parts: int) -> None:
+    """Relations user->item and item->user: edges grouped by (lhs type, rhs type), both tables train."""
+    from train_graphs import write_graph
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    rel = rng.integers(0, 2, n)
+    users, items = rng.integers(0, 100, n), rng.integers(0, 80, n)
+    lhs, rhs = np.where(rel == 0, users, items), np.where(rel == 0, items, users)
+    relations = [("bought", "user", "item"), ("sold_to", "item", "user")]
+    gdir = str(tmp_path / "g")
+    write_graph(gdir, {"user": (100, parts), "item": (80, parts)}, relations, {"train": (lhs, rel, rhs)})
+    table = {"embedding_dim": 8, "num_partitions": parts, "optimizer": {"row_adagrad": {"lr": 0.1}}}
+    cfg = make_config(
+        str(tmp_path / "run"), gdir,
+        **{"model.embeddings.tables": [{"name": "user", "num_embeddings": 100, **table},
+                                       {"name": "item", "num_embeddings": 80, **table}],
+           "model.relations": [{"name": a, "lhs": b, "rhs": c} for a, b, c in relations],
+           "training.num_epochs": 3, "model.loss": "logistic"},
+    )  # fmt: skip
+    trainer = Trainer(cfg, progress=False)
+    trainer.start()
+    summary = trainer.run()
+    assert summary["edges"] == 3 * n
+    lines = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl") if '"loss"' in x]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    from tbg.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(str(tmp_path / "run"))
+    for etype, count in (("user", 100), ("item", 80)):
+        rows = sum(ckpt.embeddings(etype, p).shape[0] for p in range(parts))
+        assert rows == count
+        state = ckpt.optimizer_state(etype, 0)["sum"]
+        assert state.shape == (ckpt.embeddings(etype, 0).shape[0],) and (state > 0).mean() > 0.9
