@@ -83,11 +83,13 @@ def test_p1_vs_p4_similar_quality(graphs, tmp_path) -> None:
 @pytest.mark.parametrize("order", ["affinity", "random"])
 def test_orders_train_all_edges(graphs, tmp_path, order) -> None:
     gdir, _ = graphs[4]
-    cfg = make_config(
-        str(tmp_path / "o"), gdir, partitions=4, **{"training.num_epochs": 1, "training.bucket_order": order}
-    )
+    over = {"training.num_epochs": 1, "training.bucket_order": order, "training.eval_log_every_n": 30,
+            "training.validation_mrr": True}  # fmt: skip
+    cfg = make_config(str(tmp_path / "o"), gdir, partitions=4, **over)
     summary = _train(cfg)
     assert summary["edges"] == 6000 and summary["epoch"] == 1
+    val = [json.loads(x) for x in open(tmp_path / "o" / "metrics.jsonl") if "val_loss" in x]
+    assert len(val) == 2 and all(0 < x["valid_mrr"] <= 1 for x in val)  # non-resident partitions read from files
 
 
 def test_num_train_steps_logging_and_validation(graphs, tmp_path) -> None:
@@ -95,7 +97,7 @@ def test_num_train_steps_logging_and_validation(graphs, tmp_path) -> None:
     cfg = make_config(
         str(tmp_path / "s"), gdir,
         **{"training.num_train_steps": 25, "training.train_log_every_n": 5, "training.eval_log_every_n": 10,
-           "training.checkpoint_every_n": 10, "training.checkpoint_max_to_keep": 2},
+           "training.checkpoint_every_n": 10, "training.checkpoint_max_to_keep": 2, "training.validation_mrr": True},
     )  # fmt: skip
     summary = _train(cfg)
     assert summary["step"] == 25 and summary["edges"] == 2500
@@ -104,6 +106,7 @@ def test_num_train_steps_logging_and_validation(graphs, tmp_path) -> None:
     val = [x for x in lines if "val_loss" in x]
     assert [x["step"] for x in train] == [5, 10, 15, 20, 25]
     assert [x["step"] for x in val] == [10, 20] and all(x["val_loss"] > 0 for x in val)
+    assert all(0 < x["valid_mrr"] <= 1 for x in val) and val[0]["valid_count"] > 0
     assert train[-1]["loss"] < train[0]["loss"] and all(x["edges_per_s"] > 0 for x in train)
     ckpts = sorted(os.listdir(tmp_path / "s" / "checkpoints"))
     assert ckpts == ["latest", "v0000000002", "v0000000003"]  # steps 10, 20, 25; max_to_keep 2

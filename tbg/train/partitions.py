@@ -64,6 +64,10 @@ class PartitionStore:
         return sorted(self.sizes)
 
     # ------------------------------------------------------------------ loading
+    def read(self, key: TableKey) -> Loaded:
+        """A non-resident partition's current table and state (e.g. for validation ranking)."""
+        return self._read(key)
+
     def _read(self, key: TableKey) -> Loaded:
         """Table and optimizer state from the key's source file, or a fresh seeded partition."""
         etype, part = key

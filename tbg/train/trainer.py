@@ -187,6 +187,23 @@ class Trainer:
             total += res.loss.double()
         return float(total) / limit
 
+    @torch.no_grad()
+    def validation_ranking(self) -> dict[str, float]:
+        """``training.validation_mrr``: tbg.evaluation's sampled, train+valid-filtered validation metrics.
+
+        Resident partitions are read from memory, the others from their swap/checkpoint files.
+        """
+        from tbg.evaluation.evaluate import validation_metrics
+
+        def embeddings(etype: str, part: int) -> torch.Tensor:
+            key = (etype, part)
+            if key in self.store.resident:
+                return self.store.get(key).table.float().cpu()
+            emb = self.store.read(key)[0]
+            return emb.float() if isinstance(emb, torch.Tensor) else torch.from_numpy(emb).float()
+
+        return validation_metrics(self.cfg, self.graph, embeddings, self.model)
+
     # ------------------------------------------------------------------ checkpoint
     def checkpoint(self) -> str:
         latest = self.ckpts.latest()
@@ -285,7 +302,10 @@ class Trainer:
             val = self.validation_loss()
             if val is not None:
                 self.last_val_loss = val
-                self._metrics({"step": s["step"], "epoch": s["epoch"], "val_loss": val, "time": time.time()})
+                record = {"step": s["step"], "epoch": s["epoch"], "val_loss": val}
+                if t.validation_mrr:
+                    record.update(self.validation_ranking())
+                self._metrics({**record, "time": time.time()})
         if s["step"] % t.checkpoint_every_n == 0:
             self.checkpoint()
             self._last_ckpt_step = s["step"]
