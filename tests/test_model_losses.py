@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from tbg.model.losses import edge_losses
-from tbg.model.negatives import negative_bias
+from tbg.model.losses import edge_losses, masked_losses
+from tbg.model.negatives import mask_negatives
 from tbg.model.scoring import RelationModel
 
 KINDS = ["none", "translation", "diagonal", "linear", "affine", "complex_diagonal"]
@@ -97,8 +97,9 @@ def test_batched_loss_matches_hand_formula(kind: str, comparator: str, loss: str
     for target, known, true, ids_true in (("rhs", x, y, ids_r), ("lhs", y, x, ids_l)):
         negs = torch.cat([true[sel], emb[uni]])
         pos, neg = model.score_batch(target, known, true, rel, negs)
-        masked = negative_bias(ids_true, rel, ids_true[sel], rel[sel] if scope == "relation" else None, uni)
-        total = total + edge_losses(loss, pos, neg, masked, MARGIN).sum()
+        batch_rel = rel[sel] if scope == "relation" else None
+        neg, count = mask_negatives(neg, ids_true, rel, ids_true[sel], batch_rel, uni)  # the training path
+        total = total + masked_losses(loss, pos, neg, count, MARGIN).sum()
     total.backward()
     got_value, got_grad = total.detach(), emb.grad.clone()
     rel_grads = [p.grad.clone() for p in model.parameters()]
@@ -128,7 +129,7 @@ def test_batched_loss_matches_hand_formula(kind: str, comparator: str, loss: str
 
 
 def test_loss_values_on_numbers() -> None:
-    """Concrete numbers: s=1, negatives [0, 2 (masked)]."""
+    """Concrete numbers: s=1, negatives [0, 2 (masked)] (dense-mask entry point)."""
     pos = torch.tensor([1.0])
     neg = torch.tensor([[0.0, 2.0]])
     masked = torch.tensor([[False, True]])

@@ -42,3 +42,23 @@ def test_batch_scope_mask_keeps_other_relations() -> None:
     true_ids = torch.tensor([7, 8, 9])
     bias = negative_bias(true_ids, torch.tensor([0, 0, 1]), true_ids, None, torch.tensor([9]))
     assert (bias < 0).tolist() == [[True, False, False, False], [False, True, False, False], [False, False, True, True]]
+
+
+def test_fast_mask_agrees_with_dense_bias() -> None:
+    """mask_negatives (sparse collisions) == negative_bias (dense) for both in-batch scopes."""
+    from tbg.model.negatives import mask_negatives, matches
+
+    gen = torch.Generator().manual_seed(0)
+    true_ids = torch.randint(0, 30, (200,), generator=gen)
+    rel = torch.randint(0, 3, (200,), generator=gen)
+    sel = select_in_batch(rel, 20, gen)
+    uniform = torch.randint(0, 30, (50,), generator=gen)
+    neg = torch.randn(200, len(sel) + 50, generator=gen).bfloat16()
+    for batch_rel in (rel[sel], None):
+        bias = negative_bias(true_ids, rel, true_ids[sel], batch_rel, uniform)
+        got, count = mask_negatives(neg, true_ids, rel, true_ids[sel], batch_rel, uniform)
+        assert torch.equal(got < -1e29, bias < 0)
+        assert torch.equal(got[bias == 0], neg.float()[bias == 0])
+        assert torch.equal(count, (bias == 0).sum(1).float())
+    rows, cols = matches(torch.tensor([4, 9, 4]), torch.tensor([4, 1, 4, 9]))
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 0), (0, 2), (1, 3), (2, 0), (2, 2)]

@@ -14,15 +14,14 @@ import torch.nn.functional as F
 from tbg.model.negatives import MASKED
 
 
-def logistic_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+def logistic_loss(pos: torch.Tensor, neg: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """BCE with logits: positives label 1, negatives label 0, negatives averaged per positive.
 
-    The negatives of one positive share weight 1/count, so their total weight equals the positive's
-    (TwHIN's intended weighting; its release labels negatives 1, which this never does).  ``neg``
-    already carries the mask bias, so masked entries contribute softplus(-1e30) = 0.
+    The ``count`` valid negatives of one positive share weight 1/count, so their total weight equals the
+    positive's (TwHIN's intended weighting; its release labels negatives 1, which this never does).
+    Masked entries hold -1e30 and contribute softplus(-1e30) = 0.
     """
-    count = (neg > MASKED / 2).sum(-1).clamp_min(1).to(pos.dtype)
-    return F.softplus(-pos) + F.softplus(neg).sum(-1) / count
+    return F.softplus(-pos) + F.softplus(neg).sum(-1) / count.clamp_min(1)
 
 
 def ranking_loss(pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:
@@ -41,21 +40,26 @@ def softmax_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target, reduction="none")
 
 
-def edge_losses(
-    kind: str, pos: torch.Tensor, neg: torch.Tensor, bias: torch.Tensor, margin: float = 0.1
+def masked_losses(
+    kind: str, pos: torch.Tensor, neg: torch.Tensor, count: torch.Tensor, margin: float = 0.1
 ) -> torch.Tensor:
-    """Loss per positive for ``kind`` in logistic | ranking | softmax.
-
-    ``bias`` is :func:`negative_bias`'s additive mask (a bool ``True = masked`` tensor is accepted too).
-    """
+    """Loss per positive from fp32 scores whose masked negatives already hold MASKED (the training path)."""
     kind = str(kind)
-    if bias.dtype == torch.bool:
-        bias = torch.zeros(bias.shape, device=bias.device).masked_fill_(bias, MASKED)
-    pos, neg = pos.float(), neg.float() + bias
+    pos = pos.float()
     if kind == "logistic":
-        return logistic_loss(pos, neg)
+        return logistic_loss(pos, neg, count)
     if kind == "ranking":
         return ranking_loss(pos, neg, margin)
     if kind == "softmax":
         return softmax_loss(pos, neg)
     raise ValueError(f"unknown loss {kind!r} (choices: logistic, ranking, softmax)")
+
+
+def edge_losses(
+    kind: str, pos: torch.Tensor, neg: torch.Tensor, bias: torch.Tensor, margin: float = 0.1
+) -> torch.Tensor:
+    """Loss per positive given a dense mask: :func:`negative_bias`'s additive bias or a bool ``True = masked``."""
+    if bias.dtype == torch.bool:
+        bias = torch.zeros(bias.shape, device=bias.device).masked_fill_(bias, MASKED)
+    count = (bias > MASKED / 2).sum(-1).float()
+    return masked_losses(kind, pos, neg.float() + bias, count, margin)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from tbg.config import Config
-from tbg.model.losses import edge_losses
-from tbg.model.negatives import negative_bias, sample_uniform, select_in_batch
+from tbg.model.losses import masked_losses
+from tbg.model.negatives import mask_negatives, sample_uniform, select_in_batch
 from tbg.model.optimizers import coalesce
 from tbg.model.scoring import RelationModel
 
@@ -145,10 +145,10 @@ class BatchScorer:
             pos_l, neg_l = self.model.score_batch(
                 "lhs", theta_y, theta_x, batch.rel, torch.cat([theta_x[sel], x_l[size:]])
             )
-        masked_r = negative_bias(batch.rhs, batch.rel, batch.rhs[sel], sel_rel, uni_r)
-        masked_l = negative_bias(batch.lhs, batch.rel, batch.lhs[sel], sel_rel, uni_l)
-        per_edge = edge_losses(self.loss, pos_r, neg_r, masked_r, self.margin) + edge_losses(
-            self.loss, pos_l, neg_l, masked_l, self.margin
+        neg_r, count_r = mask_negatives(neg_r, batch.rhs, batch.rel, batch.rhs[sel], sel_rel, uni_r)
+        neg_l, count_l = mask_negatives(neg_l, batch.lhs, batch.rel, batch.lhs[sel], sel_rel, uni_l)
+        per_edge = masked_losses(self.loss, pos_r, neg_r, count_r, self.margin) + masked_losses(
+            self.loss, pos_l, neg_l, count_l, self.margin
         )
         weight = self.rel_weight[batch.rel]
         if batch.weight is not None:
