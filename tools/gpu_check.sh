@@ -10,9 +10,9 @@ import json, os, subprocess, sys
 sys.path.insert(0, "tools/bench")
 import train_bench as tb
 tb.ensure_data()
-tb.VARIANTS.update({"gpu_p1": {"runtime.device": "cuda"},
-                    "gpu_p1_amp": {"runtime.device": "cuda", "runtime.enable_amp": True},
-                    "gpu_p4": {"runtime.device": "cuda", "partitions": 4}})
+ref = {"runtime.device": "cuda", "train_data.in_batch_scope": "batch"}  # as the CPU ref_p1/ref_p4 variants
+tb.VARIANTS.update({"gpu_p1": ref, "gpu_p1_amp": {**ref, "runtime.enable_amp": True},
+                    "gpu_p4": {**ref, "partitions": 4}})
 rows = [tb.run_one(v, None, None) for v in ("gpu_p1", "gpu_p1_amp", "gpu_p4")]
 cols = ["variant", "partitions", "edges_per_s", "train_s", "peak_rss_mb", "final_loss", "filtered_mrr", "hits@10"]
 print(" | ".join(cols))

@@ -22,6 +22,15 @@ from tbg.config import OptimizerConfig
 MIN_EPS = 1e-10
 
 
+def _zeros(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """fp32 state; large CPU buffers on transparent huge pages (see tbg.train.runtime.hugepage_empty)."""
+    if device.type == "cpu":
+        from tbg.train.runtime import hugepage_empty
+
+        return hugepage_empty(shape, torch.float32).zero_()
+    return torch.zeros(shape, dtype=torch.float32, device=device)
+
+
 class SparseOptimizer:
     """Base: holds the table and its state; subclasses implement :meth:`_update`."""
 
@@ -57,7 +66,7 @@ class SparseOptimizer:
 class SparseSGD(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.cfg.params.momentum > 0:
-            return {"momentum": torch.zeros(table.shape, dtype=torch.float32, device=table.device)}
+            return {"momentum": _zeros(tuple(table.shape), table.device)}
         return {}
 
     def _update(self, rows, params, grad, lr):
@@ -70,7 +79,7 @@ class SparseSGD(SparseOptimizer):
 
 class SparseAdagrad(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"sum": torch.zeros(table.shape, dtype=torch.float32, device=table.device)}
+        return {"sum": _zeros(tuple(table.shape), table.device)}
 
     def _update(self, rows, params, grad, lr):
         acc = self.state["sum"].index_select(0, rows).addcmul_(grad, grad)
@@ -92,8 +101,12 @@ class SparseRowAdagrad(SparseOptimizer):
 
 class SparseAdam(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
-        zeros = torch.zeros(table.shape, dtype=torch.float32, device=table.device)
-        return {"exp_avg": zeros, "exp_avg_sq": zeros.clone(), "step": torch.zeros(1, dtype=torch.float64)}
+        zeros = _zeros(tuple(table.shape), table.device)
+        return {
+            "exp_avg": zeros,
+            "exp_avg_sq": _zeros(tuple(table.shape), table.device),
+            "step": torch.zeros(1, dtype=torch.float64),
+        }
 
     def _update(self, rows, params, grad, lr):
         beta1, beta2 = self.cfg.params.betas

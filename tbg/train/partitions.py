@@ -22,6 +22,7 @@ from tbg.config import Config, EmbeddingTableConfig
 from tbg.errors import CheckpointError
 from tbg.model.embeddings import init_partition, storage_dtype
 from tbg.model.optimizers import SparseOptimizer, build_sparse_optimizer
+from tbg.train.runtime import hugepage_empty
 from tbg.train.step import TableKey
 
 SWAP_DIR = "partitions"
@@ -87,6 +88,8 @@ class PartitionStore:
         tensor = tensor.to(storage_dtype(self.tables[key[0]]))
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        else:
+            tensor = hugepage_empty(tuple(tensor.shape), tensor.dtype).copy_(tensor)
         optimizer = build_sparse_optimizer(tensor, self.tables[key[0]].optimizer)
         optimizer.load_state(state)
         self.resident[key] = Resident(tensor, optimizer, dirty=key not in self.sources)

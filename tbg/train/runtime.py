@@ -36,6 +36,33 @@ def tune_malloc() -> bool:
         return False
 
 
+MADV_HUGEPAGE = 14
+_HUGE = 2 << 20
+
+
+def hugepage_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor whose pages are advised as transparent huge pages.
+
+    Gathers and row updates hit random rows of tables and optimizer state that are much larger than the
+    caches; with 4 KiB pages most of them also miss the TLB.  THP is commonly ``madvise``-only, so the big
+    buffers ask for it before they are first touched.  A no-op for small tensors or where madvise fails.
+    """
+    out = torch.empty(shape, dtype=dtype)
+    if out.nbytes < 4 * _HUGE:
+        return out
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None:
+            start = (out.data_ptr() + _HUGE - 1) & ~(_HUGE - 1)
+            end = (out.data_ptr() + out.nbytes) & ~(_HUGE - 1)
+            if end > start:
+                libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_HUGEPAGE)
+    except (OSError, AttributeError):
+        pass
+    return out
+
+
 def cpu_has_native_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as fh:
