@@ -373,12 +373,15 @@ class DataConfig:
     in_batch_negatives: int = attrs.field(default=0, validator=_non_negative)
     limit: int | None = attrs.field(default=None, validator=_positive)
     offset: int | None = attrs.field(default=None, validator=_non_negative)
-    # tbg extension: in-batch negatives per relation (TwHIN, default) or from the whole batch (PBG's mixed chunk)
-    in_batch_scope: str = "relation"  # relation | batch
+    # tbg extension, where in-batch negatives come from: `relation` (TwHIN: S edges of each relation in the
+    # batch, shared by its edges), `batch` (S edges of the whole batch, shared by all), `chunk` (PBG: the batch
+    # is cut into chunks of S edges; each chunk's edges are negatives for one another and the chunk draws its
+    # own global_negatives uniform samples)
+    in_batch_scope: str = "relation"  # relation | batch | chunk
 
     def __attrs_post_init__(self) -> None:
-        if self.in_batch_scope not in ("relation", "batch"):
-            raise _FieldProblem("in_batch_scope", f"must be relation or batch, got {self.in_batch_scope!r}")
+        if self.in_batch_scope not in ("relation", "batch", "chunk"):
+            raise _FieldProblem("in_batch_scope", f"must be relation, batch or chunk, got {self.in_batch_scope!r}")
 
 
 @attrs.define(kw_only=True)
@@ -640,6 +643,13 @@ def _check_references(cfg: Config) -> list[str]:
     for i, name in enumerate(cfg.model.embeddings.tables_to_log or []):
         if name not in by_name:
             problems.append(f"model.embeddings.tables_to_log[{i}]: unknown table {name!r}")
+    if cfg.model.relation_sides == RelationSides.rhs and any(r.operator != Operator.none for r in cfg.model.relations):
+        for section, data in (("train_data", cfg.train_data), ("validation_data", cfg.validation_data)):
+            if data.in_batch_scope == "chunk":
+                problems.append(
+                    f"{section}.in_batch_scope: chunk scores mixed relations in one product, which needs"
+                    " relation-free candidates: use model.relation_sides both, or in_batch_scope relation/batch"
+                )
     partitioned = sorted({t.num_partitions for t in tables if t.num_partitions > 1})
     if len(partitioned) > 1:
         problems.append(f"model.embeddings.tables: partitioned tables must share one num_partitions, got {partitioned}")

@@ -209,3 +209,41 @@ def test_two_entity_types_two_groups(tmp_path, parts: int) -> None:
         assert rows == count
         state = ckpt.optimizer_state(etype, 0)["sum"]
         assert state.shape == (ckpt.embeddings(etype, 0).shape[0],) and (state > 0).mean() > 0.9
+
+
+def test_gradient_accumulation_applies_summed_gradients(graphs, tmp_path) -> None:
+    """gradient_accumulation: 2 — nothing moves after the first batch; after the second, SGD applies g1 + g2."""
+    gdir, _ = graphs[1]
+    table_cfg = {"name": "node", "num_embeddings": 400, "embedding_dim": 16, "optimizer": {"sgd": {"lr": 0.5}}}
+    cfg = make_config(str(tmp_path / "acc"), gdir, **{"model.embeddings.tables": [table_cfg],
+                      "training.gradient_accumulation": 2})  # fmt: skip
+    trainer = Trainer(cfg, progress=False)
+    trainer.start()
+    trainer.store.need(trainer.bucket_keys((0, 0)))
+    edges = read_all(trainer.graph, "train", (0, 0), trainer.device)
+    batches = [Batch(edges.lhs[k : k + 50], edges.rhs[k : k + 50], edges.rel[k : k + 50]) for k in (0, 50)]
+    table = trainer.store.get(("node", 0)).table
+    start, gen_state = table.clone(), trainer.generator.get_state()
+    rel_start = [p.detach().clone() for p in trainer.model.parameters()]
+
+    # expected: both gradients taken at the starting parameters, summed
+    expected = torch.zeros_like(start)
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(gen_state)
+    data = cfg.train_data
+    for b in batches:
+        res = trainer.scorer(
+            b, lambda _t, _s: (("node", 0), start), data.in_batch_negatives, data.global_negatives, gen,
+            scope=data.in_batch_scope,
+        )  # fmt: skip
+        res.loss.backward()
+        for g in res.gathered:
+            expected.index_add_(0, g.ids, g.leaf.grad)
+    trainer.model.zero_grad(set_to_none=True)
+
+    trainer.train_step(batches[0])
+    assert torch.equal(table, start)
+    assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), rel_start))
+    trainer.train_step(batches[1])
+    assert torch.allclose(table, start - 0.5 * expected, atol=1e-5)
+    assert not all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), rel_start))

@@ -114,3 +114,36 @@ def mask_negatives(
         out.index_put_((rows, cols), torch.tensor(MASKED, dtype=out.dtype, device=out.device))
         valid -= torch.bincount(rows, minlength=size).to(valid.dtype)
     return out, valid
+
+
+def mask_chunked(
+    neg: torch.Tensor,
+    true_ids: torch.Tensor,
+    cand_ids: torch.Tensor,
+    chunk: int,
+    pad_columns: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask PBG-style chunk scores ``neg`` [B, K] (row i belongs to chunk ``i // chunk``).
+
+    ``cand_ids`` [C, K] are the entity ids of each chunk's negatives (its positives first, then its own
+    uniform samples).  Any negative equal to the row's true entity is masked — the positive itself (the
+    chunk diagonal) included — found sparsely by offsetting ids per chunk so one sort covers every chunk.
+    The last ``pad_columns`` in-batch columns of the last chunk are padding and always masked.
+    """
+    size, width = neg.shape
+    out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg
+    stride = int(max(int(true_ids.max()) if size else 0, int(cand_ids.max()) if cand_ids.numel() else 0)) + 2
+    row_chunk = torch.arange(size, device=neg.device) // chunk
+    true_key = row_chunk * stride + true_ids + 1
+    cand_key = (torch.arange(cand_ids.shape[0], device=neg.device).unsqueeze(1) * stride + cand_ids + 1).flatten()
+    rows, flat = matches(true_key, cand_key)
+    cols = flat - row_chunk[rows] * width
+    valid = torch.full((size,), width, dtype=out.dtype, device=neg.device)
+    if rows.numel():
+        out.index_put_((rows, cols), torch.tensor(MASKED, dtype=out.dtype, device=out.device))
+        valid -= torch.bincount(rows, minlength=size).to(valid.dtype)
+    if pad_columns:
+        first = (size - 1) // chunk * chunk
+        out[first:, chunk - pad_columns : chunk] = MASKED
+        valid[first:] -= pad_columns
+    return out, valid

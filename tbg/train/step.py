@@ -22,7 +22,7 @@ import torch
 
 from tbg.config import Config
 from tbg.model.losses import masked_losses
-from tbg.model.negatives import mask_negatives, sample_uniform, select_in_batch
+from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
 from tbg.model.optimizers import coalesce
 from tbg.model.scoring import RelationModel
 
@@ -66,7 +66,7 @@ class BatchScorer:
         self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
         self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
         self.bf16 = bf16
-        self.per_relation = True
+        self.scope = "relation"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
@@ -82,10 +82,10 @@ class BatchScorer:
         uniform: int,
         generator: torch.Generator,
         grad: bool = True,
-        per_relation: bool = True,
+        scope: str = "relation",
     ) -> StepResult:
-        """Loss of ``batch``; ``per_relation=False`` draws in-batch negatives from the whole batch."""
-        self.per_relation = per_relation
+        """Loss of ``batch``; ``scope`` is train_data.in_batch_scope (relation | batch | chunk)."""
+        self.scope = scope
         with torch.set_grad_enabled(grad):
             return self._call(batch, tables, in_batch, uniform, generator, grad)
 
@@ -123,6 +123,8 @@ class BatchScorer:
         grad: bool,
         gathered: list[Gathered],
     ) -> torch.Tensor:
+        if self.scope == "chunk":
+            return self._group_chunked(types, batch, tables, in_batch, uniform, generator, grad, gathered)
         size = len(batch)
         key_l, table_l = tables(types[0], "lhs")
         key_r, table_r = tables(types[1], "rhs")
@@ -135,9 +137,10 @@ class BatchScorer:
         if grad:
             gathered += [Gathered(key_l, ids_l, x_l), Gathered(key_r, ids_r, x_r)]
         theta_x, theta_y = x_l[:size], x_r[:size]
-        groups = batch.rel if self.per_relation else torch.zeros_like(batch.rel)
+        per_relation = self.scope == "relation"
+        groups = batch.rel if per_relation else torch.zeros_like(batch.rel)
         sel = select_in_batch(groups, in_batch, generator)
-        sel_rel = batch.rel[sel] if self.per_relation else None
+        sel_rel = batch.rel[sel] if per_relation else None
         with self.autocast():
             pos_r, neg_r = self.model.score_batch(
                 "rhs", theta_x, theta_y, batch.rel, torch.cat([theta_y[sel], x_r[size:]])
@@ -150,10 +153,74 @@ class BatchScorer:
         per_edge = masked_losses(self.loss, pos_r, neg_r, count_r, self.margin) + masked_losses(
             self.loss, pos_l, neg_l, count_l, self.margin
         )
+        return self._weighted(per_edge, batch)
+
+    def _weighted(self, per_edge: torch.Tensor, batch: Batch) -> torch.Tensor:
         weight = self.rel_weight[batch.rel]
         if batch.weight is not None:
             weight = weight * batch.weight
         return (per_edge * weight).sum()
+
+    def _group_chunked(
+        self,
+        types: tuple[str, str],
+        batch: Batch,
+        tables: Callable[[str, str], tuple[TableKey, torch.Tensor]],
+        in_batch: int,
+        uniform: int,
+        generator: torch.Generator,
+        grad: bool,
+        gathered: list[Gathered],
+    ) -> torch.Tensor:
+        """PBG's batched negatives: chunks of ``in_batch`` edges, each scored against its own positives and
+        its own ``uniform`` samples with one batched matrix product ([C, chunk, D] x [C, D, chunk + G]).
+
+        Relations are mixed inside a chunk (PBG's dynamic mode), so candidates must not depend on the
+        relation (relation_sides both, or no rhs operator; checked when the config is loaded).  With
+        ``in_batch = 0`` the whole batch is one chunk sharing its uniform samples.
+        """
+        size = len(batch)
+        chunk = min(in_batch, size) if in_batch > 0 else size
+        n_chunks = -(-size // chunk)
+        pad = n_chunks * chunk - size
+        key_l, table_l = tables(types[0], "lhs")
+        key_r, table_r = tables(types[1], "rhs")
+        uni_l = sample_uniform(n_chunks * uniform, table_l.shape[0], generator, self.device)
+        uni_r = sample_uniform(n_chunks * uniform, table_r.shape[0], generator, self.device)
+        ids_l = torch.cat([batch.lhs, uni_l])
+        ids_r = torch.cat([batch.rhs, uni_r])
+        x_l = self._gather(key_l, table_l, ids_l, grad)
+        x_r = self._gather(key_r, table_r, ids_r, grad)
+        if grad:
+            gathered += [Gathered(key_l, ids_l, x_l), Gathered(key_r, ids_r, x_r)]
+        theta_x, theta_y = x_l[:size], x_r[:size]
+        total = torch.zeros((), device=self.device)
+        for target, known, true_ids, cand, uni_x, uni_ids in (
+            ("rhs", theta_x, batch.rhs, theta_y, x_r[size:], uni_r),
+            ("lhs", theta_y, batch.lhs, theta_x, x_l[size:], uni_l),
+        ):
+            dim = known.shape[1]
+            in_ids = true_ids if in_batch > 0 else true_ids[:0]
+            if in_batch > 0:
+                in_ids = torch.nn.functional.pad(in_ids, (0, pad), value=-1).view(n_chunks, chunk)
+                cand_ids = torch.cat([in_ids, uni_ids.view(n_chunks, uniform)], dim=1)
+            else:
+                cand_ids = uni_ids.view(1, uniform)
+            with self.autocast():
+                q = self.model.query(target, known, batch.rel)
+                pos = self.model.comparator.pairwise(q, self.model.candidates_per_row(target, cand, batch.rel))
+                qc = torch.nn.functional.pad(q, (0, 0, 0, pad)).view(n_chunks, chunk, dim)
+                # two products (own positives, own uniform samples) instead of one over a concatenated copy
+                blocks = [
+                    self.model.comparator.matrix(qc, self.model.candidates(target, uni_x.view(n_chunks, uniform, dim)))
+                ]
+                if in_batch > 0:
+                    own = torch.nn.functional.pad(cand, (0, 0, 0, pad)).view(n_chunks, chunk, dim)
+                    blocks.insert(0, self.model.comparator.matrix(qc, self.model.candidates(target, own)))
+                neg = (torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0]).reshape(n_chunks * chunk, -1)[:size]
+            neg, count = mask_chunked(neg, true_ids, cand_ids, chunk, pad if in_batch > 0 else 0)
+            total = total + masked_losses(self.loss, pos, neg, count, self.margin)
+        return self._weighted(total, batch)
 
 
 def coalesced_grads(gathered: list[Gathered]) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor]]:

@@ -64,6 +64,8 @@ class Trainer:
         self._val_cache: dict[tuple[int, int], Batch] = {}
         self.last_loss: float | None = None
         self.last_val_loss: float | None = None
+        self._pending: list = []  # gathered rows of micro-batches not applied yet (gradient_accumulation)
+        self._micro = 0
 
     # ------------------------------------------------------------------ start
     def start(self, fresh: bool = False) -> str:
@@ -141,21 +143,36 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch: Batch) -> torch.Tensor:
-        step = self.state["step"]
-        set_lr(self.rel_opt, self.cfg.model.translation_optimizer.lr_at(step))
-        self.rel_opt.zero_grad(set_to_none=True)
+        """Forward + backward of one batch; parameters move every ``gradient_accumulation`` batches.
+
+        Accumulated micro-batches keep their gathered rows; :meth:`apply_updates` coalesces them per table,
+        so an entity seen in several micro-batches gets one summed-gradient update, as with one big batch.
+        """
         data = self.cfg.train_data
         result = self.scorer(
             batch, self._tables, data.in_batch_negatives, data.global_negatives, self.generator,
-            per_relation=data.in_batch_scope == "relation",
+            scope=data.in_batch_scope,
         )  # fmt: skip
         result.loss.backward()
+        self._pending += result.gathered
+        self._micro += 1
+        if self._micro >= (self.cfg.training.gradient_accumulation or 1):
+            self.apply_updates()
+        return result.loss.detach()
+
+    def apply_updates(self) -> None:
+        """Step the relation optimizer and the touched embedding rows with the pending gradients."""
+        if not self._micro:
+            return
+        step = self.state["step"]
+        set_lr(self.rel_opt, self.cfg.model.translation_optimizer.lr_at(step))
         self.rel_opt.step()
-        for key, (rows, grad) in coalesced_grads(result.gathered).items():
+        self.rel_opt.zero_grad(set_to_none=True)
+        for key, (rows, grad) in coalesced_grads(self._pending).items():
             res = self.store.get(key)
             res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(step))
             res.dirty = True
-        return result.loss.detach()
+        self._pending, self._micro = [], 0
 
     @torch.no_grad()
     def validation_loss(self) -> float | None:
@@ -176,16 +193,21 @@ class Trainer:
             return None
         gen = torch.Generator().manual_seed(self.cfg.runtime.seed + 7919 * self.state["step"])
         total = torch.zeros((), dtype=torch.float64, device=self.device)
+        deadline = time.perf_counter() + self.cfg.training.eval_timeout_in_s
+        done = 0
         for lo in range(0, limit, data.per_replica_batch_size):
+            if time.perf_counter() > deadline:  # eval_timeout_in_s: report the batches scored so far
+                break
             hi = min(limit, lo + data.per_replica_batch_size)
             w = None if edges.weight is None else edges.weight[lo:hi]
             b = Batch(edges.lhs[lo:hi], edges.rhs[lo:hi], edges.rel[lo:hi], w)
             res = self.scorer(
                 b, self._tables, data.in_batch_negatives, data.global_negatives, gen, grad=False,
-                per_relation=data.in_batch_scope == "relation",
+                scope=data.in_batch_scope,
             )  # fmt: skip
             total += res.loss.double()
-        return float(total) / limit
+            done = hi
+        return float(total) / done if done else None
 
     @torch.no_grad()
     def validation_ranking(self) -> dict[str, float]:
@@ -206,6 +228,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoint
     def checkpoint(self) -> str:
+        self.apply_updates()
         latest = self.ckpts.latest()
         writer = self.ckpts.begin(latest.version + 1 if latest is not None else 1)
         try:
@@ -259,6 +282,7 @@ class Trainer:
                             break
                     if self.finished():
                         break
+                self.apply_updates()  # pending gradients belong to this bucket's resident partitions
                 if s["position"] >= self.edges.count(self.bucket) or not self.finished():
                     s["bucket_index"] += 1
                     s["position"] = 0
