@@ -35,7 +35,7 @@ class Resident:
     dirty: bool = False  # changed since read from its source
 
 
-Loaded = tuple[np.ndarray | torch.Tensor, dict[str, np.ndarray]]
+Loaded = tuple[np.ndarray | torch.Tensor | None, dict[str, np.ndarray]]  # None: fresh partition
 
 
 class PartitionStore:
@@ -66,16 +66,20 @@ class PartitionStore:
 
     # ------------------------------------------------------------------ loading
     def read(self, key: TableKey) -> Loaded:
-        """A non-resident partition's current table and state (e.g. for validation ranking)."""
-        return self._read(key)
+        """A non-resident partition's current table and state (e.g. for validation ranking); main thread."""
+        emb, state = self._read(key)
+        return (self._initial(key) if emb is None else emb), state
+
+    def _initial(self, key: TableKey) -> torch.Tensor:
+        etype, part = key
+        return init_partition(self.tables[etype], self.counts[etype], self.sizes[key], self.seed, part)
 
     def _read(self, key: TableKey) -> Loaded:
         """Table and optimizer state from the key's source file, or a fresh seeded partition."""
         etype, part = key
         source = self.sources.get(key)
-        if source is None:
-            table = self.tables[etype]
-            return init_partition(table, self.counts[etype], self.sizes[key], self.seed, part), {}
+        if source is None:  # initialised by _install on the main thread (no torch ops on prefetch threads)
+            return None, {}
         emb, state = read_embedding_file(source, with_optimizer=key not in self._weights_only)
         rows, dim = self.sizes[key], self.tables[etype].embedding_dim
         if emb.shape != (rows, dim):
@@ -84,6 +88,8 @@ class PartitionStore:
 
     def _install(self, key: TableKey, loaded: Loaded) -> None:
         emb, state = loaded
+        if emb is None:
+            emb = self._initial(key)
         tensor = emb if isinstance(emb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(emb))
         tensor = tensor.to(storage_dtype(self.tables[key[0]]))
         if self.device.type == "cuda":
@@ -157,5 +163,5 @@ class PartitionStore:
             elif key in self.sources:
                 writer.link_embeddings(key[0], key[1], self.sources[key])
             else:  # never trained yet: write its deterministic initial value
-                emb, _ = self._read(key)
+                emb, _ = self.read(key)
                 writer.write_embeddings(key[0], key[1], emb.numpy() if isinstance(emb, torch.Tensor) else emb)
