@@ -219,7 +219,7 @@ def rank_all(
     cache: TableCache,
     filt: FilterIndex | None,
     batch_size: int = 1000,
-    block_cols: int = 4096,
+    block_cols: int = 512,
     workers: int = 1,
 ) -> SideCounts:
     """Rank every edge's true ``target`` entity among all entities of its type (all partitions)."""
@@ -236,7 +236,7 @@ def rank_all_sides(
     cache: TableCache,
     filters: dict[str, FilterIndex | None],
     batch_size: int = 1000,
-    block_cols: int = 4096,
+    block_cols: int = 512,
     workers: int = 1,
 ) -> dict[str, SideCounts]:
     """All-candidate ranking of several target sides, their chunks sharing one pool of workers.
