@@ -277,6 +277,7 @@ class _Builder:
                 router.add(lhs, rhs, rel, weight)
                 per_rel += np.bincount(rel, minlength=len(self.relations))
                 bar.update(batch.num_rows)
+                _release_arrow_memory()
         return self._split_entry(reader, sources, per_rel)
 
     def _check_range(self, batch: Any, role: str, ids: np.ndarray, rel: np.ndarray, limits: np.ndarray, tables) -> None:
@@ -311,6 +312,7 @@ class _Builder:
                 out.write(memoryview(rec).cast("B"))
                 per_rel += np.bincount(rel, minlength=len(self.relations))
                 bar.update(batch.num_rows)
+                _release_arrow_memory()
         info[split] = self._split_entry(reader, sources, per_rel)
         return path
 
@@ -369,6 +371,17 @@ def _encode(names: Any, rel: np.ndarray, types: list[str], dictionaries: dict[st
         if mask.any():
             ids[mask] = dictionaries[t].encode(names.filter(pa.array(mask)))
     return ids
+
+
+def _release_arrow_memory() -> None:
+    """Hand Arrow's freed batch buffers back to the OS after each batch.
+
+    Arrow's allocator otherwise keeps them cached, and peak RSS grew with the input: measured importing 20M vs
+    40M edges (indices Parquet, P=4), peak 410 vs 533 MB without this, 365 vs 385 MB with it.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _read_records(path: str, chunk: int) -> Iterator[np.ndarray]:
