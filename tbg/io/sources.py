@@ -275,7 +275,7 @@ def _text_batches(
     kinds = {"lhs": spec.id_type, "rhs": spec.id_type, "rel": spec.rel_type, "weight": "float"}
     types = {"int": pa.int64(), "string": pa.string(), "float": pa.float64()}
     column_types = {name: types[kinds[role]] for role, name in columns.items()}
-    block = int(min(64 << 20, max(1 << 20, spec.chunk_rows * 24)))
+    block = int(min(64 << 20, max(1 << 20, spec.chunk_rows * 8)))
     read_opts = dict(block_size=block, skip_rows=1 if spec.header else 0, autogenerate_column_names=names is None)
     parse = pacsv.ParseOptions(delimiter=delimiter, quote_char=False if fmt == "tsv" else '"')
     convert = pacsv.ConvertOptions(
