@@ -112,6 +112,29 @@ class BatchScorer:
         rows = rows.float() if rows.dtype != torch.float32 else rows
         return rows.requires_grad_(grad)
 
+    def _gather_sides(
+        self,
+        types: tuple[str, str],
+        batch: Batch,
+        tables: Callable[[str, str], tuple[TableKey, torch.Tensor]],
+        uniform: int,
+        generator: torch.Generator,
+        grad: bool,
+        gathered: list[Gathered],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw ``uniform`` samples per side and gather [positives; samples] rows as autograd leaves."""
+        key_l, table_l = tables(types[0], "lhs")
+        key_r, table_r = tables(types[1], "rhs")
+        uni_l = sample_uniform(uniform, table_l.shape[0], generator, self.device)
+        uni_r = sample_uniform(uniform, table_r.shape[0], generator, self.device)
+        ids_l = torch.cat([batch.lhs, uni_l])
+        ids_r = torch.cat([batch.rhs, uni_r])
+        x_l = self._gather(key_l, table_l, ids_l, grad)
+        x_r = self._gather(key_r, table_r, ids_r, grad)
+        if grad:
+            gathered += [Gathered(key_l, ids_l, x_l), Gathered(key_r, ids_r, x_r)]
+        return uni_l, uni_r, x_l, x_r
+
     def _group(
         self,
         types: tuple[str, str],
@@ -126,16 +149,7 @@ class BatchScorer:
         if self.scope == "chunk":
             return self._group_chunked(types, batch, tables, in_batch, uniform, generator, grad, gathered)
         size = len(batch)
-        key_l, table_l = tables(types[0], "lhs")
-        key_r, table_r = tables(types[1], "rhs")
-        uni_l = sample_uniform(uniform, table_l.shape[0], generator, self.device)
-        uni_r = sample_uniform(uniform, table_r.shape[0], generator, self.device)
-        ids_l = torch.cat([batch.lhs, uni_l])
-        ids_r = torch.cat([batch.rhs, uni_r])
-        x_l = self._gather(key_l, table_l, ids_l, grad)
-        x_r = self._gather(key_r, table_r, ids_r, grad)
-        if grad:
-            gathered += [Gathered(key_l, ids_l, x_l), Gathered(key_r, ids_r, x_r)]
+        uni_l, uni_r, x_l, x_r = self._gather_sides(types, batch, tables, uniform, generator, grad, gathered)
         theta_x, theta_y = x_l[:size], x_r[:size]
         per_relation = self.scope == "relation"
         groups = batch.rel if per_relation else torch.zeros_like(batch.rel)
@@ -183,16 +197,7 @@ class BatchScorer:
         chunk = min(in_batch, size) if in_batch > 0 else size
         n_chunks = -(-size // chunk)
         pad = n_chunks * chunk - size
-        key_l, table_l = tables(types[0], "lhs")
-        key_r, table_r = tables(types[1], "rhs")
-        uni_l = sample_uniform(n_chunks * uniform, table_l.shape[0], generator, self.device)
-        uni_r = sample_uniform(n_chunks * uniform, table_r.shape[0], generator, self.device)
-        ids_l = torch.cat([batch.lhs, uni_l])
-        ids_r = torch.cat([batch.rhs, uni_r])
-        x_l = self._gather(key_l, table_l, ids_l, grad)
-        x_r = self._gather(key_r, table_r, ids_r, grad)
-        if grad:
-            gathered += [Gathered(key_l, ids_l, x_l), Gathered(key_r, ids_r, x_r)]
+        uni_l, uni_r, x_l, x_r = self._gather_sides(types, batch, tables, n_chunks * uniform, generator, grad, gathered)
         theta_x, theta_y = x_l[:size], x_r[:size]
         total = torch.zeros((), device=self.device)
         for target, known, true_ids, cand, uni_x, uni_ids in (
