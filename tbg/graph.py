@@ -124,6 +124,19 @@ class Graph:
         self._perm: dict[str, np.ndarray] = {}
         self._position: dict[str, np.ndarray] = {}
 
+    @property
+    def import_id(self) -> str | None:
+        """Identity of this import (None for graph dirs written before import ids existed)."""
+        return self.manifest.get("import_id")
+
+    def check_import_id(self, recorded: str | None, where: str) -> None:
+        """Refuse embeddings that were trained on another import: their rows would map to other entities."""
+        if recorded is not None and self.import_id is not None and recorded != self.import_id:
+            raise GraphError(
+                f"{where}: trained on graph import {recorded}, but {self.path} now holds import {self.import_id}"
+                " (re-imported: entity ids may differ); retrain, or point graph.dir at the original import"
+            )
+
     # ------------------------------------------------------------------ grid
     @property
     def num_lhs_partitions(self) -> int:

@@ -353,6 +353,9 @@ class _Builder:
             "splits": ordered,
             "config_fingerprint": self.cfg.fingerprint("model", "graph", "train_data", "validation_data", "test_data"),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # names-mode ids depend on batch order, so every import gets its own id: checkpoints record it and
+            # refuse to be read against another import of the "same" graph
+            "import_id": secrets.token_hex(8),
             "tbg_version": __version__,
         }
 

@@ -57,6 +57,7 @@ def _checkpoint_model(ckpt: Checkpoint) -> dict | None:
 def check_checkpoint(cfg: Config, graph: Graph, ckpt: Checkpoint) -> None:
     """Tables, dims, partitions, relations and comparator of the checkpoint's config, then every shard shape."""
     where = ckpt.path
+    graph.check_import_id(ckpt.progress.get("graph_import_id"), where)
     model = _checkpoint_model(ckpt)
     if model is not None:
         tables = {t.get("name"): t for t in model.get("embeddings", {}).get("tables", [])}

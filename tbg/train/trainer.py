@@ -95,6 +95,7 @@ class Trainer:
                 f"{ckpt.path}: trained with a different model (tables/relations/operators/comparator);"
                 " use `tbg train --fresh` or another training.save_dir"
             )
+        self.graph.check_import_id(ckpt.progress.get("graph_import_id"), ckpt.path)
         sources = {key: ckpt.embedding_path(*key) for key in self.store.keys if ckpt.has_embeddings(*key)}
         self.store.set_sources(sources, with_optimizer=resume)
         rel = {k: torch.from_numpy(v) for k, v in ckpt.relations().items()}
@@ -239,7 +240,14 @@ class Trainer:
                 writer.path("state.pt"),
             )
             writer.write_file("config.yaml", dump_config(self.cfg))
-            return writer.commit({**self.state, "finished": self.finished(), "model_fingerprint": self.fingerprint})
+            return writer.commit(
+                {
+                    **self.state,
+                    "finished": self.finished(),
+                    "model_fingerprint": self.fingerprint,
+                    "graph_import_id": self.graph.import_id,
+                }
+            )
         except BaseException:
             writer.abort()
             raise
