@@ -259,7 +259,7 @@ class _Builder:
         )
 
     def _finish(self, split: str, router: BucketRouter) -> dict[str, int]:
-        block = max(1 << 20, 4 * self.g.chunk_rows)  # bucket edges shuffled in memory at once
+        block = max(1 << 20, self.g.chunk_rows)  # bucket edges shuffled in memory at once (larger: external)
         return router.finish(os.path.join(self.root, split), _split_seed(self.g.seed, split), block)
 
     def _read_indices(self, split: str, data: DataConfig, router: BucketRouter) -> dict[str, Any]:
