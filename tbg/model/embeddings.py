@@ -23,10 +23,20 @@ def storage_dtype(table: EmbeddingTableConfig) -> torch.dtype:
     return torch.float16 if table.data_type == DataType.fp16 else torch.float32
 
 
-def init_partition(table: EmbeddingTableConfig, num_embeddings: int, rows: int, seed: int, part: int) -> torch.Tensor:
-    """A fresh [rows, dim] partition of ``table`` (fp16 storage for data_type fp16)."""
+def init_partition(
+    table: EmbeddingTableConfig,
+    num_embeddings: int,
+    rows: int,
+    seed: int,
+    part: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A fresh [rows, dim] partition of ``table`` (fp16 storage for data_type fp16).
+
+    ``out`` (fp32, e.g. a huge-page buffer) is filled in place, so a new table is never held twice.
+    """
     gen = torch.Generator().manual_seed(partition_seed(seed, table.name, part))
-    out = torch.empty(rows, table.embedding_dim, dtype=torch.float32)
+    out = torch.empty(rows, table.embedding_dim, dtype=torch.float32) if out is None else out
     if table.init_scale is not None:
         out.normal_(0.0, table.init_scale, generator=gen)
     else:

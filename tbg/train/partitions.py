@@ -88,17 +88,25 @@ class PartitionStore:
 
     def _install(self, key: TableKey, loaded: Loaded) -> None:
         emb, state = loaded
-        if emb is None:
-            emb = self._initial(key)
+        etype, part = key
+        table = self.tables[etype]
+        if emb is None and self.device.type == "cpu" and storage_dtype(table) == torch.float32:
+            # a fresh table is initialised straight into its huge-page buffer, never held twice
+            buffer = hugepage_empty((self.sizes[key], table.embedding_dim), torch.float32)
+            tensor = init_partition(table, self.counts[etype], self.sizes[key], self.seed, part, buffer)
+        else:
+            tensor = self._placed(key, self._initial(key) if emb is None else emb)
+        optimizer = build_sparse_optimizer(tensor, table.optimizer)
+        optimizer.load_state(state)
+        self.resident[key] = Resident(tensor, optimizer, dirty=key not in self.sources)
+
+    def _placed(self, key: TableKey, emb: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """A table in its storage dtype on the device (CPU: a huge-page buffer)."""
         tensor = emb if isinstance(emb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(emb))
         tensor = tensor.to(storage_dtype(self.tables[key[0]]))
         if self.device.type == "cuda":
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        else:
-            tensor = hugepage_empty(tuple(tensor.shape), tensor.dtype).copy_(tensor)
-        optimizer = build_sparse_optimizer(tensor, self.tables[key[0]].optimizer)
-        optimizer.load_state(state)
-        self.resident[key] = Resident(tensor, optimizer, dirty=key not in self.sources)
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return hugepage_empty(tuple(tensor.shape), tensor.dtype).copy_(tensor)
 
     def prefetch(self, keys: list[TableKey]) -> None:
         """Start reading partitions that are neither resident nor already being read."""
