@@ -210,28 +210,42 @@ class _ParquetFileReader:
         wanted = list(dict.fromkeys(self.columns.values()))
         try:
             it = self.pf.iter_batches(batch_size=self.spec.chunk_rows, row_groups=groups, columns=wanted)
-            for rb in it:
-                n = rb.num_rows
-                lo = min(skip, n)
-                hi = n if remaining < 0 else min(n, lo + remaining)
-                skip -= lo
-                if hi > lo:
-                    part = rb.slice(lo, hi - lo) if (lo or hi < n) else rb
-                    cols = {role: part.column(name) for role, name in self.columns.items()}
-                    yield SourceBatch(self.file, first_row + lo + 1, cols), n
-                    if remaining > 0:
-                        remaining -= hi - lo
-                else:
-                    yield None, n
+            for item, n in _window(self.file, it, self.columns, skip, remaining, first_row):
+                yield item, n
                 first_row += n
-                if remaining == 0:
-                    break
         except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
             raise InputError(
                 f"{self.file.url}: not a readable Parquet file: near row {first_row + 1}: {_first_line(exc)}"
             ) from None
         finally:
             self.close()
+
+
+def _window(
+    file: SourceFile,
+    batches: Iterator[pa.RecordBatch],
+    columns: dict[str, str],
+    skip: int,
+    remaining: int,
+    first_row: int = 0,
+) -> Iterator[tuple[SourceBatch | None, int]]:
+    """(the part of each record batch inside the row window, rows consumed): the one place that cuts
+    ``[skip, skip + remaining)`` (``remaining < 0``: to the end) out of a file's batches."""
+    for rb in batches:
+        n = rb.num_rows
+        lo = min(skip, n)
+        hi = n if remaining < 0 else min(n, lo + remaining)
+        skip -= lo
+        if hi > lo:
+            part = rb.slice(lo, hi - lo) if (lo or hi < n) else rb
+            yield SourceBatch(file, first_row + lo + 1, {r: part.column(c) for r, c in columns.items()}), n
+            if remaining > 0:
+                remaining -= hi - lo
+        else:
+            yield None, n
+        first_row += n
+        if remaining == 0:
+            return
 
 
 def _column_name(file: SourceFile, names: list[str], col: str | int) -> str:
@@ -329,24 +343,9 @@ def _text_batches(
         finally:
             stream.close()
 
-    rows_seen = 0
     try:
         reader = line_blocks() if fmt == "tsv" else open_reader(True)
-        for rb in reader:
-            n = rb.num_rows
-            lo = min(skip, n)
-            hi = n if remaining < 0 else min(n, lo + remaining)
-            skip -= lo
-            if hi > lo:
-                part = rb.slice(lo, hi - lo) if (lo or hi < n) else rb
-                yield SourceBatch(file, rows_seen + lo + 1, {r: part.column(c) for r, c in columns.items()}), n
-                if remaining > 0:
-                    remaining -= hi - lo
-            else:
-                yield None, n
-            rows_seen += n
-            if remaining == 0:
-                return
+        yield from _window(file, reader, columns, skip, remaining)
     except pa.ArrowKeyError:
         missing = [r for r, c in columns.items() if c.startswith("f")] if names is None else []
         where = ", ".join(f"{r!r} at position {columns[r][1:]}" for r in missing)
