@@ -17,43 +17,24 @@ from tbg.config import Operator
 OPERATOR_KINDS: tuple[str, ...] = tuple(op.value for op in Operator)
 
 
-def _apply_kind(kind: str, params: dict[str, torch.Tensor], x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Apply operator ``kind`` with parameter rows ``idx`` (one per row of ``x``)."""
+def _apply_kind(kind: str, params: dict[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
+    """Apply operator ``kind``: ``index`` is one parameter row per row of ``x`` (mixed relations), or a
+    single relation's row shared by every row of ``x`` (e.g. all candidates of one relation, no gather)."""
     d = x.shape[-1]
     if kind == "none":
         return x
     if kind == "translation":
-        return x + params["translation"][idx, :d]
+        return x + params["translation"][index, :d]
     if kind == "diagonal":
-        return x * params["diagonal"][idx, :d]
+        return x * params["diagonal"][index, :d]
     if kind in ("linear", "affine"):
-        w = params["linear"][idx, :d, :d]
-        out = torch.bmm(w, x.unsqueeze(-1)).squeeze(-1)
-        return out + params["translation"][idx, :d] if kind == "affine" else out
+        w = params["linear"][index, :d, :d]
+        out = x @ w.T if isinstance(index, int) else torch.bmm(w, x.unsqueeze(-1)).squeeze(-1)
+        return out + params["translation"][index, :d] if kind == "affine" else out
     if kind == "complex_diagonal":
         half = d // 2
         re_x, im_x = x[..., :half], x[..., half:d]
-        re_r, im_r = params["real"][idx, :half], params["imag"][idx, :half]
-        return torch.cat([re_x * re_r - im_x * im_r, re_x * im_r + im_x * re_r], dim=-1)
-    raise ValueError(f"unknown operator {kind!r}")
-
-
-def _apply_kind_shared(kind: str, params: dict[str, torch.Tensor], x: torch.Tensor, row: int) -> torch.Tensor:
-    """Apply one relation's operator to many rows (candidates) without gathering per row."""
-    d = x.shape[-1]
-    if kind == "none":
-        return x
-    if kind == "translation":
-        return x + params["translation"][row, :d]
-    if kind == "diagonal":
-        return x * params["diagonal"][row, :d]
-    if kind in ("linear", "affine"):
-        out = x @ params["linear"][row, :d, :d].T
-        return out + params["translation"][row, :d] if kind == "affine" else out
-    if kind == "complex_diagonal":
-        half = d // 2
-        re_x, im_x = x[..., :half], x[..., half:d]
-        re_r, im_r = params["real"][row, :half], params["imag"][row, :half]
+        re_r, im_r = params["real"][index, :half], params["imag"][index, :half]
         return torch.cat([re_x * re_r - im_x * im_r, re_x * im_r + im_x * re_r], dim=-1)
     raise ValueError(f"unknown operator {kind!r}")
 
@@ -106,7 +87,7 @@ class SideOperators(nn.Module):
 
     def apply_one(self, x: torch.Tensor, rel: int) -> torch.Tensor:
         """g_rel applied to every row of x (e.g. all candidates of one relation)."""
-        return _apply_kind_shared(self.kinds[rel], self._params(), x, rel)
+        return _apply_kind(self.kinds[rel], self._params(), x, int(rel))
 
     def export(self, rel: int) -> dict[str, torch.Tensor]:
         """The parameters of relation ``rel`` at its own dim (for export/inspection)."""
