@@ -93,7 +93,8 @@ class SparseRowAdagrad(SparseOptimizer):
         return {"sum": torch.zeros(table.shape[0], dtype=torch.float32, device=table.device)}
 
     def _update(self, rows, params, grad, lr):
-        acc = self.state["sum"].index_select(0, rows).add_(grad.pow(2).mean(-1))
+        mean_sq = torch.linalg.vector_norm(grad, dim=-1).square_().div_(grad.shape[-1])
+        acc = self.state["sum"].index_select(0, rows).add_(mean_sq)
         self.state["sum"].index_copy_(0, rows, acc)
         eps = max(self.cfg.params.eps, MIN_EPS)
         return params.addcdiv_(grad, acc.sqrt_().add_(eps).unsqueeze(-1), value=-lr)
@@ -151,9 +152,20 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def coalesce(rows: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unique row ids and their summed gradients (duplicates arise when an entity appears twice)."""
-    uniq, inverse = torch.unique(rows, return_inverse=True)
-    summed = torch.zeros((uniq.shape[0], grad.shape[1]), dtype=grad.dtype, device=grad.device)
-    summed.index_add_(0, inverse, grad)
+def coalesce(
+    rows: torch.Tensor | list[torch.Tensor], grad: torch.Tensor | list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique row ids and their summed fp32 gradients (duplicates arise when an entity appears twice).
+
+    Takes one (rows, grad) pair or lists of them (a step's several gathers): each part is added into the
+    result on its own, so the gradients are never concatenated into one more copy.
+    """
+    rows_list = rows if isinstance(rows, list) else [rows]
+    grads = grad if isinstance(grad, list) else [grad]
+    uniq, inverse = torch.unique(torch.cat(rows_list), return_inverse=True)
+    summed = torch.zeros((uniq.shape[0], grads[0].shape[1]), dtype=torch.float32, device=grads[0].device)
+    start = 0
+    for part in grads:
+        summed.index_add_(0, inverse[start : start + part.shape[0]], part.float())
+        start += part.shape[0]
     return uniq, summed

@@ -94,23 +94,28 @@ class RelationModel(nn.Module):
     def score_batch(
         self, target: Target, known: torch.Tensor, true_cand: torch.Tensor, rel: torch.Tensor, negatives: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training scores: positives [B] and all B queries against shared raw negatives [C] -> [B, C].
-
-        The same functions as :meth:`score_positive` / :meth:`score_candidates`, with the query computed
-        once.  Relations may be mixed: when candidates need no relation (``both`` mode, or identity rhs
-        operators) it is ONE matrix product; otherwise one product per relation present in the batch.
-        """
+        """Positives [B] and all B queries against shared raw negatives [C] -> [B, C], the query computed once."""
         q = self.query(target, known, rel)
         pos = self.comparator.pairwise(q, self.candidates_per_row(target, true_cand, rel))
+        return pos, self.negative_scores(target, q, rel, negatives)
+
+    def negative_scores(
+        self, target: Target, queries: torch.Tensor, rel: torch.Tensor, negatives: torch.Tensor
+    ) -> torch.Tensor:
+        """Training scores [B, C] of prepared queries (from :meth:`query`) against shared raw negatives [C].
+
+        The same functions as :meth:`score_candidates`, for a batch mixing relations: one matrix product when
+        candidates need no relation (``both`` mode, or identity rhs operators), else one per relation present.
+        """
         if not self.candidates_need_relation(target):
-            return pos, self.comparator.matrix(q, self.candidates(target, negatives))
+            return self.comparator.matrix(queries, self.candidates(target, negatives))
         order = torch.argsort(rel, stable=True)
         present, counts = torch.unique_consecutive(rel[order], return_counts=True)
         blocks = [
             self.comparator.matrix(q_r, self.candidates(target, negatives, int(r)))
-            for q_r, r in zip(q[order].split(counts.tolist()), present.tolist())
+            for q_r, r in zip(queries[order].split(counts.tolist()), present.tolist())
         ]
-        return pos, torch.cat(blocks)[torch.argsort(order)]
+        return torch.cat(blocks)[torch.argsort(order)]
 
     def export_relation(self, rel: int) -> dict[str, torch.Tensor]:
         """Named parameters of one relation, e.g. ``rhs.translation`` / ``lhs.translation``."""

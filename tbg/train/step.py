@@ -1,15 +1,16 @@
 """One batch: gather rows, score positives and shared negatives on both sides, loss, sparse updates.
 
-A batch mixes relations.  Edges are grouped by (lhs type, rhs type) — usually one group — and each group
-gathers its rows with ``index_select`` into autograd leaves, scores
+A batch mixes relations.  Edges are grouped by (lhs type, rhs type) — usually one group.  Per group the
+batch's own rows are autograd leaves, and each side is scored as
 
-- target rhs: queries from θx against [in-batch rhs, G uniform rhs of the partition],
-- target lhs: queries from θy against [in-batch lhs, G uniform lhs of the partition],
+- target rhs: queries from θx against shared rhs candidates (in-batch entities + uniform samples),
+- target lhs: queries from θy against shared lhs candidates,
 
-through :meth:`RelationModel.score_batch` (the same score function eval uses), masks negatives equal to
-the true entity, and sums ``relation.weight × edge weight × (loss_rhs + loss_lhs)`` over the batch
-(PBG's reduction).  After ``backward`` the leaves' gradients are coalesced per table and handed to the
-sparse optimizers: only the batch's rows are read or written.
+with the model's query/candidate functions (the ones eval uses) and one (batched) product per side
+(:func:`tbg.train.rows.candidate_scores`); negatives equal to the true entity are masked, and
+``relation.weight × edge weight × (loss_rhs + loss_lhs)`` is summed over the batch (PBG's reduction).
+After ``backward`` the rows' gradients are coalesced per table and handed to the sparse optimizers: only
+the rows the batch touched are read or written.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from tbg.model.losses import masked_losses
 from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
 from tbg.model.optimizers import coalesce
 from tbg.model.scoring import RelationModel
-
-TableKey = tuple[str, int]  # (entity type, partition)
+from tbg.train.rows import Gathered, TableKey, candidate_scores
 
 
 @dataclass
@@ -38,13 +38,6 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.lhs.shape[0])
-
-
-@dataclass
-class Gathered:
-    key: TableKey
-    ids: torch.Tensor
-    leaf: torch.Tensor
 
 
 @dataclass
@@ -107,33 +100,49 @@ class BatchScorer:
             total = total + self._group(self.groups[g], sub, tables, in_batch, uniform, generator, grad, gathered)
         return StepResult(total, gathered)
 
-    def _gather(self, key: TableKey, table: torch.Tensor, ids: torch.Tensor, grad: bool) -> torch.Tensor:
+    def _gather(self, table: torch.Tensor, ids: torch.Tensor, grad: bool) -> torch.Tensor:
         rows = table.index_select(0, ids)
         rows = rows.float() if rows.dtype != torch.float32 else rows
         return rows.requires_grad_(grad)
 
-    def _gather_sides(
+    def _positives(
+        self, key: TableKey, table: torch.Tensor, ids: torch.Tensor, grad: bool, gathered: list[Gathered]
+    ) -> torch.Tensor:
+        """The batch's own rows on one side, as an autograd leaf (queries, positives' candidates)."""
+        leaf = self._gather(table, ids, grad)
+        if grad and ids.numel():
+            gathered.append(Gathered(key, ids, leaf=leaf))
+        return leaf
+
+    def _shared_scores(
         self,
-        types: tuple[str, str],
-        batch: Batch,
-        tables: Callable[[str, str], tuple[TableKey, torch.Tensor]],
-        uniform: int,
-        generator: torch.Generator,
+        target: str,
+        queries: torch.Tensor,
+        rel: torch.Tensor,
+        key: TableKey,
+        table: torch.Tensor,
+        ids: torch.Tensor,
         grad: bool,
         gathered: list[Gathered],
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Draw ``uniform`` samples per side and gather [positives; samples] rows as autograd leaves."""
-        key_l, table_l = tables(types[0], "lhs")
-        key_r, table_r = tables(types[1], "rhs")
-        uni_l = sample_uniform(uniform, table_l.shape[0], generator, self.device)
-        uni_r = sample_uniform(uniform, table_r.shape[0], generator, self.device)
-        ids_l = torch.cat([batch.lhs, uni_l])
-        ids_r = torch.cat([batch.rhs, uni_r])
-        x_l = self._gather(key_l, table_l, ids_l, grad)
-        x_r = self._gather(key_r, table_r, ids_r, grad)
-        if grad:
-            gathered += [Gathered(key_l, ids_l, x_l), Gathered(key_r, ids_r, x_r)]
-        return uni_l, uni_r, x_l, x_r
+    ) -> torch.Tensor:
+        """fp32 scores ``[C, S, K]`` of prepared queries ``[C, S, D]`` against candidate rows ``ids [C, K]``
+        (``[S, K]`` from ``[S, D]`` and ``[K]``: one candidate set shared by the whole batch).
+
+        With ``dot`` and relation-free candidates (the common case) this is :func:`candidate_scores`: one
+        batched product whose backward sends the rows' gradient straight to ``gathered``.  Otherwise the rows
+        become a leaf and go through the model's comparator (cos/l2), or per relation (relation_sides rhs
+        with a relation-aware operator; one chunk only, as the config check guarantees).
+        """
+        if self.model.comparator.name == "dot" and not self.model.candidates_need_relation(target):  # type: ignore[arg-type]
+            return candidate_scores(queries, table, ids, key, gathered if grad else None, self.bf16)
+        rows = self._positives(key, table, ids.reshape(-1), grad, gathered)
+        with self.autocast():
+            if self.model.candidates_need_relation(target):  # type: ignore[arg-type]
+                out = self.model.negative_scores(target, queries, rel, rows)  # type: ignore[arg-type]
+            else:
+                cand = self.model.candidates(target, rows.view(*ids.shape, rows.shape[-1]))  # type: ignore[arg-type]
+                out = self.model.comparator.matrix(queries, cand)
+        return out.float()
 
     def _group(
         self,
@@ -146,86 +155,66 @@ class BatchScorer:
         grad: bool,
         gathered: list[Gathered],
     ) -> torch.Tensor:
-        if self.scope == "chunk":
-            return self._group_chunked(types, batch, tables, in_batch, uniform, generator, grad, gathered)
+        """Loss of one (lhs type, rhs type) group: per side, queries against shared candidate rows.
+
+        relation/batch scope: one chunk; candidates = the selected in-batch entities + ``uniform`` samples.
+        chunk scope (PBG's batched negatives): chunks of ``in_batch`` edges, each against its own positives
+        and its own ``uniform`` samples, scored as one batched product ``[C, S, D] x [C, D, S + G]``.
+        Relations mix inside a chunk, so chunk scope needs relation-free candidates (checked with the
+        config).  ``in_batch = 0`` in chunk scope: the whole batch is one chunk sharing its samples.
+        """
         size = len(batch)
-        uni_l, uni_r, x_l, x_r = self._gather_sides(types, batch, tables, uniform, generator, grad, gathered)
-        theta_x, theta_y = x_l[:size], x_r[:size]
+        chunked = self.scope == "chunk"
+        chunk = (min(in_batch, size) if in_batch > 0 else size) if chunked else size
+        n_chunks = -(-size // chunk)
+        pad = n_chunks * chunk - size
         per_relation = self.scope == "relation"
-        groups = batch.rel if per_relation else torch.zeros_like(batch.rel)
-        sel = select_in_batch(groups, in_batch, generator)
-        sel_rel = batch.rel[sel] if per_relation else None
-        with self.autocast():
-            pos_r, neg_r = self.model.score_batch(
-                "rhs", theta_x, theta_y, batch.rel, torch.cat([theta_y[sel], x_r[size:]])
-            )
-            pos_l, neg_l = self.model.score_batch(
-                "lhs", theta_y, theta_x, batch.rel, torch.cat([theta_x[sel], x_l[size:]])
-            )
-        neg_r, count_r = mask_negatives(neg_r, batch.rhs, batch.rel, batch.rhs[sel], sel_rel, uni_r)
-        neg_l, count_l = mask_negatives(neg_l, batch.lhs, batch.rel, batch.lhs[sel], sel_rel, uni_l)
-        per_edge = masked_losses(self.loss, pos_r, neg_r, count_r, self.margin) + masked_losses(
-            self.loss, pos_l, neg_l, count_l, self.margin
+        sel = (
+            None
+            if chunked
+            else select_in_batch(batch.rel if per_relation else torch.zeros_like(batch.rel), in_batch, generator)
         )
-        return self._weighted(per_edge, batch)
+        # side -> (key, table, the batch's rows as a leaf, that side's uniform samples)
+        rows: dict[str, tuple[TableKey, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for side, etype, ids in (("lhs", types[0], batch.lhs), ("rhs", types[1], batch.rhs)):
+            key, table = tables(etype, side)
+            uni = sample_uniform(n_chunks * uniform, table.shape[0], generator, self.device)
+            rows[side] = (key, table, self._positives(key, table, ids, grad, gathered), uni)
+        total = torch.zeros((), device=self.device)
+        for target, known_side, true_ids in (("rhs", "lhs", batch.rhs), ("lhs", "rhs", batch.lhs)):
+            key, table, cand, uni = rows[target]
+            known = rows[known_side][2]
+            q = self.model.query(target, known, batch.rel)  # type: ignore[arg-type]
+            pos = self.model.comparator.pairwise(q, self.model.candidates_per_row(target, cand, batch.rel))  # type: ignore[arg-type]
+            if chunked:
+                own = true_ids if in_batch > 0 else true_ids[:0]
+                own = (
+                    torch.nn.functional.pad(own, (0, pad), value=-1).view(n_chunks, -1)
+                    if in_batch > 0
+                    else own.view(1, 0)
+                )
+                cand_ids = torch.cat([own, uni.view(n_chunks, uniform)], dim=1)
+                fetch = cand_ids if not pad else torch.where(cand_ids < 0, cand_ids[-1:, -1:], cand_ids)
+                qc = torch.nn.functional.pad(q, (0, 0, 0, pad)) if pad else q
+                neg = self._shared_scores(
+                    target, qc.view(n_chunks, chunk, -1), batch.rel, key, table, fetch, grad, gathered
+                )
+                neg = neg.view(n_chunks * chunk, -1)
+                neg = neg[:size] if pad else neg  # a slice's backward zero-fills a full-size gradient
+                neg, count = mask_chunked(neg, true_ids, cand_ids, chunk, pad if in_batch > 0 else 0)
+            else:
+                cand_ids = torch.cat([true_ids[sel], uni])
+                neg = self._shared_scores(target, q, batch.rel, key, table, cand_ids, grad, gathered)
+                sel_rel = batch.rel[sel] if per_relation else None
+                neg, count = mask_negatives(neg, true_ids, batch.rel, true_ids[sel], sel_rel, uni)
+            total = total + masked_losses(self.loss, pos, neg, count, self.margin)
+        return self._weighted(total, batch)
 
     def _weighted(self, per_edge: torch.Tensor, batch: Batch) -> torch.Tensor:
         weight = self.rel_weight[batch.rel]
         if batch.weight is not None:
             weight = weight * batch.weight
         return (per_edge * weight).sum()
-
-    def _group_chunked(
-        self,
-        types: tuple[str, str],
-        batch: Batch,
-        tables: Callable[[str, str], tuple[TableKey, torch.Tensor]],
-        in_batch: int,
-        uniform: int,
-        generator: torch.Generator,
-        grad: bool,
-        gathered: list[Gathered],
-    ) -> torch.Tensor:
-        """PBG's batched negatives: chunks of ``in_batch`` edges, each scored against its own positives and
-        its own ``uniform`` samples with one batched matrix product ([C, chunk, D] x [C, D, chunk + G]).
-
-        Relations are mixed inside a chunk (PBG's dynamic mode), so candidates must not depend on the
-        relation (relation_sides both, or no rhs operator; checked when the config is loaded).  With
-        ``in_batch = 0`` the whole batch is one chunk sharing its uniform samples.
-        """
-        size = len(batch)
-        chunk = min(in_batch, size) if in_batch > 0 else size
-        n_chunks = -(-size // chunk)
-        pad = n_chunks * chunk - size
-        uni_l, uni_r, x_l, x_r = self._gather_sides(types, batch, tables, n_chunks * uniform, generator, grad, gathered)
-        theta_x, theta_y = x_l[:size], x_r[:size]
-        total = torch.zeros((), device=self.device)
-        for target, known, true_ids, cand, uni_x, uni_ids in (
-            ("rhs", theta_x, batch.rhs, theta_y, x_r[size:], uni_r),
-            ("lhs", theta_y, batch.lhs, theta_x, x_l[size:], uni_l),
-        ):
-            dim = known.shape[1]
-            in_ids = true_ids if in_batch > 0 else true_ids[:0]
-            if in_batch > 0:
-                in_ids = torch.nn.functional.pad(in_ids, (0, pad), value=-1).view(n_chunks, chunk)
-                cand_ids = torch.cat([in_ids, uni_ids.view(n_chunks, uniform)], dim=1)
-            else:
-                cand_ids = uni_ids.view(1, uniform)
-            with self.autocast():
-                q = self.model.query(target, known, batch.rel)
-                pos = self.model.comparator.pairwise(q, self.model.candidates_per_row(target, cand, batch.rel))
-                qc = torch.nn.functional.pad(q, (0, 0, 0, pad)).view(n_chunks, chunk, dim)
-                # two products (own positives, own uniform samples) instead of one over a concatenated copy
-                blocks = [
-                    self.model.comparator.matrix(qc, self.model.candidates(target, uni_x.view(n_chunks, uniform, dim)))
-                ]
-                if in_batch > 0:
-                    own = torch.nn.functional.pad(cand, (0, 0, 0, pad)).view(n_chunks, chunk, dim)
-                    blocks.insert(0, self.model.comparator.matrix(qc, self.model.candidates(target, own)))
-                neg = (torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0]).reshape(n_chunks * chunk, -1)[:size]
-            neg, count = mask_chunked(neg, true_ids, cand_ids, chunk, pad if in_batch > 0 else 0)
-            total = total + masked_losses(self.loss, pos, neg, count, self.margin)
-        return self._weighted(total, batch)
 
 
 def coalesced_grads(gathered: list[Gathered]) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor]]:
@@ -235,7 +224,5 @@ def coalesced_grads(gathered: list[Gathered]) -> dict[TableKey, tuple[torch.Tens
         by_key.setdefault(g.key, []).append(g)
     out = {}
     for key, items in by_key.items():
-        ids = torch.cat([g.ids for g in items])
-        grads = torch.cat([g.leaf.grad for g in items])
-        out[key] = coalesce(ids, grads)
+        out[key] = coalesce([g.ids for g in items], [g.gradient() for g in items])
     return out
