@@ -375,13 +375,23 @@ class DataConfig:
     offset: int | None = attrs.field(default=None, validator=_non_negative)
     # tbg extension, where in-batch negatives come from: `relation` (TwHIN: S edges of each relation in the
     # batch, shared by its edges), `batch` (S edges of the whole batch, shared by all), `chunk` (PBG: the batch
-    # is cut into chunks of S edges; each chunk's edges are negatives for one another and the chunk draws its
-    # own global_negatives uniform samples)
+    # is cut into chunks of S edges; each chunk's edges are negatives for one another)
     in_batch_scope: str = "relation"  # relation | batch | chunk
+    # tbg extension, who shares one draw of global_negatives uniform samples: the whole batch (TwHIN), or each
+    # chunk draws its own (PBG's exact scheme; needs in_batch_scope chunk; C times the sampled rows per step)
+    global_negatives_scope: str = "batch"  # batch | chunk
 
     def __attrs_post_init__(self) -> None:
         if self.in_batch_scope not in ("relation", "batch", "chunk"):
             raise _FieldProblem("in_batch_scope", f"must be relation, batch or chunk, got {self.in_batch_scope!r}")
+        if self.global_negatives_scope not in ("batch", "chunk"):
+            raise _FieldProblem(
+                "global_negatives_scope", f"must be batch or chunk, got {self.global_negatives_scope!r}"
+            )
+        if self.global_negatives_scope == "chunk" and self.in_batch_scope != "chunk":
+            raise _FieldProblem(
+                "global_negatives_scope", f"chunk needs in_batch_scope chunk, got {self.in_batch_scope!r}"
+            )
 
 
 @attrs.define(kw_only=True)

@@ -234,7 +234,7 @@ def test_gradient_accumulation_applies_summed_gradients(graphs, tmp_path) -> Non
     for b in batches:
         res = trainer.scorer(
             b, lambda _t, _s: (("node", 0), start), data.in_batch_negatives, data.global_negatives, gen,
-            scope=data.in_batch_scope,
+            scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
         )  # fmt: skip
         res.loss.backward()
         for g in res.gathered:

@@ -122,11 +122,13 @@ def mask_chunked(
     cand_ids: torch.Tensor,
     chunk: int,
     pad_columns: int,
+    shared_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask PBG-style chunk scores ``neg`` [B, K] (row i belongs to chunk ``i // chunk``).
+    """Mask PBG-style chunk scores ``neg`` [B, K + G] (row i belongs to chunk ``i // chunk``).
 
-    ``cand_ids`` [C, K] are the entity ids of each chunk's negatives (its positives first, then its own
-    uniform samples).  Any negative equal to the row's true entity is masked — the positive itself (the
+    ``cand_ids`` [C, K] are the entity ids of each chunk's own negatives (its positives first, then, in
+    PBG's exact scheme, its own uniform samples); ``shared_ids`` [G] are samples every chunk shares, in the
+    last G columns.  Any negative equal to the row's true entity is masked — the positive itself (the
     chunk diagonal) included — found sparsely by offsetting ids per chunk so one sort covers every chunk.
     The last ``pad_columns`` in-batch columns of the last chunk are padding and always masked.
     """
@@ -137,7 +139,10 @@ def mask_chunked(
     true_key = row_chunk * stride + true_ids + 1
     cand_key = (torch.arange(cand_ids.shape[0], device=neg.device).unsqueeze(1) * stride + cand_ids + 1).flatten()
     rows, flat = matches(true_key, cand_key)
-    cols = flat - row_chunk[rows] * width
+    cols = flat - row_chunk[rows] * cand_ids.shape[1]
+    if shared_ids is not None and shared_ids.numel():
+        rows_s, cols_s = matches(true_ids, shared_ids)
+        rows, cols = torch.cat([rows, rows_s]), torch.cat([cols, cols_s + cand_ids.shape[1]])
     valid = torch.full((size,), width, dtype=out.dtype, device=neg.device)
     if rows.numel():
         out.index_put_((rows, cols), torch.tensor(MASKED, dtype=out.dtype, device=out.device))

@@ -60,6 +60,7 @@ class BatchScorer:
         self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
         self.bf16 = bf16
         self.scope = "relation"
+        self.global_scope = "batch"
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
@@ -76,9 +77,11 @@ class BatchScorer:
         generator: torch.Generator,
         grad: bool = True,
         scope: str = "relation",
+        global_scope: str = "batch",
     ) -> StepResult:
-        """Loss of ``batch``; ``scope`` is train_data.in_batch_scope (relation | batch | chunk)."""
+        """Loss of ``batch``; ``scope``/``global_scope`` are train_data.in_batch_scope/global_negatives_scope."""
         self.scope = scope
+        self.global_scope = global_scope
         with torch.set_grad_enabled(grad):
             return self._call(batch, tables, in_batch, uniform, generator, grad)
 
@@ -157,28 +160,25 @@ class BatchScorer:
     ) -> torch.Tensor:
         """Loss of one (lhs type, rhs type) group: per side, queries against shared candidate rows.
 
-        relation/batch scope: one chunk; candidates = the selected in-batch entities + ``uniform`` samples.
-        chunk scope (PBG's batched negatives): chunks of ``in_batch`` edges, each against its own positives
-        and its own ``uniform`` samples, scored as one batched product ``[C, S, D] x [C, D, S + G]``.
-        Relations mix inside a chunk, so chunk scope needs relation-free candidates (checked with the
-        config).  ``in_batch = 0`` in chunk scope: the whole batch is one chunk sharing its samples.
+        relation/batch scope: candidates = the selected in-batch entities + ``uniform`` samples, shared by
+        the whole batch.  chunk scope: see :meth:`_chunk_negatives`.
         """
         size = len(batch)
         chunked = self.scope == "chunk"
         chunk = (min(in_batch, size) if in_batch > 0 else size) if chunked else size
         n_chunks = -(-size // chunk)
-        pad = n_chunks * chunk - size
         per_relation = self.scope == "relation"
         sel = (
             None
             if chunked
             else select_in_batch(batch.rel if per_relation else torch.zeros_like(batch.rel), in_batch, generator)
         )
+        per_chunk = chunked and self.global_scope == "chunk"
         # side -> (key, table, the batch's rows as a leaf, that side's uniform samples)
         rows: dict[str, tuple[TableKey, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for side, etype, ids in (("lhs", types[0], batch.lhs), ("rhs", types[1], batch.rhs)):
             key, table = tables(etype, side)
-            uni = sample_uniform(n_chunks * uniform, table.shape[0], generator, self.device)
+            uni = sample_uniform(n_chunks * uniform if per_chunk else uniform, table.shape[0], generator, self.device)
             rows[side] = (key, table, self._positives(key, table, ids, grad, gathered), uni)
         total = torch.zeros((), device=self.device)
         for target, known_side, true_ids in (("rhs", "lhs", batch.rhs), ("lhs", "rhs", batch.lhs)):
@@ -187,21 +187,9 @@ class BatchScorer:
             q = self.model.query(target, known, batch.rel)  # type: ignore[arg-type]
             pos = self.model.comparator.pairwise(q, self.model.candidates_per_row(target, cand, batch.rel))  # type: ignore[arg-type]
             if chunked:
-                own = true_ids if in_batch > 0 else true_ids[:0]
-                own = (
-                    torch.nn.functional.pad(own, (0, pad), value=-1).view(n_chunks, -1)
-                    if in_batch > 0
-                    else own.view(1, 0)
+                neg, count = self._chunk_negatives(
+                    target, q, true_ids, batch.rel, key, table, uni, in_batch, grad, gathered
                 )
-                cand_ids = torch.cat([own, uni.view(n_chunks, uniform)], dim=1)
-                fetch = cand_ids if not pad else torch.where(cand_ids < 0, cand_ids[-1:, -1:], cand_ids)
-                qc = torch.nn.functional.pad(q, (0, 0, 0, pad)) if pad else q
-                neg = self._shared_scores(
-                    target, qc.view(n_chunks, chunk, -1), batch.rel, key, table, fetch, grad, gathered
-                )
-                neg = neg.view(n_chunks * chunk, -1)
-                neg = neg[:size] if pad else neg  # a slice's backward zero-fills a full-size gradient
-                neg, count = mask_chunked(neg, true_ids, cand_ids, chunk, pad if in_batch > 0 else 0)
             else:
                 cand_ids = torch.cat([true_ids[sel], uni])
                 neg = self._shared_scores(target, q, batch.rel, key, table, cand_ids, grad, gathered)
@@ -209,6 +197,50 @@ class BatchScorer:
                 neg, count = mask_negatives(neg, true_ids, batch.rel, true_ids[sel], sel_rel, uni)
             total = total + masked_losses(self.loss, pos, neg, count, self.margin)
         return self._weighted(total, batch)
+
+    def _chunk_negatives(
+        self,
+        target: str,
+        q: torch.Tensor,
+        true_ids: torch.Tensor,
+        rel: torch.Tensor,
+        key: TableKey,
+        table: torch.Tensor,
+        uni: torch.Tensor,
+        in_batch: int,
+        grad: bool,
+        gathered: list[Gathered],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """PBG's batched negatives: masked scores ``[B, S + G]`` and each row's count of valid negatives.
+
+        The batch is cut into chunks of S = ``in_batch`` edges; each edge's negatives are the other positives
+        of its chunk (any relation: chunk scope needs relation-free candidates, checked with the config) and
+        the uniform samples ``uni``: the batch's G shared ones (global_negatives_scope batch; one more GEMM
+        beside a small ``[C, S, D] x [C, D, S]`` product), or each chunk's own G (global_negatives_scope
+        chunk, PBG exactly: one ``[C, S, D] x [C, D, S + G]`` product over C·G sampled rows).
+        Without in-batch negatives the whole batch is one chunk.
+        """
+        size = true_ids.shape[0]
+        if in_batch <= 0 or size == 0:
+            neg = self._shared_scores(target, q, rel, key, table, uni, grad, gathered)
+            return mask_negatives(neg, true_ids, rel, true_ids[:0], None, uni)
+        chunk = min(in_batch, size)
+        n_chunks = -(-size // chunk)
+        pad = n_chunks * chunk - size
+        own = torch.nn.functional.pad(true_ids, (0, pad), value=-1).view(n_chunks, chunk)
+        fetch = torch.where(own < 0, true_ids[-1], own) if pad else own  # padding: any row, its scores are masked
+        qc = (torch.nn.functional.pad(q, (0, 0, 0, pad)) if pad else q).view(n_chunks, chunk, -1)
+        if self.global_scope == "chunk":
+            per = uni.view(n_chunks, uni.shape[0] // n_chunks)
+            neg = self._shared_scores(target, qc, rel, key, table, torch.cat([fetch, per], 1), grad, gathered)
+            neg = neg.view(n_chunks * chunk, -1)
+            neg = neg[:size] if pad else neg  # a slice's backward zero-fills a full-size gradient
+            return mask_chunked(neg, true_ids, torch.cat([own, per], 1), chunk, pad)
+        neg = self._shared_scores(target, qc, rel, key, table, fetch, grad, gathered).view(n_chunks * chunk, chunk)
+        neg = neg[:size] if pad else neg
+        if uni.numel():
+            neg = torch.cat([neg, self._shared_scores(target, q, rel, key, table, uni, grad, gathered)], 1)
+        return mask_chunked(neg, true_ids, own, chunk, pad, shared_ids=uni)
 
     def _weighted(self, per_edge: torch.Tensor, batch: Batch) -> torch.Tensor:
         weight = self.rel_weight[batch.rel]

@@ -152,7 +152,7 @@ class Trainer:
         data = self.cfg.train_data
         result = self.scorer(
             batch, self._tables, data.in_batch_negatives, data.global_negatives, self.generator,
-            scope=data.in_batch_scope,
+            scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
         )  # fmt: skip
         result.loss.backward()
         self._pending += result.gathered
@@ -204,7 +204,7 @@ class Trainer:
             b = Batch(edges.lhs[lo:hi], edges.rhs[lo:hi], edges.rel[lo:hi], w)
             res = self.scorer(
                 b, self._tables, data.in_batch_negatives, data.global_negatives, gen, grad=False,
-                scope=data.in_batch_scope,
+                scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
             )  # fmt: skip
             total += res.loss.double()
             done = hi
