@@ -70,15 +70,32 @@ def negative_bias(
 def matches(true_ids: torch.Tensor, cand_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """All (row i, column k) with ``true_ids[i] == cand_ids[k]``, by sort + searchsorted (no [B, C] compare).
 
-    Collisions are rare (the positive itself, repeated entities, uniform hits), so this is O((B + C) log C).
+    Collisions are rare (the positive itself, repeated entities, uniform hits), so this is O((B + C) log n)
+    with n the smaller side, which is the one sorted (PBG's per-chunk samples make C ~20x B).
     """
-    sorted_c, order = torch.sort(cand_ids)
-    lo = torch.searchsorted(sorted_c, true_ids)
-    hi = torch.searchsorted(sorted_c, true_ids, right=True)
-    counts = hi - lo
-    rows = torch.repeat_interleave(torch.arange(true_ids.shape[0], device=true_ids.device), counts)
+    if cand_ids.shape[0] > true_ids.shape[0]:
+        cols, rows = _matches_sorted(cand_ids, true_ids)
+        return rows, cols
+    return _matches_sorted(true_ids, cand_ids)
+
+
+def _matches_sorted(probe: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(i, k) with ``probe[i] == keys[k]``; ``keys`` is the side that gets sorted.
+
+    One binary search per probe finds the hits; only the (rare) hits are searched again for the end of
+    their run of equal keys.
+    """
+    if keys.numel() == 0 or probe.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=probe.device)
+        return empty, empty
+    sorted_k, order = torch.sort(keys)
+    lo = torch.searchsorted(sorted_k, probe)
+    hit = torch.nonzero(sorted_k[lo.clamp_max(keys.shape[0] - 1)] == probe).squeeze(1)
+    lo = lo[hit]
+    counts = torch.searchsorted(sorted_k, probe[hit], right=True) - lo
+    rows = torch.repeat_interleave(hit, counts)
     starts = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)
-    cols = order[starts + torch.arange(rows.shape[0], device=true_ids.device)]
+    cols = order[starts + torch.arange(rows.shape[0], device=probe.device)]
     return rows, cols
 
 

@@ -32,7 +32,7 @@ def _zeros(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
 
 
 class SparseOptimizer:
-    """Base: holds the table and its state; subclasses implement :meth:`_update`."""
+    """Base: holds the table and its state; subclasses implement :meth:`_delta`."""
 
     state_names: tuple[str, ...] = ()
 
@@ -44,14 +44,22 @@ class SparseOptimizer:
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
-    def step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
+    def step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float, owned: bool = False) -> None:
+        """Move the (unique) ``rows`` by their update: one ``index_add_`` on fp32 tables (the rows are never
+        gathered: measured 1.6 vs 3.5 ms for 35k rows of 100 against gather + write back), else in fp32 and
+        written back in the table's dtype.  ``owned``: the caller gives ``grad`` up, so it is used as scratch
+        instead of copied."""
         if rows.numel() == 0:
             return
-        params = self.table.index_select(0, rows).float()
-        params = self._update(rows, params, grad.float(), lr)
-        self.table.index_copy_(0, rows, params.to(self.table.dtype))
+        grad = grad.float() if owned else grad.to(torch.float32, copy=True)
+        delta = self._delta(rows, grad, lr)
+        if self.table.dtype == torch.float32:
+            self.table.index_add_(0, rows, delta)
+        else:
+            self.table.index_copy_(0, rows, self.table.index_select(0, rows).float().add_(delta).to(self.table.dtype))
 
-    def _update(self, rows: torch.Tensor, params: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+    def _delta(self, rows: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+        """The change of the rows' parameters (updating the optimizer state as it goes); may reuse ``grad``."""
         raise NotImplementedError
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -69,35 +77,35 @@ class SparseSGD(SparseOptimizer):
             return {"momentum": _zeros(tuple(table.shape), table.device)}
         return {}
 
-    def _update(self, rows, params, grad, lr):
+    def _delta(self, rows, grad, lr):
         if "momentum" in self.state:
             buf = self.state["momentum"].index_select(0, rows).mul_(self.cfg.params.momentum).add_(grad)
             self.state["momentum"].index_copy_(0, rows, buf)
-            grad = buf
-        return params.sub_(grad, alpha=lr)
+            grad = buf.clone()
+        return grad.mul_(-lr)
 
 
 class SparseAdagrad(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"sum": _zeros(tuple(table.shape), table.device)}
 
-    def _update(self, rows, params, grad, lr):
+    def _delta(self, rows, grad, lr):
         acc = self.state["sum"].index_select(0, rows).addcmul_(grad, grad)
         self.state["sum"].index_copy_(0, rows, acc)
         eps = max(self.cfg.params.eps, MIN_EPS)
-        return params.addcdiv_(grad, acc.sqrt_().add_(eps), value=-lr)
+        return grad.div_(acc.sqrt_().add_(eps)).mul_(-lr)
 
 
 class SparseRowAdagrad(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"sum": torch.zeros(table.shape[0], dtype=torch.float32, device=table.device)}
 
-    def _update(self, rows, params, grad, lr):
+    def _delta(self, rows, grad, lr):
         mean_sq = torch.linalg.vector_norm(grad, dim=-1).square_().div_(grad.shape[-1])
         acc = self.state["sum"].index_select(0, rows).add_(mean_sq)
         self.state["sum"].index_copy_(0, rows, acc)
         eps = max(self.cfg.params.eps, MIN_EPS)
-        return params.addcdiv_(grad, acc.sqrt_().add_(eps).unsqueeze(-1), value=-lr)
+        return grad.mul_(acc.sqrt_().add_(eps).reciprocal_().mul_(-lr).unsqueeze(-1))
 
 
 class SparseAdam(SparseOptimizer):
@@ -109,7 +117,7 @@ class SparseAdam(SparseOptimizer):
             "step": torch.zeros(1, dtype=torch.float64),
         }
 
-    def _update(self, rows, params, grad, lr):
+    def _delta(self, rows, grad, lr):
         beta1, beta2 = self.cfg.params.betas
         self.state["step"] += 1
         step = float(self.state["step"].item())
@@ -119,7 +127,7 @@ class SparseAdam(SparseOptimizer):
         self.state["exp_avg_sq"].index_copy_(0, rows, v)
         bias1, bias2 = 1 - beta1**step, 1 - beta2**step
         denom = v.sqrt_().div_(bias2**0.5).add_(max(self.cfg.params.eps, MIN_EPS))
-        return params.addcdiv_(m, denom, value=-lr / bias1)
+        return m.div_(denom).mul_(-lr / bias1)
 
 
 SPARSE_OPTIMIZERS: dict[str, type[SparseOptimizer]] = {

@@ -104,7 +104,7 @@ class BatchScorer:
         return StepResult(total, gathered)
 
     def _gather(self, table: torch.Tensor, ids: torch.Tensor, grad: bool) -> torch.Tensor:
-        rows = table.index_select(0, ids)
+        rows = torch.nn.functional.embedding(ids, table)  # measured faster than index_select for row gathers
         rows = rows.float() if rows.dtype != torch.float32 else rows
         return rows.requires_grad_(grad)
 

@@ -171,7 +171,7 @@ class Trainer:
         self.rel_opt.zero_grad(set_to_none=True)
         for key, (rows, grad) in coalesced_grads(self._pending).items():
             res = self.store.get(key)
-            res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(step))
+            res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(step), owned=True)
             res.dirty = True
         self._pending, self._micro = [], 0
 
