@@ -42,7 +42,7 @@ class Batch:
 
 @dataclass
 class StepResult:
-    loss: torch.Tensor  # summed (weighted) loss of the batch
+    loss: torch.Tensor  # summed (weighted) loss of the batch, detached: with grad it is already backpropagated
     gathered: list[Gathered]
 
 
@@ -195,8 +195,11 @@ class BatchScorer:
                 neg = self._shared_scores(target, q, batch.rel, key, table, cand_ids, grad, gathered)
                 sel_rel = batch.rel[sel] if per_relation else None
                 neg, count = mask_negatives(neg, true_ids, batch.rel, true_ids[sel], sel_rel, uni)
-            total = total + masked_losses(self.loss, pos, neg, count, self.margin)
-        return self._weighted(total, batch)
+            side = self._weighted(masked_losses(self.loss, pos, neg, count, self.margin), batch)
+            if grad:  # backward per side: only one side's score matrices are alive at a time
+                side.backward()
+            total = total + side.detach()
+        return total
 
     def _chunk_negatives(
         self,

@@ -154,12 +154,11 @@ class Trainer:
             batch, self._tables, data.in_batch_negatives, data.global_negatives, self.generator,
             scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
         )  # fmt: skip
-        result.loss.backward()
         self._pending += result.gathered
         self._micro += 1
         if self._micro >= (self.cfg.training.gradient_accumulation or 1):
             self.apply_updates()
-        return result.loss.detach()
+        return result.loss
 
     def apply_updates(self) -> None:
         """Step the relation optimizer and the touched embedding rows with the pending gradients."""
