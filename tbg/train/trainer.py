@@ -21,7 +21,7 @@ from tbg.checkpoint import Checkpoint, CheckpointStore, open_checkpoint
 from tbg.config import Config, dump_config
 from tbg.errors import CheckpointError
 from tbg.graph import Graph
-from tbg.model.optimizers import build_dense_optimizer, set_lr
+from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
 from tbg.train import runtime
 from tbg.train.checks import check_graph, model_fingerprint
@@ -42,7 +42,7 @@ class Trainer:
         self.progress_bar = progress
         self.save_dir = cfg.training.save_dir
         self.model = RelationModel.from_config(cfg).to(self.device)
-        self.rel_opt = build_dense_optimizer(list(self.model.parameters()), cfg.model.translation_optimizer)
+        self.rel_opt = RelationOptimizer(list(self.model.parameters()), cfg.model.translation_optimizer)
         self.scorer = BatchScorer(cfg, self.model, self.device, self.bf16)
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tbg-prefetch")
         types = self.graph.entity_types
@@ -165,9 +165,7 @@ class Trainer:
         if not self._micro:
             return
         step = self.state["step"]
-        set_lr(self.rel_opt, self.cfg.model.translation_optimizer.lr_at(step))
-        self.rel_opt.step()
-        self.rel_opt.zero_grad(set_to_none=True)
+        self.rel_opt.step(self.cfg.model.translation_optimizer.lr_at(step))
         for key, (rows, grad) in coalesced_grads(self._pending).items():
             res = self.store.get(key)
             res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(step), owned=True)
