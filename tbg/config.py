@@ -380,6 +380,8 @@ class DataConfig:
     # tbg extension, who shares one draw of global_negatives uniform samples: the whole batch (TwHIN), or each
     # chunk draws its own (PBG's exact scheme; needs in_batch_scope chunk; C times the sampled rows per step)
     global_negatives_scope: str = "batch"  # batch | chunk
+    # tbg extension, with global_negatives_scope chunk: consecutive chunks sharing one draw (1: PBG exactly)
+    global_negatives_chunks_per_draw: int = attrs.field(default=1, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.in_batch_scope not in ("relation", "batch", "chunk"):
@@ -387,6 +389,10 @@ class DataConfig:
         if self.global_negatives_scope not in ("batch", "chunk"):
             raise _FieldProblem(
                 "global_negatives_scope", f"must be batch or chunk, got {self.global_negatives_scope!r}"
+            )
+        if self.global_negatives_chunks_per_draw > 1 and self.global_negatives_scope != "chunk":
+            raise _FieldProblem(
+                "global_negatives_chunks_per_draw", "needs global_negatives_scope chunk (batch: one draw for all)"
             )
         if self.global_negatives_scope == "chunk" and self.in_batch_scope != "chunk":
             raise _FieldProblem(

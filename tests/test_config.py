@@ -339,6 +339,19 @@ ERRORS = [
     ("graph", {"format": "json"}, "graph.format: must be one of parquet, tsv, csv, got 'json'"),
     ("eval", {"candidates": "some"}, "eval.candidates: must be one of all, sampled, got 'some'"),
     ("runtime.device", "tpu", "runtime.device: must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ("train_data.in_batch_scope", "edge", "train_data.in_batch_scope: must be relation, batch or chunk, got 'edge'"),
+    ("train_data.global_negatives_scope", "step", "train_data.global_negatives_scope: must be batch or chunk"),
+    (
+        "train_data.global_negatives_scope",
+        "chunk",
+        "train_data.global_negatives_scope: chunk needs in_batch_scope chunk",
+    ),
+    ("train_data.global_negatives_chunks_per_draw", 0, "train_data.global_negatives_chunks_per_draw: must be > 0"),
+    (
+        "train_data.global_negatives_chunks_per_draw",
+        4,
+        "train_data.global_negatives_chunks_per_draw: needs global_negati",
+    ),
     # cross-field rules
     ("model.embeddings.tables[0].embedding_dim", 8, "model.relations[0]: tables 'user' (dim 8) and 'tweet' (dim 4)"),
     ("model.embeddings.tables[1].name", "user", "model.embeddings.tables[1].name: duplicate table name 'user'"),

@@ -28,18 +28,25 @@ def _setup(loss: str, comparator: str):
     return cfg, model, tables, batch
 
 
-def _brute_force(model, tables, batch, loss, in_batch, uniform, margin, per_chunk: bool = True) -> float:
-    """Each edge against its chunk's other positives and its chunk's uniform samples, one by one."""
+def _draws(in_batch: int, uniform: int, per_draw: int | None) -> dict[str, torch.Tensor]:
+    """Each chunk's uniform samples [C * uniform] per side: draw d serves chunks d*per_draw.. (None: all)."""
     gen = torch.Generator().manual_seed(1)
     chunk = min(in_batch, B) if in_batch else B
     n_chunks = -(-B // chunk)
-    draws = n_chunks if per_chunk else 1
+    per = n_chunks if per_draw is None or not in_batch else min(per_draw, n_chunks)
+    draws = -(-n_chunks // per)
     uni = {
-        "lhs": torch.randint(0, NU, (draws * uniform,), generator=gen),
-        "rhs": torch.randint(0, NT, (draws * uniform,), generator=gen),
+        "lhs": torch.randint(0, NU, (draws, uniform), generator=gen),
+        "rhs": torch.randint(0, NT, (draws, uniform), generator=gen),
     }
-    if not per_chunk:  # every chunk sees the batch's one draw
-        uni = {side: ids.repeat(n_chunks) for side, ids in uni.items()}
+    which = torch.arange(n_chunks) // per
+    return {side: ids[which].flatten() for side, ids in uni.items()}
+
+
+def _brute_force(model, tables, batch, loss, in_batch, uniform, margin, per_draw: int | None = 1) -> float:
+    """Each edge against its chunk's other positives and its chunk's uniform samples, one by one."""
+    chunk = min(in_batch, B) if in_batch else B
+    uni = _draws(in_batch, uniform, per_draw)
     total = 0.0
     for i in range(B):
         c, rel = i // chunk, int(batch.rel[i])
@@ -66,10 +73,11 @@ def _brute_force(model, tables, batch, loss, in_batch, uniform, margin, per_chun
     return total
 
 
-@pytest.mark.parametrize("per_chunk", [True, False])
+@pytest.mark.parametrize("per_draw", [1, 2, None])
 @pytest.mark.parametrize("loss", ["softmax", "logistic", "ranking"])
 @pytest.mark.parametrize("in_batch,uniform", [(5, 7), (0, 6), (50, 3), (23, 0), (5, 0)])
-def test_chunk_loss_matches_brute_force(loss: str, in_batch: int, uniform: int, per_chunk: bool) -> None:
+def test_chunk_loss_matches_brute_force(loss: str, in_batch: int, uniform: int, per_draw: int | None) -> None:
+    """per_draw: chunks sharing one uniform draw (1: PBG exactly; 2: pairs, the 5th chunk alone; None: batch)."""
     cfg, model, tables, batch = _setup(loss, "dot")
     scorer = BatchScorer(cfg, model, torch.device("cpu"), bf16=False)
     with torch.no_grad():
@@ -81,9 +89,10 @@ def test_chunk_loss_matches_brute_force(loss: str, in_batch: int, uniform: int, 
             torch.Generator().manual_seed(1),
             grad=False,
             scope="chunk",
-            global_scope="chunk" if per_chunk else "batch",
+            global_scope="batch" if per_draw is None else "chunk",
+            chunks_per_draw=per_draw or 1,
         ).loss
-        want = _brute_force(model, tables, batch, loss, in_batch, uniform, cfg.model.margin, per_chunk)
+        want = _brute_force(model, tables, batch, loss, in_batch, uniform, cfg.model.margin, per_draw)
     assert float(got) == pytest.approx(want, rel=1e-5)
 
 
@@ -100,7 +109,7 @@ def test_chunk_gradients_match_autograd_reference() -> None:
     """Row gradients handed to the optimizer equal autograd through a plain dense formulation."""
     cfg, model, tables, batch = _setup("softmax", "dot")
     scorer = BatchScorer(cfg, model, torch.device("cpu"), bf16=False)
-    for per_chunk in (True, False):
+    for per_draw in (1, 2, None):
         res = scorer(
             batch,
             lambda etype, _side: ((etype, 0), tables[etype]),
@@ -108,13 +117,14 @@ def test_chunk_gradients_match_autograd_reference() -> None:
             7,
             torch.Generator().manual_seed(1),
             scope="chunk",
-            global_scope="chunk" if per_chunk else "batch",
+            global_scope="batch" if per_draw is None else "chunk",
+            chunks_per_draw=per_draw or 1,
         )
         got = {name: torch.zeros_like(t) for name, t in tables.items()}
         for g in res.gathered:
             got[g.key[0]].index_add_(0, g.ids, g.gradient().float())
         leaves = {name: t.clone().requires_grad_(True) for name, t in tables.items()}
-        want_loss = _dense_loss(model, leaves, batch, 5, 7, per_chunk)
+        want_loss = _dense_loss(model, leaves, batch, 5, 7, per_draw)
         want_loss.backward()
         assert float(res.loss.detach()) == pytest.approx(float(want_loss.detach()), rel=1e-5)
         for name in tables:
@@ -122,15 +132,9 @@ def test_chunk_gradients_match_autograd_reference() -> None:
         model.zero_grad(set_to_none=True)
 
 
-def _dense_loss(model, leaves, batch, in_batch, uniform, per_chunk) -> torch.Tensor:
+def _dense_loss(model, leaves, batch, in_batch, uniform, per_draw) -> torch.Tensor:
     """The softmax chunk loss written with plain autograd ops over the leaf tables (the reference)."""
-    gen = torch.Generator().manual_seed(1)
-    n_chunks = -(-B // in_batch)
-    draws = n_chunks if per_chunk else 1
-    uni = {
-        "lhs": torch.randint(0, NU, (draws * uniform,), generator=gen),
-        "rhs": torch.randint(0, NT, (draws * uniform,), generator=gen),
-    }
+    uni = _draws(in_batch, uniform, per_draw)
     total = torch.zeros(())
     for target, known_type, cand_type, known_ids, true_ids in (
         ("rhs", "user", "tweet", batch.lhs, batch.rhs),
@@ -141,7 +145,7 @@ def _dense_loss(model, leaves, batch, in_batch, uniform, per_chunk) -> torch.Ten
             c = i // in_batch
             lo, hi = c * in_batch, min(B, c * in_batch + in_batch)
             own = true_ids[lo:hi]
-            samples = uni[target][c * uniform : (c + 1) * uniform] if per_chunk else uni[target]
+            samples = uni[target][c * uniform : (c + 1) * uniform]
             cands = torch.cat([own, samples])
             cands = cands[cands != true_ids[i]]
             scores = leaves[cand_type][torch.cat([true_ids[i : i + 1], cands])] @ q[i]

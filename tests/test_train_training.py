@@ -235,6 +235,7 @@ def test_gradient_accumulation_applies_summed_gradients(graphs, tmp_path) -> Non
         res = trainer.scorer(
             b, lambda _t, _s: (("node", 0), start), data.in_batch_negatives, data.global_negatives, gen,
             scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
+            chunks_per_draw=data.global_negatives_chunks_per_draw,
         )  # fmt: skip
         for g in res.gathered:
             expected.index_add_(0, g.ids, g.gradient().float())

@@ -140,13 +140,15 @@ def mask_chunked(
     chunk: int,
     pad_columns: int,
     shared_ids: torch.Tensor | None = None,
+    chunks_per_draw: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask PBG-style chunk scores ``neg`` [B, K + G] (row i belongs to chunk ``i // chunk``).
 
     ``cand_ids`` [C, K] are the entity ids of each chunk's own negatives (its positives first, then, in
-    PBG's exact scheme, its own uniform samples); ``shared_ids`` [G] are samples every chunk shares, in the
-    last G columns.  Any negative equal to the row's true entity is masked — the positive itself (the
-    chunk diagonal) included — found sparsely by offsetting ids per chunk so one sort covers every chunk.
+    PBG's exact scheme, its own uniform samples); ``shared_ids`` [draws, G] (or [G]) are uniform draws in the
+    last G columns, draw ``d`` shared by chunks ``d * chunks_per_draw ...`` (a [G] draw: by every chunk).
+    Any negative equal to the row's true entity is masked — the positive itself (the chunk diagonal)
+    included — found sparsely by offsetting ids per chunk (per draw) so one search covers every chunk.
     The last ``pad_columns`` in-batch columns of the last chunk are padding and always masked.
     """
     size, width = neg.shape
@@ -158,7 +160,12 @@ def mask_chunked(
     rows, flat = matches(true_key, cand_key)
     cols = flat - row_chunk[rows] * cand_ids.shape[1]
     if shared_ids is not None and shared_ids.numel():
-        rows_s, cols_s = matches(true_ids, shared_ids)
+        draws = shared_ids.view(-1, shared_ids.shape[-1])
+        d_stride = int(max(int(true_ids.max()) if size else 0, int(draws.max()))) + 1
+        row_draw = (row_chunk // chunks_per_draw).clamp_max(draws.shape[0] - 1)
+        draw_key = (torch.arange(draws.shape[0], device=neg.device).unsqueeze(1) * d_stride + draws).flatten()
+        rows_s, flat_s = matches(row_draw * d_stride + true_ids, draw_key)
+        cols_s = flat_s - row_draw[rows_s] * draws.shape[1]
         rows, cols = torch.cat([rows, rows_s]), torch.cat([cols, cols_s + cand_ids.shape[1]])
     valid = torch.full((size,), width, dtype=out.dtype, device=neg.device)
     if rows.numel():

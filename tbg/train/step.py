@@ -61,6 +61,7 @@ class BatchScorer:
         self.bf16 = bf16
         self.scope = "relation"
         self.global_scope = "batch"
+        self.chunks_per_draw = 1
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
@@ -78,10 +79,13 @@ class BatchScorer:
         grad: bool = True,
         scope: str = "relation",
         global_scope: str = "batch",
+        chunks_per_draw: int = 1,
     ) -> StepResult:
-        """Loss of ``batch``; ``scope``/``global_scope`` are train_data.in_batch_scope/global_negatives_scope."""
+        """Loss of ``batch``; ``scope``, ``global_scope`` and ``chunks_per_draw`` are train_data's
+        in_batch_scope, global_negatives_scope and global_negatives_chunks_per_draw."""
         self.scope = scope
         self.global_scope = global_scope
+        self.chunks_per_draw = chunks_per_draw
         with torch.set_grad_enabled(grad):
             return self._call(batch, tables, in_batch, uniform, generator, grad)
 
@@ -173,12 +177,12 @@ class BatchScorer:
             if chunked
             else select_in_batch(batch.rel if per_relation else torch.zeros_like(batch.rel), in_batch, generator)
         )
-        per_chunk = chunked and self.global_scope == "chunk"
+        draws = -(-n_chunks // self._chunks_per_draw(n_chunks)) if chunked and in_batch > 0 else 1
         # side -> (key, table, the batch's rows as a leaf, that side's uniform samples)
         rows: dict[str, tuple[TableKey, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for side, etype, ids in (("lhs", types[0], batch.lhs), ("rhs", types[1], batch.rhs)):
             key, table = tables(etype, side)
-            uni = sample_uniform(n_chunks * uniform if per_chunk else uniform, table.shape[0], generator, self.device)
+            uni = sample_uniform(draws * uniform, table.shape[0], generator, self.device)
             rows[side] = (key, table, self._positives(key, table, ids, grad, gathered), uni)
         total = torch.zeros((), device=self.device)
         for target, known_side, true_ids in (("rhs", "lhs", batch.rhs), ("lhs", "rhs", batch.lhs)):
@@ -201,6 +205,10 @@ class BatchScorer:
             total = total + side.detach()
         return total
 
+    def _chunks_per_draw(self, n_chunks: int) -> int:
+        """How many consecutive chunks share one uniform draw (global_negatives_scope batch: all of them)."""
+        return n_chunks if self.global_scope == "batch" else max(1, min(self.chunks_per_draw, n_chunks))
+
     def _chunk_negatives(
         self,
         target: str,
@@ -216,11 +224,11 @@ class BatchScorer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """PBG's batched negatives: masked scores ``[B, S + G]`` and each row's count of valid negatives.
 
-        The batch is cut into chunks of S = ``in_batch`` edges; each edge's negatives are the other positives
-        of its chunk (any relation: chunk scope needs relation-free candidates, checked with the config) and
-        the uniform samples ``uni``: the batch's G shared ones (global_negatives_scope batch; one more GEMM
-        beside a small ``[C, S, D] x [C, D, S]`` product), or each chunk's own G (global_negatives_scope
-        chunk, PBG exactly: one ``[C, S, D] x [C, D, S + G]`` product over C·G sampled rows).
+        The batch is cut into C chunks of S = ``in_batch`` edges; each edge's negatives are the other positives
+        of its chunk (any relation: chunk scope needs relation-free candidates, checked with the config) and G
+        uniform samples of its chunk's *draw*: ``uni`` holds one draw of G per ``chunks_per_draw`` consecutive
+        chunks (1: PBG exactly, one ``[C, S, D] x [C, D, S + G]`` product over C·G sampled rows; more: a
+        small ``[C, S, D] x [C, D, S]`` in-batch product plus one ``[K·S, D] x [D, G]`` product per draw).
         Without in-batch negatives the whole batch is one chunk.
         """
         size = true_ids.shape[0]
@@ -230,20 +238,27 @@ class BatchScorer:
         chunk = min(in_batch, size)
         n_chunks = -(-size // chunk)
         pad = n_chunks * chunk - size
+        per_draw = self._chunks_per_draw(n_chunks)
+        draws = -(-n_chunks // per_draw)
+        samples = uni.view(draws, -1)
         own = torch.nn.functional.pad(true_ids, (0, pad), value=-1).view(n_chunks, chunk)
         fetch = torch.where(own < 0, true_ids[-1], own) if pad else own  # padding: any row, its scores are masked
         qc = (torch.nn.functional.pad(q, (0, 0, 0, pad)) if pad else q).view(n_chunks, chunk, -1)
-        if self.global_scope == "chunk":
-            per = uni.view(n_chunks, uni.shape[0] // n_chunks)
-            neg = self._shared_scores(target, qc, rel, key, table, torch.cat([fetch, per], 1), grad, gathered)
-            neg = neg.view(n_chunks * chunk, -1)
+        if per_draw == 1:
+            ids = torch.cat([fetch, samples], 1)
+            neg = self._shared_scores(target, qc, rel, key, table, ids, grad, gathered).view(n_chunks * chunk, -1)
             neg = neg[:size] if pad else neg  # a slice's backward zero-fills a full-size gradient
-            return mask_chunked(neg, true_ids, torch.cat([own, per], 1), chunk, pad)
+            return mask_chunked(neg, true_ids, torch.cat([own, samples], 1), chunk, pad)
         neg = self._shared_scores(target, qc, rel, key, table, fetch, grad, gathered).view(n_chunks * chunk, chunk)
+        if samples.shape[1]:
+            rows = draws * per_draw * chunk
+            qd = torch.nn.functional.pad(q, (0, 0, 0, rows - size)) if rows > size else q
+            drawn = self._shared_scores(
+                target, qd.view(draws, per_draw * chunk, -1), rel, key, table, samples, grad, gathered
+            )
+            neg = torch.cat([neg, drawn.view(rows, -1)[: n_chunks * chunk]], 1)
         neg = neg[:size] if pad else neg
-        if uni.numel():
-            neg = torch.cat([neg, self._shared_scores(target, q, rel, key, table, uni, grad, gathered)], 1)
-        return mask_chunked(neg, true_ids, own, chunk, pad, shared_ids=uni)
+        return mask_chunked(neg, true_ids, own, chunk, pad, shared_ids=samples, chunks_per_draw=per_draw)
 
     def _weighted(self, per_edge: torch.Tensor, batch: Batch) -> torch.Tensor:
         weight = self.rel_weight[batch.rel]

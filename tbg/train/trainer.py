@@ -153,6 +153,7 @@ class Trainer:
         result = self.scorer(
             batch, self._tables, data.in_batch_negatives, data.global_negatives, self.generator,
             scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
+            chunks_per_draw=data.global_negatives_chunks_per_draw,
         )  # fmt: skip
         self._pending += result.gathered
         self._micro += 1
@@ -202,6 +203,7 @@ class Trainer:
             res = self.scorer(
                 b, self._tables, data.in_batch_negatives, data.global_negatives, gen, grad=False,
                 scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
+            chunks_per_draw=data.global_negatives_chunks_per_draw,
             )  # fmt: skip
             total += res.loss.double()
             done = hi
