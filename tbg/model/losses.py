@@ -40,19 +40,27 @@ def softmax_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target, reduction="none")
 
 
-def masked_losses(
-    kind: str, pos: torch.Tensor, neg: torch.Tensor, count: torch.Tensor, margin: float = 0.1
-) -> torch.Tensor:
-    """Loss per positive from fp32 scores whose masked negatives already hold MASKED (the training path)."""
+def logit_losses(kind: str, logits: torch.Tensor, count: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """Loss per positive from fp32 ``logits`` [B, 1 + K]: column 0 the positive's score, then its K negatives,
+    the masked ones already MASKED (the training path: one buffer, no further copies).
+    """
     kind = str(kind)
-    pos = pos.float()
+    if kind == "softmax":
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, target, reduction="none")  # = softmax_loss, fused
+    pos, neg = logits[:, 0], logits[:, 1:]
     if kind == "logistic":
         return logistic_loss(pos, neg, count)
     if kind == "ranking":
         return ranking_loss(pos, neg, margin)
-    if kind == "softmax":
-        return softmax_loss(pos, neg)
     raise ValueError(f"unknown loss {kind!r} (choices: logistic, ranking, softmax)")
+
+
+def masked_losses(
+    kind: str, pos: torch.Tensor, neg: torch.Tensor, count: torch.Tensor, margin: float = 0.1
+) -> torch.Tensor:
+    """Loss per positive from fp32 scores whose masked negatives already hold MASKED."""
+    return logit_losses(kind, torch.cat([pos.float().unsqueeze(-1), neg], dim=-1), count, margin)
 
 
 def edge_losses(

@@ -110,8 +110,8 @@ def mask_negatives(
     """Masked fp32 scores and the count of valid negatives per row: the fast path of :func:`negative_bias`.
 
     Same semantics (tests check they agree): collisions with the true entity are found sparsely and set to
-    MASKED in place (an fp32 ``neg`` is modified; a GEMM output, so autograd allows it); only relation scope
-    needs a dense [B, K] comparison for its in-batch block.
+    MASKED in place (an fp32 ``neg`` is modified, so it may be a view of a larger logits buffer); only
+    relation scope needs a dense [B, K] comparison for its in-batch block.
     """
     size, k = neg.shape[0], batch_ids.shape[0]
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg  # fp32 scores: masked in place
@@ -119,7 +119,7 @@ def mask_negatives(
     if k and batch_rel is not None:
         other = true_rel.unsqueeze(1) != batch_rel.unsqueeze(0)
         valid -= other.sum(1)
-        out = torch.cat([out[:, :k] + other * MASKED, out[:, k:]], dim=1)
+        out[:, :k].add_(other.to(out.dtype).mul_(MASKED))  # in place: ``neg`` may be a view of the logits
         keep_same = True
     else:
         keep_same = False

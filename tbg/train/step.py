@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from tbg.config import Config
-from tbg.model.losses import masked_losses
+from tbg.model.losses import logit_losses
 from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
 from tbg.model.optimizers import coalesce
 from tbg.model.scoring import RelationModel
@@ -191,15 +192,21 @@ class BatchScorer:
             q = self.model.query(target, known, batch.rel)  # type: ignore[arg-type]
             pos = self.model.comparator.pairwise(q, self.model.candidates_per_row(target, cand, batch.rel))  # type: ignore[arg-type]
             if chunked:
-                neg, count = self._chunk_negatives(
+                blocks, masker = self._chunk_negatives(
                     target, q, true_ids, batch.rel, key, table, uni, in_batch, grad, gathered
                 )
             else:
                 cand_ids = torch.cat([true_ids[sel], uni])
-                neg = self._shared_scores(target, q, batch.rel, key, table, cand_ids, grad, gathered)
+                blocks = [self._shared_scores(target, q, batch.rel, key, table, cand_ids, grad, gathered)]
                 sel_rel = batch.rel[sel] if per_relation else None
-                neg, count = mask_negatives(neg, true_ids, batch.rel, true_ids[sel], sel_rel, uni)
-            side = self._weighted(masked_losses(self.loss, pos, neg, count, self.margin), batch)
+                masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=true_ids[sel],
+                                 batch_rel=sel_rel, uniform_ids=uni)  # fmt: skip
+            logits = torch.cat([pos.float().unsqueeze(1), *blocks], dim=1)  # the only copy of the scores
+            with torch.no_grad():
+                # masked scores become MASKED in place, outside autograd: every loss has an exactly zero
+                # gradient there, so recording the write (a full copy of the scores in backward) buys nothing
+                count = masker(logits[:, 1:])[1]
+            side = self._weighted(logit_losses(self.loss, logits, count, self.margin), batch)
             if grad:  # backward per side: only one side's score matrices are alive at a time
                 side.backward()
             total = total + side.detach()
@@ -221,8 +228,9 @@ class BatchScorer:
         in_batch: int,
         grad: bool,
         gathered: list[Gathered],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """PBG's batched negatives: masked scores ``[B, S + G]`` and each row's count of valid negatives.
+    ) -> tuple[list[torch.Tensor], Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+        """PBG's batched negatives: score blocks (``[B, S]`` and ``[B, G]``, or one ``[B, S + G]``) and the
+        function that masks their concatenation in place and counts each row's valid negatives.
 
         The batch is cut into C chunks of S = ``in_batch`` edges; each edge's negatives are the other positives
         of its chunk (any relation: chunk scope needs relation-free candidates, checked with the config) and G
@@ -234,7 +242,8 @@ class BatchScorer:
         size = true_ids.shape[0]
         if in_batch <= 0 or size == 0:
             neg = self._shared_scores(target, q, rel, key, table, uni, grad, gathered)
-            return mask_negatives(neg, true_ids, rel, true_ids[:0], None, uni)
+            return [neg], partial(mask_negatives, true_ids=true_ids, true_rel=rel, batch_ids=true_ids[:0],
+                                  batch_rel=None, uniform_ids=uni)  # fmt: skip
         chunk = min(in_batch, size)
         n_chunks = -(-size // chunk)
         pad = n_chunks * chunk - size
@@ -248,17 +257,20 @@ class BatchScorer:
             ids = torch.cat([fetch, samples], 1)
             neg = self._shared_scores(target, qc, rel, key, table, ids, grad, gathered).view(n_chunks * chunk, -1)
             neg = neg[:size] if pad else neg  # a slice's backward zero-fills a full-size gradient
-            return mask_chunked(neg, true_ids, torch.cat([own, samples], 1), chunk, pad)
+            cand_ids = torch.cat([own, samples], 1)
+            return [neg], partial(mask_chunked, true_ids=true_ids, cand_ids=cand_ids, chunk=chunk, pad_columns=pad)
         neg = self._shared_scores(target, qc, rel, key, table, fetch, grad, gathered).view(n_chunks * chunk, chunk)
+        blocks = [neg[:size] if pad else neg]
         if samples.shape[1]:
             rows = draws * per_draw * chunk
             qd = torch.nn.functional.pad(q, (0, 0, 0, rows - size)) if rows > size else q
             drawn = self._shared_scores(
                 target, qd.view(draws, per_draw * chunk, -1), rel, key, table, samples, grad, gathered
-            )
-            neg = torch.cat([neg, drawn.view(rows, -1)[: n_chunks * chunk]], 1)
-        neg = neg[:size] if pad else neg
-        return mask_chunked(neg, true_ids, own, chunk, pad, shared_ids=samples, chunks_per_draw=per_draw)
+            ).view(rows, -1)
+            blocks.append(drawn[:size] if rows > size else drawn)
+        masker = partial(mask_chunked, true_ids=true_ids, cand_ids=own, chunk=chunk, pad_columns=pad,
+                         shared_ids=samples, chunks_per_draw=per_draw)  # fmt: skip
+        return blocks, masker
 
     def _weighted(self, per_edge: torch.Tensor, batch: Batch) -> torch.Tensor:
         weight = self.rel_weight[batch.rel]

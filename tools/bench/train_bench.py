@@ -33,6 +33,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     # samples: 20,000 sampled rows per side and step), row-wise Adagrad
     "ref_p1": {},
     "ref_p4": {"partitions": 4},
+    # the same chunks, each draw of 1000 uniform samples shared by 5 consecutive chunks (4 draws per batch)
+    "ref_p1_draw5": {"train_data.global_negatives_chunks_per_draw": 5},
+    "ref_p4_draw5": {"partitions": 4, "train_data.global_negatives_chunks_per_draw": 5},
     # the same chunks, one draw of 1000 uniform samples shared by the whole batch (tbg's default global scope)
     "ref_p1_shared": {"train_data.global_negatives_scope": "batch"},
     # 50 in-batch negatives drawn from the whole batch + 1000 shared uniform (the cheapest 1050 negatives)
