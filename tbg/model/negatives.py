@@ -153,20 +153,23 @@ def mask_chunked(
     """
     size, width = neg.shape
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg
-    stride = int(max(int(true_ids.max()) if size else 0, int(cand_ids.max()) if cand_ids.numel() else 0)) + 2
-    row_chunk = torch.arange(size, device=neg.device) // chunk
-    true_key = row_chunk * stride + true_ids + 1
-    cand_key = (torch.arange(cand_ids.shape[0], device=neg.device).unsqueeze(1) * stride + cand_ids + 1).flatten()
-    rows, flat = matches(true_key, cand_key)
-    cols = flat - row_chunk[rows] * cand_ids.shape[1]
+    device, n_chunks, k = neg.device, cand_ids.shape[0], cand_ids.shape[1]
+    # key = (group << 32) | (id + 1): chunk groups 0..C-1, draw groups C.., so ONE search covers both blocks
+    row_chunk = torch.arange(size, device=device) // chunk
+    probes = [(row_chunk << 32) + true_ids + 1]
+    keys = [((torch.arange(n_chunks, device=device) << 32).unsqueeze(1) + cand_ids + 1).flatten()]
     if shared_ids is not None and shared_ids.numel():
         draws = shared_ids.view(-1, shared_ids.shape[-1])
-        d_stride = int(max(int(true_ids.max()) if size else 0, int(draws.max()))) + 1
-        row_draw = (row_chunk // chunks_per_draw).clamp_max(draws.shape[0] - 1)
-        draw_key = (torch.arange(draws.shape[0], device=neg.device).unsqueeze(1) * d_stride + draws).flatten()
-        rows_s, flat_s = matches(row_draw * d_stride + true_ids, draw_key)
-        cols_s = flat_s - row_draw[rows_s] * draws.shape[1]
-        rows, cols = torch.cat([rows, rows_s]), torch.cat([cols, cols_s + cand_ids.shape[1]])
+        row_draw = (row_chunk // chunks_per_draw).clamp_max(draws.shape[0] - 1) + n_chunks
+        probes.append((row_draw << 32) + true_ids + 1)
+        keys.append(
+            (((torch.arange(draws.shape[0], device=device) + n_chunks) << 32).unsqueeze(1) + draws + 1).flatten()
+        )
+    probe_rows, flat = matches(torch.cat(probes), torch.cat(keys))
+    rows = probe_rows % size
+    own = flat < n_chunks * k
+    # a candidate's column: its place in its chunk's row of cand_ids, or k + its place in its draw
+    cols = torch.where(own, flat % k, k + (flat - n_chunks * k) % max(1, width - k))
     valid = torch.full((size,), width, dtype=out.dtype, device=neg.device)
     if rows.numel():
         out.index_put_((rows, cols), torch.tensor(MASKED, dtype=out.dtype, device=out.device))
