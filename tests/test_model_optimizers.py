@@ -139,3 +139,12 @@ def test_relation_optimizer_matches_torch_dense(kind, params, dense) -> None:
     fresh = RelationOptimizer(ours, _cfg(kind, **params))
     fresh.load_state_dict(state)
     assert fresh.state_dict().keys() == state.keys()
+
+
+def test_relation_optimizer_refuses_torch_optim_state() -> None:
+    from tbg.errors import CheckpointError
+    from tbg.model.optimizers import RelationOptimizer
+
+    opt = RelationOptimizer([torch.nn.Parameter(torch.zeros(2, 3))], _cfg("adagrad", lr=0.1))
+    with pytest.raises(CheckpointError, match="older tbg"):
+        opt.load_state_dict({"state": {}, "param_groups": [{"lr": 0.1}]})
