@@ -230,13 +230,8 @@ def test_gradient_accumulation_applies_summed_gradients(graphs, tmp_path) -> Non
     expected = torch.zeros_like(start)
     gen = torch.Generator().manual_seed(0)
     gen.set_state(gen_state)
-    data = cfg.train_data
     for b in batches:
-        res = trainer.scorer(
-            b, lambda _t, _s: (("node", 0), start), data.in_batch_negatives, data.global_negatives, gen,
-            scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
-            chunks_per_draw=data.global_negatives_chunks_per_draw,
-        )  # fmt: skip
+        res = trainer.scorer.score(b, lambda _t, _s: (("node", 0), start), cfg.train_data, gen)
         for g in res.gathered:
             expected.index_add_(0, g.ids, g.gradient().float())
     trainer.model.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ from functools import partial
 
 import torch
 
-from tbg.config import Config
+from tbg.config import Config, DataConfig
 from tbg.model.losses import logit_losses
 from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
 from tbg.model.optimizers import coalesce
@@ -89,6 +89,21 @@ class BatchScorer:
         self.chunks_per_draw = chunks_per_draw
         with torch.set_grad_enabled(grad):
             return self._call(batch, tables, in_batch, uniform, generator, grad)
+
+    def score(
+        self,
+        batch: Batch,
+        tables: Callable[[str, str], tuple[TableKey, torch.Tensor]],
+        data: DataConfig,
+        generator: torch.Generator,
+        grad: bool = True,
+    ) -> StepResult:
+        """Loss of ``batch`` with the negatives of a data section (train_data or validation_data)."""
+        return self(
+            batch, tables, data.in_batch_negatives, data.global_negatives, generator, grad,
+            scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
+            chunks_per_draw=data.global_negatives_chunks_per_draw,
+        )  # fmt: skip
 
     def _call(self, batch, tables, in_batch, uniform, generator, grad) -> StepResult:  # noqa: ANN001
         gathered: list[Gathered] = []

@@ -149,12 +149,7 @@ class Trainer:
         Accumulated micro-batches keep their gathered rows; :meth:`apply_updates` coalesces them per table,
         so an entity seen in several micro-batches gets one summed-gradient update, as with one big batch.
         """
-        data = self.cfg.train_data
-        result = self.scorer(
-            batch, self._tables, data.in_batch_negatives, data.global_negatives, self.generator,
-            scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
-            chunks_per_draw=data.global_negatives_chunks_per_draw,
-        )  # fmt: skip
+        result = self.scorer.score(batch, self._tables, self.cfg.train_data, self.generator)
         self._pending += result.gathered
         self._micro += 1
         if self._micro >= (self.cfg.training.gradient_accumulation or 1):
@@ -200,11 +195,7 @@ class Trainer:
             hi = min(limit, lo + data.per_replica_batch_size)
             w = None if edges.weight is None else edges.weight[lo:hi]
             b = Batch(edges.lhs[lo:hi], edges.rhs[lo:hi], edges.rel[lo:hi], w)
-            res = self.scorer(
-                b, self._tables, data.in_batch_negatives, data.global_negatives, gen, grad=False,
-                scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
-            chunks_per_draw=data.global_negatives_chunks_per_draw,
-            )  # fmt: skip
+            res = self.scorer.score(b, self._tables, data, gen, grad=False)
             total += res.loss.double()
             done = hi
         return float(total) / done if done else None
