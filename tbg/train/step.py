@@ -128,10 +128,11 @@ class BatchScorer:
         rows = rows.float() if rows.dtype != torch.float32 else rows
         return rows.requires_grad_(grad)
 
-    def _positives(
+    def _leaf(
         self, key: TableKey, table: torch.Tensor, ids: torch.Tensor, grad: bool, gathered: list[Gathered]
     ) -> torch.Tensor:
-        """The batch's own rows on one side, as an autograd leaf (queries, positives' candidates)."""
+        """Rows ``ids`` of ``table`` as an autograd leaf whose gradient the optimizer reads from ``gathered``
+        (the batch's own rows; candidate rows too when they go through a generic comparator)."""
         leaf = self._gather(table, ids, grad)
         if grad and ids.numel():
             gathered.append(Gathered(key, ids, leaf=leaf))
@@ -158,7 +159,7 @@ class BatchScorer:
         """
         if self.model.comparator.name == "dot" and not self.model.candidates_need_relation(target):  # type: ignore[arg-type]
             return candidate_scores(queries, table, ids, key, gathered if grad else None, self.bf16)
-        rows = self._positives(key, table, ids.reshape(-1), grad, gathered)
+        rows = self._leaf(key, table, ids.reshape(-1), grad, gathered)
         with self.autocast():
             if self.model.candidates_need_relation(target):  # type: ignore[arg-type]
                 out = self.model.negative_scores(target, queries, rel, rows)  # type: ignore[arg-type]
@@ -184,22 +185,24 @@ class BatchScorer:
         the whole batch.  chunk scope: see :meth:`_chunk_negatives`.
         """
         size = len(batch)
-        chunked = self.scope == "chunk"
-        chunk = (min(in_batch, size) if in_batch > 0 else size) if chunked else size
-        n_chunks = -(-size // chunk)
+        # chunk scope without in-batch negatives is one chunk of uniform samples: the shared path below
+        chunked = self.scope == "chunk" and in_batch > 0 and size > 0
         per_relation = self.scope == "relation"
         sel = (
             None
             if chunked
             else select_in_batch(batch.rel if per_relation else torch.zeros_like(batch.rel), in_batch, generator)
         )
-        draws = -(-n_chunks // self._chunks_per_draw(n_chunks)) if chunked and in_batch > 0 else 1
+        chunk = min(in_batch, size)
+        n_chunks = -(-size // chunk) if chunked else 1
+        per_draw = n_chunks if self.global_scope == "batch" else min(self.chunks_per_draw, n_chunks)
+        draws = -(-n_chunks // per_draw)
         # side -> (key, table, the batch's rows as a leaf, that side's uniform samples)
         rows: dict[str, tuple[TableKey, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for side, etype, ids in (("lhs", types[0], batch.lhs), ("rhs", types[1], batch.rhs)):
             key, table = tables(etype, side)
             uni = sample_uniform(draws * uniform, table.shape[0], generator, self.device)
-            rows[side] = (key, table, self._positives(key, table, ids, grad, gathered), uni)
+            rows[side] = (key, table, self._leaf(key, table, ids, grad, gathered), uni)
         total = torch.zeros((), device=self.device)
         for target, known_side, true_ids in (("rhs", "lhs", batch.rhs), ("lhs", "rhs", batch.lhs)):
             key, table, cand, uni = rows[target]
@@ -208,7 +211,7 @@ class BatchScorer:
             pos = self.model.comparator.pairwise(q, self.model.candidates_per_row(target, cand, batch.rel))  # type: ignore[arg-type]
             if chunked:
                 blocks, masker = self._chunk_negatives(
-                    target, q, true_ids, batch.rel, key, table, uni, in_batch, grad, gathered
+                    target, q, true_ids, batch.rel, key, table, uni.view(draws, -1), chunk, per_draw, grad, gathered
                 )
             else:
                 cand_ids = torch.cat([true_ids[sel], uni])
@@ -227,10 +230,6 @@ class BatchScorer:
             total = total + side.detach()
         return total
 
-    def _chunks_per_draw(self, n_chunks: int) -> int:
-        """How many consecutive chunks share one uniform draw (global_negatives_scope batch: all of them)."""
-        return n_chunks if self.global_scope == "batch" else max(1, min(self.chunks_per_draw, n_chunks))
-
     def _chunk_negatives(
         self,
         target: str,
@@ -239,32 +238,25 @@ class BatchScorer:
         rel: torch.Tensor,
         key: TableKey,
         table: torch.Tensor,
-        uni: torch.Tensor,
-        in_batch: int,
+        samples: torch.Tensor,
+        chunk: int,
+        per_draw: int,
         grad: bool,
         gathered: list[Gathered],
     ) -> tuple[list[torch.Tensor], Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
         """PBG's batched negatives: score blocks (``[B, S]`` and ``[B, G]``, or one ``[B, S + G]``) and the
         function that masks their concatenation in place and counts each row's valid negatives.
 
-        The batch is cut into C chunks of S = ``in_batch`` edges; each edge's negatives are the other positives
+        The batch is cut into C chunks of S = ``chunk`` edges; each edge's negatives are the other positives
         of its chunk (any relation: chunk scope needs relation-free candidates, checked with the config) and G
-        uniform samples of its chunk's *draw*: ``uni`` holds one draw of G per ``chunks_per_draw`` consecutive
-        chunks (1: PBG exactly, one ``[C, S, D] x [C, D, S + G]`` product over C·G sampled rows; more: a
-        small ``[C, S, D] x [C, D, S]`` in-batch product plus one ``[K·S, D] x [D, G]`` product per draw).
-        Without in-batch negatives the whole batch is one chunk.
+        uniform samples of its chunk's *draw*: ``samples`` [draws, G] holds one draw per ``per_draw``
+        consecutive chunks (1: PBG exactly, one ``[C, S, D] x [C, D, S + G]`` product over C·G sampled rows;
+        more: a small ``[C, S, D] x [C, D, S]`` in-batch product plus one ``[K·S, D] x [D, G]`` product per draw).
         """
         size = true_ids.shape[0]
-        if in_batch <= 0 or size == 0:
-            neg = self._shared_scores(target, q, rel, key, table, uni, grad, gathered)
-            return [neg], partial(mask_negatives, true_ids=true_ids, true_rel=rel, batch_ids=true_ids[:0],
-                                  batch_rel=None, uniform_ids=uni)  # fmt: skip
-        chunk = min(in_batch, size)
         n_chunks = -(-size // chunk)
         pad = n_chunks * chunk - size
-        per_draw = self._chunks_per_draw(n_chunks)
-        draws = -(-n_chunks // per_draw)
-        samples = uni.view(draws, -1)
+        draws = samples.shape[0]
         own = torch.nn.functional.pad(true_ids, (0, pad), value=-1).view(n_chunks, chunk)
         fetch = torch.where(own < 0, true_ids[-1], own) if pad else own  # padding: any row, its scores are masked
         qc = (torch.nn.functional.pad(q, (0, 0, 0, pad)) if pad else q).view(n_chunks, chunk, -1)
