@@ -29,14 +29,12 @@ def ranking_loss(pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.T
     return F.relu((margin - pos).unsqueeze(-1) + neg).sum(-1)
 
 
-def softmax_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """PBG's softmax: -s + logsumexp([s, t_1..t_n]) (the positive is in the denominator).
-
-    A fused cross-entropy over [s, negatives] with target 0: measured 2x faster than logsumexp +
-    logaddexp on the [B, C] score matrix.
+def softmax_loss(logits: torch.Tensor) -> torch.Tensor:
+    """PBG's softmax over ``logits`` = [s, t_1..t_n]: -s + logsumexp(logits) (the positive is in the
+    denominator).  A fused cross-entropy with target 0: measured 2x faster than logsumexp + logaddexp on
+    the [B, C] score matrix.
     """
-    logits = torch.cat([pos.unsqueeze(-1), neg], dim=-1)
-    target = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target, reduction="none")
 
 
@@ -46,8 +44,7 @@ def logit_losses(kind: str, logits: torch.Tensor, count: torch.Tensor, margin: f
     """
     kind = str(kind)
     if kind == "softmax":
-        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        return F.cross_entropy(logits, target, reduction="none")  # = softmax_loss, fused
+        return softmax_loss(logits)
     pos, neg = logits[:, 0], logits[:, 1:]
     if kind == "logistic":
         return logistic_loss(pos, neg, count)

@@ -158,8 +158,10 @@ def mask_chunked(
     row_chunk = torch.arange(size, device=device) // chunk
     probes = [(row_chunk << 32) + true_ids + 1]
     keys = [((torch.arange(n_chunks, device=device) << 32).unsqueeze(1) + cand_ids + 1).flatten()]
+    g = 0  # width of one shared draw
     if shared_ids is not None and shared_ids.numel():
         draws = shared_ids.view(-1, shared_ids.shape[-1])
+        g = draws.shape[1]
         row_draw = (row_chunk // chunks_per_draw).clamp_max(draws.shape[0] - 1) + n_chunks
         probes.append((row_draw << 32) + true_ids + 1)
         keys.append(
@@ -169,7 +171,7 @@ def mask_chunked(
     rows = probe_rows % size
     own = flat < n_chunks * k
     # a candidate's column: its place in its chunk's row of cand_ids, or k + its place in its draw
-    cols = torch.where(own, flat % k, k + (flat - n_chunks * k) % max(1, width - k))
+    cols = torch.where(own, flat % k, k + (flat - n_chunks * k) % max(1, g))
     valid = torch.full((size,), width, dtype=out.dtype, device=neg.device)
     if rows.numel():
         out.index_put_((rows, cols), torch.tensor(MASKED, dtype=out.dtype, device=out.device))
