@@ -377,8 +377,8 @@ class DataConfig:
     # batch, shared by its edges), `batch` (S edges of the whole batch, shared by all), `chunk` (PBG: the batch
     # is cut into chunks of S edges; each chunk's edges are negatives for one another)
     in_batch_scope: str = "relation"  # relation | batch | chunk
-    # tbg extension, who shares one draw of global_negatives uniform samples: the whole batch (TwHIN), or each
-    # chunk draws its own (PBG's exact scheme; needs in_batch_scope chunk; C times the sampled rows per step)
+    # tbg extension, who shares one draw of global_negatives uniform samples: the whole batch (TwHIN), or
+    # chunks (needs in_batch_scope chunk): global_negatives_chunks_per_draw consecutive chunks per draw
     global_negatives_scope: str = "batch"  # batch | chunk
     # tbg extension, with global_negatives_scope chunk: consecutive chunks sharing one draw (1: PBG exactly)
     global_negatives_chunks_per_draw: int = attrs.field(default=1, validator=_positive)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from tbg.config import AdagradConfig, OptimizerConfig
+from tbg.errors import CheckpointError
 
 MIN_EPS = 1e-10
 
@@ -169,8 +170,6 @@ class RelationOptimizer:
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
         if "param_groups" in arrays:  # a torch.optim state dict: checkpoints of tbg before this optimizer
-            from tbg.errors import CheckpointError
-
             raise CheckpointError(
                 "relation optimizer state was written by an older tbg (torch.optim): resume with --fresh, or"
                 " start from it with training.initial_checkpoint_dir"

@@ -1,12 +1,12 @@
 """Rows gathered from an embedding table for one step, and where their gradients go.
 
 A step reads two kinds of rows: the positives' own rows (a few thousand, used by several products) and
-shared negative candidates (PBG's per-chunk scheme draws C·G of them per side: 40,000 rows a step in
-the WordNet reference config).  The positives are ordinary autograd leaves.  The candidates are scored by
+shared negative candidates (PBG's exact per-chunk scheme draws C·G of them per side: 40,000 rows a step
+on WordNet).  The positives are ordinary autograd leaves.  The candidates are scored by
 :func:`candidate_scores`, an autograd function that gathers them by id, multiplies, and in backward hands
 their gradient straight to the step's row list instead of accumulating it into a leaf: no fp32 leaf
-gradient, no autocast copies of transposed operands, no concatenation of score blocks.  Measured on the
-2-core reference CPU (1 thread), this took a step of PBG's exact scheme from 52 to 40 ms.
+gradient, no autocast copies of transposed operands.  Measured on the 2-core reference CPU (1 thread),
+this took a step of PBG's exact scheme from 52 to 40 ms.
 """
 
 from __future__ import annotations
