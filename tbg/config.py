@@ -278,6 +278,9 @@ class RuntimeConfig:
     # tbg extensions
     device: str = "auto"
     num_threads: int | None = attrs.field(default=None, validator=_positive)
+    # CPU training threads that each run whole steps, lock-free (Hogwild), with num_threads // workers intra-op
+    # threads each; None (auto) = min(num_threads, 4) on CPU, 1 on CUDA.  1 = bit-reproducible runs
+    hogwild_workers: int | None = attrs.field(default=None, validator=_positive)
     seed: int = 0
     # bf16 score GEMMs on CPU (training only; eval stays fp32): auto = when the CPU has avx512_bf16/amx_bf16
     cpu_bf16: str = "auto"  # auto | on | off

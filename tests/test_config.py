@@ -273,6 +273,8 @@ ERRORS = [
     ("model.translation_optimizer.sgd.lr", "fast", "model.translation_optimizer.sgd.lr: expected a number"),
     # negative / zero / non-finite values
     ("training.num_train_steps", 0, "training.num_train_steps: must be > 0, got 0"),
+    ("runtime.hogwild_workers", 0, "runtime.hogwild_workers: must be > 0, got 0"),
+    ("runtime.hogwild_workers", "auto", "runtime.hogwild_workers: expected an integer, got 'auto'"),
     ("training.checkpoint_every_n", -5, "training.checkpoint_every_n: must be > 0, got -5"),
     ("train_data.per_replica_batch_size", 0, "train_data.per_replica_batch_size: must be > 0, got 0"),
     ("train_data.in_batch_negatives", -1, "train_data.in_batch_negatives: must be >= 0, got -1"),

@@ -158,9 +158,14 @@ class RelationOptimizer:
         self.rows = [torch.arange(p.shape[0], device=p.device) for p in self.params]
         self.opts = [build_sparse_optimizer(p.data.view(p.shape[0], -1), cfg) for p in self.params]
 
-    def step(self, lr: float) -> None:
-        """Apply and clear the parameters' gradients (a parameter without one is left alone, as torch.optim)."""
-        for p, rows, opt in zip(self.params, self.rows, self.opts):
+    def step(self, lr: float, grads_of: list[torch.nn.Parameter] | None = None) -> None:
+        """Apply and clear the parameters' gradients (a parameter without one is left alone, as torch.optim).
+
+        ``grads_of``: take the gradients from these parameters instead (a Hogwild worker's replica, whose
+        parameters share this optimizer's storage but hold their own ``.grad``; same order and shapes).
+        """
+        sources = self.params if grads_of is None else [p for p in grads_of if p.numel()]
+        for p, rows, opt in zip(sources, self.rows, self.opts, strict=True):
             if p.grad is not None:
                 opt.step(rows, p.grad.view(p.shape[0], -1), lr, owned=True)
                 p.grad = None

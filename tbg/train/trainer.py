@@ -3,6 +3,9 @@
 Progress is (epoch, bucket_index, position, step): ``position`` is the number of edges of the current
 bucket already trained in this epoch's deterministic shuffle, so a checkpoint taken mid-bucket resumes at
 exactly the next batch.  A run ends at ``num_epochs`` or ``num_train_steps``, whichever comes first.
+Steps run in groups (``gradient_accumulation`` batches, one update) on the calling thread or, with
+``runtime.hogwild_workers`` > 1, on lock-free worker threads (tbg/train/workers.py) while this thread reads
+edges and books the finished steps in order.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import torch
@@ -29,6 +33,7 @@ from tbg.train.edges import EdgeSource, batches, read_all
 from tbg.train.partitions import SWAP_DIR, PartitionStore
 from tbg.train.schedule import bucket_order
 from tbg.train.step import Batch, BatchScorer, TableKey, coalesced_grads
+from tbg.train.workers import Worker, WorkerPool, tied_replica
 
 METRICS = "metrics.jsonl"
 
@@ -44,6 +49,11 @@ class Trainer:
         self.model = RelationModel.from_config(cfg).to(self.device)
         self.rel_opt = RelationOptimizer(list(self.model.parameters()), cfg.model.translation_optimizer)
         self.scorer = BatchScorer(cfg, self.model, self.device, self.bf16)
+        count, self.threads_per_worker = runtime.hogwild_workers(cfg, self.device)
+        self.workers = [Worker(self.scorer, list(self.model.parameters()))]
+        for _ in range(count - 1):
+            replica = tied_replica(self.model, RelationModel.from_config(cfg).to(self.device))
+            self.workers.append(Worker(BatchScorer(cfg, replica, self.device, self.bf16), list(replica.parameters())))
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tbg-prefetch")
         types = self.graph.entity_types
         self.partitioned = {t: types[t].num_partitions > 1 for t in types}
@@ -55,7 +65,6 @@ class Trainer:
         chunk = cfg.training.max_edges_per_chunk
         self.edges = EdgeSource(self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor)
         self.ckpts = CheckpointStore(self.save_dir, cfg.training.checkpoint_max_to_keep)
-        self.generator = torch.Generator().manual_seed(cfg.runtime.seed)
         self.grid = (self.graph.num_lhs_partitions, self.graph.num_rhs_partitions)
         self.table_opts = {t.name: t.optimizer for t in cfg.model.embeddings.tables}
         self.fingerprint = model_fingerprint(cfg)
@@ -64,8 +73,11 @@ class Trainer:
         self._val_cache: dict[tuple[int, int], Batch] = {}
         self.last_loss: float | None = None
         self.last_val_loss: float | None = None
-        self._pending: list = []  # gathered rows of micro-batches not applied yet (gradient_accumulation)
+        self._pending: list = []  # train_step: gathered rows of micro-batches not applied yet
         self._micro = 0
+        self._pool: WorkerPool | None = None
+        # step groups handed to the pool, oldest first: (future of their losses, [(position, size)])
+        self._inflight: deque[tuple[Future[list[torch.Tensor]], list[tuple[int, int]]]] = deque()
 
     # ------------------------------------------------------------------ start
     def start(self, fresh: bool = False) -> str:
@@ -106,7 +118,6 @@ class Trainer:
         if os.path.exists(state_path):
             saved = torch.load(state_path, map_location="cpu", weights_only=False)
             self.rel_opt.load_state_dict(saved["relation_optimizer"])
-            self.generator.set_state(saved["generator"])
         for key in self.state:
             self.state[key] = int(ckpt.progress.get(key, 0))
 
@@ -143,13 +154,36 @@ class Trainer:
             fh.write(json.dumps(record) + "\n")
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch: Batch) -> torch.Tensor:
-        """Forward + backward of one batch; parameters move every ``gradient_accumulation`` batches.
+    def run_group(self, worker: Worker, group: list[Batch], first_step: int) -> list[torch.Tensor]:
+        """Steps ``first_step``.. (1-based) as one update: forward + backward of each micro-batch, then the
+        summed gradients applied once (a group is ``gradient_accumulation`` batches, or fewer where it is cut
+        at a checkpoint or the end of a bucket).  Runs on a Hogwild worker or the calling thread."""
+        gen = worker.reseed(self.cfg.runtime.seed, first_step)
+        gathered, losses = [], []
+        for batch in group:
+            result = worker.scorer.score(batch, self._tables, self.cfg.train_data, gen)
+            gathered += result.gathered
+            losses.append(result.loss)
+        self._apply(worker, gathered, first_step + len(group) - 1)
+        return losses
 
-        Accumulated micro-batches keep their gathered rows; :meth:`apply_updates` coalesces them per table,
-        so an entity seen in several micro-batches gets one summed-gradient update, as with one big batch.
-        """
-        result = self.scorer.score(batch, self._tables, self.cfg.train_data, self.generator)
+    def _apply(self, worker: Worker, gathered: list, last_step: int) -> None:
+        """Step the relation optimizer and the touched embedding rows with a group's gradients (coalesced per
+        table, so an entity seen in several micro-batches gets one summed-gradient update)."""
+        lr_step = last_step - 1  # schedules count the steps completed before this one
+        self.rel_opt.step(self.cfg.model.translation_optimizer.lr_at(lr_step), worker.params)
+        for key, (rows, grad) in coalesced_grads(gathered).items():
+            res = self.store.get(key)
+            res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True)
+            res.dirty = True
+
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        """One batch on the calling thread (worker 0), outside :meth:`run`'s bookkeeping; parameters move every
+        ``gradient_accumulation`` calls, as in a run."""
+        worker = self.workers[0]
+        if not self._micro:
+            worker.reseed(self.cfg.runtime.seed, self.state["step"] + 1)
+        result = worker.scorer.score(batch, self._tables, self.cfg.train_data, worker.generator)
         self._pending += result.gathered
         self._micro += 1
         if self._micro >= (self.cfg.training.gradient_accumulation or 1):
@@ -157,15 +191,9 @@ class Trainer:
         return result.loss
 
     def apply_updates(self) -> None:
-        """Step the relation optimizer and the touched embedding rows with the pending gradients."""
-        if not self._micro:
-            return
-        step = self.state["step"]
-        self.rel_opt.step(self.cfg.model.translation_optimizer.lr_at(step))
-        for key, (rows, grad) in coalesced_grads(self._pending).items():
-            res = self.store.get(key)
-            res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(step), owned=True)
-            res.dirty = True
+        """Apply :meth:`train_step`'s pending gradients."""
+        if self._micro:
+            self._apply(self.workers[0], self._pending, self.state["step"] + 1)
         self._pending, self._micro = [], 0
 
     @torch.no_grad()
@@ -225,10 +253,7 @@ class Trainer:
         try:
             self.store.write_checkpoint(writer)
             writer.write_relations({k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
-            torch.save(
-                {"relation_optimizer": self.rel_opt.state_dict(), "generator": self.generator.get_state()},
-                writer.path("state.pt"),
-            )
+            torch.save({"relation_optimizer": self.rel_opt.state_dict()}, writer.path("state.pt"))
             writer.write_file("config.yaml", dump_config(self.cfg))
             return writer.commit(
                 {
@@ -247,7 +272,6 @@ class Trainer:
         from tqdm import tqdm
 
         t = self.cfg.training
-        batch_size = self.cfg.train_data.per_replica_batch_size
         total = min(t.num_train_steps, t.num_epochs * self._steps_per_epoch())
         self._bar = tqdm(
             total=total, initial=min(total, self.state["step"]), unit="step", file=sys.stderr,
@@ -262,31 +286,14 @@ class Trainer:
         ]  # loss, edges, since
         self._last_ckpt_step = -1
         s = self.state
-        while not self.finished():
-            order = bucket_order(self.grid[0], self.grid[1], t.bucket_order, self.cfg.runtime.seed, s["epoch"])
-            while s["bucket_index"] < len(order) and not self.finished():
-                self.bucket = order[s["bucket_index"]]
-                if self.edges.count(self.bucket) == 0:  # nothing to train: keep what is resident
-                    s["bucket_index"] += 1
-                    s["position"] = 0
-                    continue
-                self.store.need(self.bucket_keys(self.bucket))
-                self._prefetch_next(order)
-                for chunk in self.edges.chunks(s["epoch"], self.bucket, s["position"]):
-                    for position, batch in batches(chunk, batch_size, s["position"]):
-                        loss = self.train_step(batch)
-                        self._after_step(position, len(batch), loss)
-                        if self.finished():
-                            break
-                    if self.finished():
-                        break
-                self.apply_updates()  # pending gradients belong to this bucket's resident partitions
-                if s["position"] >= self.edges.count(self.bucket) or not self.finished():
-                    s["bucket_index"] += 1
-                    s["position"] = 0
-            if s["bucket_index"] >= len(order):
-                s["epoch"] += 1
-                s["bucket_index"] = 0
+        if len(self.workers) > 1:
+            self._pool = WorkerPool(self.workers, self.threads_per_worker)
+        try:
+            self._run_epochs()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
         self._bar.close()
         wall = time.perf_counter() - started
         if s["step"] != self._last_ckpt_step:
@@ -297,8 +304,90 @@ class Trainer:
             "steps": s["step"] - start_step, "step": s["step"], "epoch": s["epoch"], "edges": edges,
             "wall_s": wall, "edges_per_s": edges / max(wall, 1e-9), "final_loss": self.last_loss,
             "val_loss": self.last_val_loss, "bf16": self.bf16, "device": str(self.device),
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "hogwild_workers": len(self.workers),
         }  # fmt: skip
+
+    def _run_epochs(self) -> None:
+        t, s = self.cfg.training, self.state
+        while not self.finished():
+            order = bucket_order(self.grid[0], self.grid[1], t.bucket_order, self.cfg.runtime.seed, s["epoch"])
+            while s["bucket_index"] < len(order) and not self.finished():
+                self.bucket = order[s["bucket_index"]]
+                if self.edges.count(self.bucket) == 0:  # nothing to train: keep what is resident
+                    s["bucket_index"] += 1
+                    s["position"] = 0
+                    continue
+                self.store.need(self.bucket_keys(self.bucket))
+                self._prefetch_next(order)
+                self._train_bucket()
+                if s["position"] >= self.edges.count(self.bucket) or not self.finished():
+                    s["bucket_index"] += 1
+                    s["position"] = 0
+            if s["bucket_index"] >= len(order):
+                s["epoch"] += 1
+                s["bucket_index"] = 0
+
+    def _train_bucket(self) -> None:
+        """The current bucket's batches from the saved position, as step groups run inline (one worker) or
+        by the Hogwild pool; returns with every group applied and booked (the next bucket swaps tables).
+
+        A group is cut where a checkpoint is due or ``num_train_steps`` ends the run, and the pool is drained
+        after a group holding such a step or a validation step: a checkpoint then holds exactly the steps
+        before its position, and validation sees no step in flight."""
+        t, s = self.cfg.training, self.state
+        size = self.cfg.train_data.per_replica_batch_size
+        accumulate = t.gradient_accumulation or 1
+        start, planned = s["position"], s["step"]
+        group: list[tuple[int, Batch]] = []
+        try:
+            for chunk in self.edges.chunks(s["epoch"], self.bucket, start):
+                for position, batch in batches(chunk, size, start):
+                    group.append((position, batch))
+                    planned += 1
+                    last = planned >= t.num_train_steps
+                    if len(group) >= accumulate or planned % t.checkpoint_every_n == 0 or last:
+                        self._dispatch(group, planned)
+                        group = []
+                    if last:
+                        break
+                if planned >= t.num_train_steps:
+                    break
+            if group:
+                self._dispatch(group, planned)
+            self._drain(0)
+        except BaseException:
+            wait([future for future, _ in self._inflight])  # no worker may touch the tables after this
+            self._inflight.clear()
+            raise
+
+    def _dispatch(self, group: list[tuple[int, Batch]], last_step: int) -> None:
+        """Run one step group (inline, or on the pool with at most 2 groups per worker in flight) and book its
+        steps in order."""
+        first = last_step - len(group) + 1
+        sizes = [(position, len(batch)) for position, batch in group]
+        if self._pool is None:
+            self._book(sizes, self.run_group(self.workers[0], [b for _, b in group], first))
+            return
+        work = [b for _, b in group]
+        self._inflight.append((self._pool.submit(lambda w: self.run_group(w, work, first)), sizes))
+        t = self.cfg.training
+        barrier = any(
+            step % t.checkpoint_every_n == 0 or step % t.eval_log_every_n == 0 or step >= t.num_train_steps
+            for step in range(first, last_step + 1)
+        )
+        self._drain(0 if barrier else 2 * self._pool.size)
+
+    def _drain(self, keep: int) -> None:
+        """Wait for the oldest groups in flight until ``keep`` remain, booking their steps in order."""
+        while len(self._inflight) > keep:
+            future, sizes = self._inflight[0]
+            losses = future.result()
+            self._inflight.popleft()
+            self._book(sizes, losses)
+
+    def _book(self, sizes: list[tuple[int, int]], losses: list[torch.Tensor]) -> None:
+        for (position, size), loss in zip(sizes, losses, strict=True):
+            self._after_step(position, size, loss)
 
     def _after_step(self, position: int, size: int, loss: torch.Tensor) -> None:
         """Bookkeeping after a batch: progress, logging, validation, periodic checkpoint."""

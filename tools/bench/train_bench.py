@@ -34,6 +34,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     # positives and 1000 uniform samples), one uniform draw per 5 chunks (4 per batch), row-wise Adagrad
     "ref_p1": {},
     "ref_p4": {"partitions": 4},
+    # one worker using every core as intra-op threads (runtime.hogwild_workers auto: a worker per core, up to 4)
+    "ref_p1_1worker": {"runtime.hogwild_workers": 1},
     # PBG's scheme exactly: every chunk its own draw (20,000 sampled rows per side and step)
     "ref_p1_exact": {"train_data.global_negatives_chunks_per_draw": 1},
     "ref_p4_exact": {"partitions": 4, "train_data.global_negatives_chunks_per_draw": 1},
