@@ -137,3 +137,29 @@ def test_loss_values_on_numbers() -> None:
     assert math.isclose(float(edge_losses("logistic", pos, neg, masked)), sp(-1) + sp(0), rel_tol=1e-6)
     assert math.isclose(float(edge_losses("ranking", pos, neg, masked, margin=1.5)), 0.5, rel_tol=1e-6)
     assert math.isclose(float(edge_losses("softmax", pos, neg, masked)), -1 + math.log(math.e + 1), rel_tol=1e-6)
+
+
+def test_softmax_loss_matches_cross_entropy_with_masks_and_far_positives() -> None:
+    """The one-exp softmax loss equals cross-entropy (target 0) in value and gradient, including masked
+    entries and positives scored 200 below the best negative (where log p_0 would underflow)."""
+    from tbg.model.losses import softmax_loss
+    from tbg.model.negatives import MASKED
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, 301, generator=gen) * 4
+    logits[:, 7::11] = MASKED
+    logits[:4, 0] = -200.0
+    logits[4, 1:] = MASKED  # only the positive left: loss 0
+    weights = torch.rand(64, generator=gen)
+    mine = logits.clone().requires_grad_()
+    ref = logits.clone().requires_grad_()
+    got = softmax_loss(mine)
+    want = torch.nn.functional.cross_entropy(ref, torch.zeros(64, dtype=torch.long), reduction="none")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert float(got[4].detach()) == 0.0 and float(got[0].detach()) > 190
+    (got * weights).sum().backward()
+    (want * weights).sum().backward()
+    torch.testing.assert_close(mine.grad, ref.grad, rtol=1e-5, atol=1e-6)
+    assert (mine.grad[:, 7::11] == 0).all()
+    with torch.no_grad():  # validation's path
+        torch.testing.assert_close(softmax_loss(logits), want.detach(), rtol=1e-5, atol=1e-5)

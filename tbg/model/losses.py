@@ -29,13 +29,37 @@ def ranking_loss(pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.T
     return F.relu((margin - pos).unsqueeze(-1) + neg).sum(-1)
 
 
+class _SoftmaxLoss(torch.autograd.Function):
+    """``logsumexp(logits) - logits[:, 0]`` computed through the saved softmax, one exp pass in all.
+
+    On the reference CPU, exp is what a loss over the [B, 1 + K] score matrix spends its time on (1.2 G/s
+    on one core).  Cross-entropy evaluates it twice: in log_softmax, and again in its backward (after
+    filling and scattering a one-hot gradient).  Saving ``p = softmax(logits)`` makes the backward a
+    multiply in place (``p * g``, minus ``g`` in the positive's column).  The loss stays exact without
+    taking ``log p_0`` (it underflows when the positive scores ~90 below the best negative):
+    ``logsumexp = max - log(max p)``, since the top entry's probability is ``1 / sum(exp(x - max))``.
+    Measured on one core, [1000, 1051] forward + backward: 1.4-1.7 ms against cross-entropy's 2.6-4.6.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        p = torch.softmax(logits, dim=1)
+        ctx.save_for_backward(p)
+        return logits.amax(1) - logits[:, 0] - p.amax(1).log()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (p,) = ctx.saved_tensors
+        grad = p.mul_(g.unsqueeze(1))  # the saved buffer is not needed again: backward runs once
+        grad[:, 0] -= g
+        return grad
+
+
 def softmax_loss(logits: torch.Tensor) -> torch.Tensor:
     """PBG's softmax over ``logits`` = [s, t_1..t_n]: -s + logsumexp(logits) (the positive is in the
-    denominator).  A fused cross-entropy with target 0: measured 2x faster than logsumexp + logaddexp on
-    the [B, C] score matrix.
-    """
-    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, target, reduction="none")
+    denominator); masked entries (-1e30) get probability 0 and an exactly zero gradient."""
+    return _SoftmaxLoss.apply(logits)
 
 
 def logit_losses(kind: str, logits: torch.Tensor, count: torch.Tensor, margin: float = 0.1) -> torch.Tensor:

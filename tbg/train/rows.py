@@ -47,7 +47,9 @@ class _CandidateScores(torch.autograd.Function):
         q = queries.to(dtype)
         ctx.save_for_backward(q, rows)
         ctx.sink = sink
-        return torch.matmul(q, rows.transpose(-1, -2)).float()
+        # bf16 products are rounded to bf16 either way; the caller's concatenation into the fp32 logits
+        # buffer widens them in the same pass (no separate fp32 copy of every score block)
+        return torch.matmul(q, rows.transpose(-1, -2))
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):  # type: ignore[override]
@@ -67,12 +69,13 @@ def candidate_scores(
     gathered: list[Gathered] | None,
     bf16: bool,
 ) -> torch.Tensor:
-    """fp32 dot scores ``[C, S, K]`` of prepared queries ``[C, S, D]`` against the table rows ``ids [C, K]``
-    (or ``[S, K]`` from ``[S, D]`` and ``[K]``: one shared candidate set, no batch dimension to select away).
+    """Dot scores ``[C, S, K]`` (bf16 when ``bf16``, else fp32) of prepared queries ``[C, S, D]`` against the
+    table rows ``ids [C, K]`` (or ``[S, K]`` from ``[S, D]`` and ``[K]``: one shared candidate set, no batch
+    dimension to select away).
 
     ``gathered`` (None: no gradient) receives the rows and, after backward, their gradient ``[C·K, D]``
-    (bf16 when ``bf16``).  The product runs in bf16 when ``bf16``; scores are returned in fp32 because the
-    masks and losses need the range.
+    (bf16 when ``bf16``).  The product runs in bf16 when ``bf16``; the caller widens the scores to fp32 where
+    it concatenates them into the logits that masks and losses read.
     """
     sink = None
     if gathered is not None and torch.is_grad_enabled():

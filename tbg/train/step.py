@@ -149,8 +149,9 @@ class BatchScorer:
         grad: bool,
         gathered: list[Gathered],
     ) -> torch.Tensor:
-        """fp32 scores ``[C, S, K]`` of prepared queries ``[C, S, D]`` against candidate rows ``ids [C, K]``
-        (``[S, K]`` from ``[S, D]`` and ``[K]``: one candidate set shared by the whole batch).
+        """Scores ``[C, S, K]`` of prepared queries ``[C, S, D]`` against candidate rows ``ids [C, K]`` (``[S, K]``
+        from ``[S, D]`` and ``[K]``: one candidate set shared by the whole batch); bf16 when the products run in
+        bf16 (they are rounded to it anyway), widened where they join the fp32 logits.
 
         With ``dot`` and relation-free candidates (the common case) this is :func:`candidate_scores`: one
         batched product whose backward sends the rows' gradient straight to ``gathered``.  Otherwise the rows
@@ -166,7 +167,7 @@ class BatchScorer:
             else:
                 cand = self.model.candidates(target, rows.view(*ids.shape, rows.shape[-1]))  # type: ignore[arg-type]
                 out = self.model.comparator.matrix(queries, cand)
-        return out.float()
+        return out
 
     def _group(
         self,
