@@ -18,10 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test,s3,ann]'
 	touch $@
 
+# --fresh: the sample was just regenerated and re-imported, so an earlier demo's checkpoints no longer apply
 demo: setup
 	$(BIN)/tbg synth $(CONFIG) --overwrite
 	$(BIN)/tbg import $(CONFIG) --overwrite
-	$(BIN)/tbg train $(CONFIG)
+	$(BIN)/tbg train $(CONFIG) --fresh
 	$(BIN)/tbg eval $(CONFIG)
 	$(BIN)/tbg export $(CONFIG) --format tsv --out runs/local/export --overwrite
 
