@@ -365,10 +365,10 @@ class Trainer:
         steps in order."""
         first = last_step - len(group) + 1
         sizes = [(position, len(batch)) for position, batch in group]
+        work = [batch for _, batch in group]
         if self._pool is None:
-            self._book(sizes, self.run_group(self.workers[0], [b for _, b in group], first))
+            self._book(sizes, self.run_group(self.workers[0], work, first))
             return
-        work = [b for _, b in group]
         self._inflight.append((self._pool.submit(lambda w: self.run_group(w, work, first)), sizes))
         t = self.cfg.training
         barrier = any(
