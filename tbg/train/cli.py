@@ -41,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"tbg train: already finished (step {step}, epoch {trainer.state['epoch']}) in "
               f"{cfg.training.save_dir}; nothing to do (use --fresh to retrain)", file=sys.stderr)  # fmt: skip
         return 0
-    print(f"tbg train: {how}; device {trainer.device}, bf16 matmuls {trainer.bf16}", file=sys.stderr)
+    n, each = len(trainer.workers), trainer.threads_per_worker
+    where = str(trainer.device)
+    if trainer.device.type == "cpu":
+        where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
+    print(f"tbg train: {how}; device {where}, bf16 matmuls {trainer.bf16}", file=sys.stderr)
     summary = trainer.run()
     if args.json:
         print(json.dumps(summary))
