@@ -69,6 +69,14 @@ def hugepage_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return out
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: taskset, cpusets), not every CPU of the host."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cpu_has_native_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as fh:
@@ -112,7 +120,7 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
     Workers are threads sharing the tables, so memory does not grow with them; they contend for the GIL
     between operations, which is why auto stops at 4 (not measured beyond 2 cores).  CUDA: one worker.
     """
-    threads = cfg.runtime.num_threads or os.cpu_count() or 1
+    threads = cfg.runtime.num_threads or usable_cpus()
     want = cfg.runtime.hogwild_workers
     if device.type != "cpu":
         if want is not None and want > 1:
@@ -127,7 +135,7 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
 def setup(cfg: Config) -> tuple[torch.device, bool]:
     """Apply allocator/thread/TF32 settings; return the device and whether score GEMMs use bf16."""
     tune_malloc()
-    threads = cfg.runtime.num_threads or os.cpu_count() or 1
+    threads = cfg.runtime.num_threads or usable_cpus()
     torch.set_num_threads(threads)
     device = select_device(cfg)
     if device.type == "cuda" and cfg.runtime.enable_tensorfloat32:
