@@ -41,6 +41,25 @@ class Batch:
         return int(self.lhs.shape[0])
 
 
+@dataclass(frozen=True)
+class Negatives:
+    """A data section's negative sampling: ``in_batch`` / ``uniform`` counts and train_data's in_batch_scope,
+    global_negatives_scope and global_negatives_chunks_per_draw."""
+
+    in_batch: int
+    uniform: int
+    scope: str = "relation"
+    global_scope: str = "batch"
+    chunks_per_draw: int = 1
+
+    @classmethod
+    def of(cls, data: DataConfig) -> Negatives:
+        return cls(
+            data.in_batch_negatives, data.global_negatives, data.in_batch_scope, data.global_negatives_scope,
+            data.global_negatives_chunks_per_draw,
+        )  # fmt: skip
+
+
 @dataclass
 class StepResult:
     loss: torch.Tensor  # summed (weighted) loss of the batch, detached: with grad it is already backpropagated
@@ -60,9 +79,6 @@ class BatchScorer:
         self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
         self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
         self.bf16 = bf16
-        self.scope = "relation"
-        self.global_scope = "batch"
-        self.chunks_per_draw = 1
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
@@ -84,11 +100,9 @@ class BatchScorer:
     ) -> StepResult:
         """Loss of ``batch``; ``scope``, ``global_scope`` and ``chunks_per_draw`` are train_data's
         in_batch_scope, global_negatives_scope and global_negatives_chunks_per_draw."""
-        self.scope = scope
-        self.global_scope = global_scope
-        self.chunks_per_draw = chunks_per_draw
+        negatives = Negatives(in_batch, uniform, scope, global_scope, chunks_per_draw)
         with torch.set_grad_enabled(grad):
-            return self._call(batch, tables, in_batch, uniform, generator, grad)
+            return self._call(batch, tables, negatives, generator, grad)
 
     def score(
         self,
@@ -99,16 +113,13 @@ class BatchScorer:
         grad: bool = True,
     ) -> StepResult:
         """Loss of ``batch`` with the negatives of a data section (train_data or validation_data)."""
-        return self(
-            batch, tables, data.in_batch_negatives, data.global_negatives, generator, grad,
-            scope=data.in_batch_scope, global_scope=data.global_negatives_scope,
-            chunks_per_draw=data.global_negatives_chunks_per_draw,
-        )  # fmt: skip
+        with torch.set_grad_enabled(grad):
+            return self._call(batch, tables, Negatives.of(data), generator, grad)
 
-    def _call(self, batch, tables, in_batch, uniform, generator, grad) -> StepResult:  # noqa: ANN001
+    def _call(self, batch, tables, negatives, generator, grad) -> StepResult:  # noqa: ANN001
         gathered: list[Gathered] = []
         if len(self.groups) == 1:
-            loss = self._group(self.groups[0], batch, tables, in_batch, uniform, generator, grad, gathered)
+            loss = self._group(self.groups[0], batch, tables, negatives, generator, grad, gathered)
             return StepResult(loss, gathered)
         group_of = self.rel_group[batch.rel]
         total = torch.zeros((), device=self.device)
@@ -120,7 +131,7 @@ class BatchScorer:
                 batch.rel[rows],
                 None if batch.weight is None else batch.weight[rows],
             )
-            total = total + self._group(self.groups[g], sub, tables, in_batch, uniform, generator, grad, gathered)
+            total = total + self._group(self.groups[g], sub, tables, negatives, generator, grad, gathered)
         return StepResult(total, gathered)
 
     def _gather(self, table: torch.Tensor, ids: torch.Tensor, grad: bool) -> torch.Tensor:
@@ -174,8 +185,7 @@ class BatchScorer:
         types: tuple[str, str],
         batch: Batch,
         tables: Callable[[str, str], tuple[TableKey, torch.Tensor]],
-        in_batch: int,
-        uniform: int,
+        negatives: Negatives,
         generator: torch.Generator,
         grad: bool,
         gathered: list[Gathered],
@@ -185,10 +195,10 @@ class BatchScorer:
         relation/batch scope: candidates = the selected in-batch entities + ``uniform`` samples, shared by
         the whole batch.  chunk scope: see :meth:`_chunk_negatives`.
         """
-        size = len(batch)
+        size, in_batch, uniform = len(batch), negatives.in_batch, negatives.uniform
         # chunk scope without in-batch negatives is one chunk of uniform samples: the shared path below
-        chunked = self.scope == "chunk" and in_batch > 0 and size > 0
-        per_relation = self.scope == "relation"
+        chunked = negatives.scope == "chunk" and in_batch > 0 and size > 0
+        per_relation = negatives.scope == "relation"
         sel = (
             None
             if chunked
@@ -196,7 +206,7 @@ class BatchScorer:
         )
         chunk = min(in_batch, size)
         n_chunks = -(-size // chunk) if chunked else 1
-        per_draw = n_chunks if self.global_scope == "batch" else min(self.chunks_per_draw, n_chunks)
+        per_draw = n_chunks if negatives.global_scope == "batch" else min(negatives.chunks_per_draw, n_chunks)
         draws = -(-n_chunks // per_draw)
         # side -> (key, table, the batch's rows as a leaf, that side's uniform samples)
         rows: dict[str, tuple[TableKey, torch.Tensor, torch.Tensor, torch.Tensor]] = {}

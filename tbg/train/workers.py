@@ -7,9 +7,9 @@ PBG's Hogwild training, workers read and update the embedding rows and relation 
 unlike PBG they are threads of one process, so nothing is copied into shared memory and the process's
 memory does not grow with the number of workers.
 
-Each worker owns what must not be shared: its scorer (it holds per-call state), a generator for its
-negatives, and a replica of the relation model whose parameters share the real ones' storage but collect
-their own ``.grad`` (autograd accumulates into ``.grad``; two workers' backward passes must not mix).
+Each worker owns what must not be shared: a generator for its negatives, and a replica of the relation
+model (with a scorer bound to it) whose parameters share the real ones' storage but collect their own
+``.grad`` (autograd accumulates into ``.grad``; two workers' backward passes must not mix).
 """
 
 from __future__ import annotations
