@@ -77,6 +77,11 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_threads(cfg: Config) -> int:
+    """``runtime.num_threads``, else every usable CPU."""
+    return cfg.runtime.num_threads or usable_cpus()
+
+
 def cpu_has_native_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as fh:
@@ -114,13 +119,13 @@ AUTO_MAX_WORKERS = 4
 def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
     """(training workers, intra-op threads per worker) for ``runtime.hogwild_workers``.
 
-    Measured on the 2-core reference CPU (WordNet reference step, docs/training.md): two workers with one
-    intra-op thread each trained 1.22x faster than one worker with two threads, because a step's many small
+    Measured on the 2-core reference CPU (WordNet reference config, docs/training.md): two workers with one
+    intra-op thread each trained 1.25-1.40x faster than one worker with two threads, because a step's many small
     operations do not split well across threads (each has a barrier) while whole steps run side by side.
     Workers are threads sharing the tables, so memory does not grow with them; they contend for the GIL
     between operations, which is why auto stops at 4 (not measured beyond 2 cores).  CUDA: one worker.
     """
-    threads = cfg.runtime.num_threads or usable_cpus()
+    threads = cpu_threads(cfg)
     want = cfg.runtime.hogwild_workers
     if device.type != "cpu":
         if want is not None and want > 1:
@@ -135,7 +140,7 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
 def setup(cfg: Config) -> tuple[torch.device, bool]:
     """Apply allocator/thread/TF32 settings; return the device and whether score GEMMs use bf16."""
     tune_malloc()
-    threads = cfg.runtime.num_threads or usable_cpus()
+    threads = cpu_threads(cfg)
     torch.set_num_threads(threads)
     device = select_device(cfg)
     if device.type == "cuda" and cfg.runtime.enable_tensorfloat32:
