@@ -70,9 +70,9 @@ class PartitionStore:
         emb, state = self._read(key)
         return (self._initial(key) if emb is None else emb), state
 
-    def _initial(self, key: TableKey) -> torch.Tensor:
+    def _initial(self, key: TableKey, out: torch.Tensor | None = None) -> torch.Tensor:
         etype, part = key
-        return init_partition(self.tables[etype], self.counts[etype], self.sizes[key], self.seed, part)
+        return init_partition(self.tables[etype], self.counts[etype], self.sizes[key], self.seed, part, out)
 
     def _read(self, key: TableKey) -> Loaded:
         """Table and optimizer state from the key's source file, or a fresh seeded partition."""
@@ -88,12 +88,10 @@ class PartitionStore:
 
     def _install(self, key: TableKey, loaded: Loaded) -> None:
         emb, state = loaded
-        etype, part = key
-        table = self.tables[etype]
+        table = self.tables[key[0]]
         if emb is None and self.device.type == "cpu" and storage_dtype(table) == torch.float32:
             # a fresh table is initialised straight into its huge-page buffer, never held twice
-            buffer = hugepage_empty((self.sizes[key], table.embedding_dim), torch.float32)
-            tensor = init_partition(table, self.counts[etype], self.sizes[key], self.seed, part, buffer)
+            tensor = self._initial(key, hugepage_empty((self.sizes[key], table.embedding_dim), torch.float32))
         else:
             tensor = self._placed(key, self._initial(key) if emb is None else emb)
         optimizer = build_sparse_optimizer(tensor, table.optimizer)
