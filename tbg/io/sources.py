@@ -290,7 +290,6 @@ def _text_batches(
     types = {"int": pa.int64(), "string": pa.string(), "float": pa.float64()}
     column_types = {name: types[kinds[role]] for role, name in columns.items()}
     block = int(min(64 << 20, max(1 << 20, spec.chunk_rows * 8)))
-    read_opts = dict(block_size=block, skip_rows=1 if spec.header else 0, autogenerate_column_names=names is None)
     parse = pacsv.ParseOptions(delimiter=delimiter, quote_char=False if fmt == "tsv" else '"')
     convert = pacsv.ConvertOptions(
         column_types=column_types,
@@ -300,11 +299,21 @@ def _text_batches(
         quoted_strings_can_be_null=False,
     )
 
-    def open_reader(threads: bool) -> pacsv.CSVStreamingReader:
-        stream = _open_text(fs, file, compression)
-        ro = pacsv.ReadOptions(use_threads=threads, **read_opts)
+    def read_options(threads: bool, block_size: int, at_start: bool = True) -> pacsv.ReadOptions:
+        """Arrow's read options; the header line is skipped only where the file starts (``at_start``)."""
+        ro = pacsv.ReadOptions(
+            use_threads=threads,
+            block_size=block_size,
+            skip_rows=1 if (spec.header and at_start) else 0,
+            autogenerate_column_names=names is None,
+        )
         if names is not None:
             ro.column_names = names
+        return ro
+
+    def open_reader(threads: bool) -> pacsv.CSVStreamingReader:
+        stream = _open_text(fs, file, compression)
+        ro = read_options(threads, block)
         return pacsv.open_csv(stream, read_options=ro, parse_options=parse, convert_options=convert)
 
     def line_blocks() -> Iterator[pa.RecordBatch]:
@@ -327,14 +336,7 @@ def _text_batches(
                     carry = buf
                     continue
                 text, carry = buf[:cut], buf[cut:]
-                ro = pacsv.ReadOptions(
-                    use_threads=True,
-                    block_size=max(1 << 20, len(text) // 4 + 1),
-                    skip_rows=1 if (spec.header and first) else 0,
-                    autogenerate_column_names=names is None,
-                )
-                if names is not None:
-                    ro.column_names = names
+                ro = read_options(True, max(1 << 20, len(text) // 4 + 1), at_start=first)
                 first = False
                 table = pacsv.read_csv(
                     pa.py_buffer(text), read_options=ro, parse_options=parse, convert_options=convert
