@@ -27,9 +27,7 @@ import cattrs.gen
 import yaml
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-
-class ConfigError(ValueError):
-    """A config problem, rendered as one line ``dotted.path: problem``."""
+from tbg.errors import ConfigError
 
 
 class _FieldProblem(ValueError):
