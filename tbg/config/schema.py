@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from tbg.errors import ConfigError
+from tbg.errors import ConfigError as ConfigError  # re-exported: loading and __init__ import it from here
 
 
 class _FieldProblem(ValueError):
