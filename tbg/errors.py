@@ -11,3 +11,7 @@ class InputError(TbgError):
 
 class CheckpointError(TbgError):
     """Missing, corrupt or config-incompatible checkpoint."""
+
+
+class QueryError(TbgError):
+    """A query names an unknown entity type, entity or relation, or asks for an impossible answer."""
