@@ -79,13 +79,15 @@ class QueryEngine:
     @classmethod
     def open(cls, cfg: Config, checkpoint: str | None = None, **kw: Any) -> QueryEngine:
         """The config's graph and latest checkpoint (or ``checkpoint``), checked to fit each other."""
+        from tbg.checkpoint import resolve_checkpoint
+        from tbg.consistency import check_checkpoint, check_graph, check_shards
         from tbg.evaluation.checkpoint_eval import load_relation_model
-        from tbg.evaluation.compat import check_checkpoint, check_graph, resolve_checkpoint
 
         graph = Graph(cfg.graph_dir)
         check_graph(cfg, graph)
-        ckpt = resolve_checkpoint(cfg, checkpoint)
+        ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
         check_checkpoint(cfg, graph, ckpt)
+        check_shards(cfg, graph, ckpt)
         if cfg.runtime.num_threads:
             torch.set_num_threads(cfg.runtime.num_threads)
         return cls(cfg, graph, ckpt, load_relation_model(cfg, ckpt), **kw)
@@ -238,7 +240,7 @@ class QueryEngine:
 
     def _filters(self, rels: np.ndarray, sides: np.ndarray, positions: np.ndarray) -> dict[str, Any]:
         """Known edges (every imported split) of the queries, as the filtered evaluation indexes them."""
-        from tbg.evaluation.edges import EvalEdges
+        from tbg.evaluation.eval_edges import EvalEdges
         from tbg.evaluation.filter import build_filters
 
         lhs = np.where(sides == "lhs", positions, 0)
