@@ -81,34 +81,82 @@ def default_nprobe(spec: IndexSpec) -> int:
     return max(1, min(spec.nlist, max(16, spec.nlist // 32)))
 
 
+@dataclass
+class QueryIndex:
+    """A faiss index and, for inner-product IVF, the norm bound of its MIPS-to-L2 reduction.
+
+    IVF's coarse quantizer assigns by the metric, and k-means lists assigned by inner product serve maximum-inner-
+    product search badly (long vectors dominate every list).  So an inner-product IVF stores ``[y, sqrt(M² - |y|²)]``
+    (M = the largest |y| of the partition) in an L2 index and searches ``[q, 0]``: ``|q'-y'|² = |q|² + M² - 2q·y``
+    orders candidates exactly like q·y, and the inner product is recovered from the distance.
+    """
+
+    index: Any
+    norm: float | None = None
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the vectors it indexes (the augmented coordinate not counted)."""
+        return int(self.index.d) - (0 if self.norm is None else 1)
+
+    @property
+    def nbytes(self) -> int:
+        nlist = int(getattr(self.index, "nlist", 0))
+        return self.ntotal * (int(self.index.d) * 4 + (8 if nlist else 0)) + nlist * int(self.index.d) * 4
+
+
+def _augment(x: np.ndarray, norm: float) -> np.ndarray:
+    sq = np.maximum(np.float32(norm) ** 2 - np.einsum("ij,ij->i", x, x), 0)
+    return np.ascontiguousarray(np.concatenate([x, np.sqrt(sq)[:, None]], axis=1), dtype=np.float32)
+
+
 def build_index(
     spec: IndexSpec, rows: int, dim: int, block: Callable[[int, int], np.ndarray], sample: Callable[[int], np.ndarray]
-) -> Any:
+) -> QueryIndex:
     """A faiss index of ``rows`` prepared vectors; ``block(a, b)`` returns rows [a, b) in index space and
     ``sample(n)`` a seeded sample of n rows (ivf training).  Vectors are added in bounded blocks."""
     faiss = faiss_module()
-    metric = faiss.METRIC_INNER_PRODUCT if spec.metric == "ip" else faiss.METRIC_L2
+    spans = [(a, min(rows, a + ADD_BLOCK_ROWS)) for a in range(0, rows, ADD_BLOCK_ROWS)]
     if spec.kind == "flat":
-        index = faiss.IndexFlat(dim, metric)
-    else:
-        quantizer = faiss.IndexFlat(dim, metric)
-        index = faiss.IndexIVFFlat(quantizer, dim, spec.nlist, metric)
-        index.cp.seed = 1234
-        train = sample(min(rows, spec.nlist * TRAIN_POINTS_PER_LIST_MAX))
-        index.train(np.ascontiguousarray(train, dtype=np.float32))
-    for start in range(0, rows, ADD_BLOCK_ROWS):
-        index.add(np.ascontiguousarray(block(start, min(rows, start + ADD_BLOCK_ROWS)), dtype=np.float32))
-    return index
+        index = faiss.IndexFlat(dim, faiss.METRIC_INNER_PRODUCT if spec.metric == "ip" else faiss.METRIC_L2)
+        for a, b in spans:
+            index.add(np.ascontiguousarray(block(a, b), dtype=np.float32))
+        return QueryIndex(index)
+    norm = None
+    if spec.metric == "ip":
+        norms = [float(np.einsum("ij,ij->i", x, x).max(initial=0)) for x in (block(a, b) for a, b in spans)]
+        norm = float(np.sqrt(max(norms, default=0.0)))
+    width = dim + (norm is not None)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(width), width, spec.nlist, faiss.METRIC_L2)
+    index.cp.seed = 1234
+    train = np.ascontiguousarray(sample(min(rows, spec.nlist * TRAIN_POINTS_PER_LIST_MAX)), dtype=np.float32)
+    index.train(_augment(train, norm) if norm is not None else train)
+    for a, b in spans:
+        x = np.ascontiguousarray(block(a, b), dtype=np.float32)
+        index.add(_augment(x, norm) if norm is not None else x)
+    return QueryIndex(index, norm)
 
 
-def search(index: Any, queries: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, offsets) [n, k]: keys ordered like the comparator (higher = better), offset -1 where missing."""
+def search(index: QueryIndex, queries: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, offsets) [n, k]: keys ordered like the comparator (higher = better), offset -1 where missing.
+
+    Keys of one metric are comparable across partitions: the inner product, or minus the squared distance.
+    """
     faiss = faiss_module()
     k = max(1, int(k))
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    if hasattr(index, "nprobe") and nprobe:
-        index.nprobe = int(nprobe)
-    dist, labels = index.search(q, k)
-    keys = dist if index.metric_type == faiss.METRIC_INNER_PRODUCT else -dist
+    raw = index.index
+    if hasattr(raw, "nprobe"):
+        raw.nprobe = int(nprobe) if nprobe else default_nprobe(IndexSpec("ivf", "l2", int(raw.nlist)))
+    if index.norm is not None:
+        dist, labels = raw.search(np.concatenate([q, np.zeros((len(q), 1), np.float32)], axis=1), k)
+        keys = (np.einsum("ij,ij->i", q, q)[:, None] + np.float32(index.norm) ** 2 - dist) / 2
+    else:
+        dist, labels = raw.search(q, k)
+        keys = dist if raw.metric_type == faiss.METRIC_INNER_PRODUCT else -dist
     keys = np.where(labels >= 0, keys, -np.inf).astype(np.float32)
     return keys, labels.astype(np.int64)

@@ -27,7 +27,7 @@ from typing import Any
 
 from tbg.checkpoint import CHECKPOINTS, Checkpoint, atomic_write_text
 from tbg.errors import CheckpointError
-from tbg.query.index import IndexSpec, faiss_module
+from tbg.query.index import IndexSpec, QueryIndex, faiss_module
 
 FORMAT_VERSION = 1
 CACHE_DIR = "query_index"
@@ -97,7 +97,9 @@ class IndexCache:
             "dim": dim,
         }
 
-    def get(self, etype: str, part: int, spec: IndexSpec, rows: int, dim: int, build: Callable[[], Any]) -> Any:
+    def get(
+        self, etype: str, part: int, spec: IndexSpec, rows: int, dim: int, build: Callable[[], QueryIndex]
+    ) -> QueryIndex:
         """The cached index of (etype, part, spec), else ``build()`` it and publish it."""
         if self.dir is None:
             return build()
@@ -116,7 +118,7 @@ class IndexCache:
             log.warning("tbg: cannot cache the query index in %s (%s); it is kept in memory only", self.dir, exc)
         return index
 
-    def _load(self, meta_path: str, expected: dict[str, Any]) -> tuple[Any, str]:
+    def _load(self, meta_path: str, expected: dict[str, Any]) -> tuple[QueryIndex | None, str]:
         try:
             with open(meta_path) as fh:
                 meta = json.load(fh)
@@ -133,22 +135,25 @@ class IndexCache:
         if _sha256(path) != meta.get("sha256"):
             return None, "corrupt (checksum mismatch)"
         faiss = faiss_module()
+        norm = meta.get("norm")
+        if norm is not None and not isinstance(norm, (int, float)):
+            return None, "corrupt (norm is not a number)"
         try:
-            index = faiss.read_index(path)
+            index = QueryIndex(faiss.read_index(path), None if norm is None else float(norm))
         except RuntimeError as exc:
             return None, f"corrupt ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'})"
-        if index.ntotal != expected["rows"] or index.d != expected["dim"]:
-            return None, f"corrupt ({index.ntotal} x {index.d}, expected {expected['rows']} x {expected['dim']})"
+        if index.ntotal != expected["rows"] or index.dim != expected["dim"]:
+            return None, f"corrupt ({index.ntotal} x {index.dim}, expected {expected['rows']} x {expected['dim']})"
         return index, ""
 
-    def _publish(self, stem: str, index: Any, expected: dict[str, Any]) -> None:
+    def _publish(self, stem: str, index: QueryIndex, expected: dict[str, Any]) -> None:
         faiss = faiss_module()
         assert self.dir is not None
         os.makedirs(self.dir, exist_ok=True)
         self._prune()
         tmp = f"{stem}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            faiss.write_index(index, tmp)
+            faiss.write_index(index.index, tmp)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             digest = _sha256(tmp)
@@ -157,7 +162,13 @@ class IndexCache:
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-        meta = {**expected, "file": os.path.basename(final), "sha256": digest, "faiss_version": faiss.__version__}
+        meta = {
+            **expected,
+            "file": os.path.basename(final),
+            "sha256": digest,
+            "norm": index.norm,
+            "faiss_version": faiss.__version__,
+        }
         atomic_write_text(stem + ".json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
         for other in glob.glob(glob.escape(stem) + ".*.faiss"):
             if other != final:

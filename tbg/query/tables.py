@@ -15,16 +15,11 @@ import torch
 
 from tbg.checkpoint import Checkpoint
 from tbg.errors import CheckpointError
-from tbg.query.index import METRICS, IndexSpec, build_index, choose_spec
+from tbg.query.index import METRICS, IndexSpec, QueryIndex, build_index, choose_spec
 from tbg.query.index_cache import IndexCache
 from tbg.query.shard_rows import ShardRows
 
 DEFAULT_INDEX_BYTES = 4 << 30
-
-
-def _index_bytes(index: Any) -> int:
-    nlist = getattr(index, "nlist", 0)
-    return int(index.ntotal) * (int(index.d) * 4 + (8 if nlist else 0)) + int(nlist) * int(index.d) * 4
 
 
 class CandidateTables:
@@ -52,7 +47,7 @@ class CandidateTables:
         self.seed = seed
         self.max_index_bytes = max_index_bytes
         self._shards: dict[tuple[str, int], ShardRows] = {}
-        self._indexes: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._indexes: OrderedDict[tuple[str, int], QueryIndex] = OrderedDict()
 
     @property
     def has_index_space(self) -> bool:
@@ -86,7 +81,7 @@ class CandidateTables:
         assert self.metric is not None
         return choose_spec(self.index_kind, self.metric, self.shard(etype, part).rows, self.nlist)
 
-    def index(self, etype: str, part: int) -> Any:
+    def index(self, etype: str, part: int) -> QueryIndex:
         key = (etype, part)
         if key in self._indexes:
             self._indexes.move_to_end(key)
@@ -98,17 +93,17 @@ class CandidateTables:
             rng = np.random.default_rng([self.seed, part, shard.rows])
             return self.prepare(shard.take(np.sort(rng.choice(shard.rows, size=n, replace=False))))
 
-        def build() -> Any:
+        def build() -> QueryIndex:
             return build_index(spec, shard.rows, shard.dim, lambda a, b: self.prepare(shard.block(a, b)), sample)
 
         index = self.cache.get(etype, part, spec, shard.rows, shard.dim, build)
         self._indexes[key] = index
-        while len(self._indexes) > 1 and sum(map(_index_bytes, self._indexes.values())) > self.max_index_bytes:
+        while len(self._indexes) > 1 and sum(i.nbytes for i in self._indexes.values()) > self.max_index_bytes:
             self._indexes.popitem(last=False)
         return index
 
     def release(self, etype: str, part: int) -> None:
         """Drop a loaded index when it exceeds the budget alone (large tables searched once per batch)."""
         index = self._indexes.get((etype, part))
-        if index is not None and _index_bytes(index) > self.max_index_bytes:
+        if index is not None and index.nbytes > self.max_index_bytes:
             del self._indexes[(etype, part)]
