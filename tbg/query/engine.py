@@ -21,6 +21,7 @@ from tbg.errors import QueryError
 from tbg.graph import Graph
 from tbg.model.scoring import RelationModel
 from tbg.query.entities import EntityNames
+from tbg.query.index import faiss_module
 from tbg.query.index_cache import IndexCache
 from tbg.query.plan import QueryGroup, index_queries
 from tbg.query.search import TopK, top_k
@@ -90,6 +91,7 @@ class QueryEngine:
         check_shards(cfg, graph, ckpt)
         if cfg.runtime.num_threads:
             torch.set_num_threads(cfg.runtime.num_threads)
+            faiss_module().omp_set_num_threads(cfg.runtime.num_threads)
         return cls(cfg, graph, ckpt, load_relation_model(cfg, ckpt), **kw)
 
     # ------------------------------------------------------------------ helpers

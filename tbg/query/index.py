@@ -78,7 +78,7 @@ def choose_spec(kind: str, metric: str, rows: int, nlist: int | None = None) -> 
 
 def default_nprobe(spec: IndexSpec) -> int:
     """Lists searched per query when the caller gives none (measured in docs/benchmarks.md)."""
-    return max(1, min(spec.nlist, max(16, spec.nlist // 32)))
+    return max(1, min(spec.nlist, max(16, spec.nlist // 8)))
 
 
 @dataclass
