@@ -1,4 +1,4 @@
-"""`tbg import|train|eval|export|synth`: one YAML config describes a whole run.
+"""`tbg import|train|eval|export|report|synth`: one YAML config describes a whole run.
 
 Subcommand modules are imported lazily so that `tbg import` and `tbg export` never pay for `import torch`.
 """
@@ -20,6 +20,7 @@ COMMANDS = {
         "the most similar entities of a type (faiss indexes cached per checkpoint)",
     ),
     "predict": ("tbg.query.predict_cli", "top rhs (or lhs) entities under the model's score for a relation"),
+    "report": ("tbg.run_report", "draw the run as PNGs + index.md in save_dir/report (loss, edges/s, eval, ranks)"),
     "synth": ("tbg.synth", "generate a TwHIN-shaped sample graph (Parquet lhs/rel/rhs) for the config's tables"),
 }
 
