@@ -121,6 +121,7 @@ class SourceFormat(_StrEnum):
 
 class Candidates(_StrEnum):
     all = "all"
+    seen = "seen"
     sampled = "sampled"
 
 
