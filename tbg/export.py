@@ -26,17 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tbg.checkpoint import Checkpoint
+from tbg.checkpoint import Checkpoint, resolve_checkpoint
 from tbg.config import Config
-from tbg.errors import TbgError
+from tbg.consistency import check_checkpoint, check_graph, check_shards
+from tbg.errors import CheckpointError, ExportError
 from tbg.graph import Graph
 from tbg.model.operators import OPERATORS
 
 FORMATS = ("tsv", "parquet", "npy")
-
-
-class ExportError(TbgError):
-    """The output exists (without --overwrite) or cannot be written."""
 
 
 @dataclass
@@ -85,7 +82,7 @@ def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str) -> np.ndarray:
                 shard = np.empty(ds.shape, dtype=np.float32)
                 ds.read_direct(shard)  # converts fp16 shards on read, no intermediate copy
         except (OSError, KeyError) as exc:
-            raise TbgError(f"{path}: unreadable embedding shard: {exc}") from None
+            raise CheckpointError(f"{path}: unreadable embedding shard: {exc}") from None
         if out is None:
             out = np.empty((et.count, shard.shape[1]), dtype=np.float32)
         out[graph.partition_ids(etype, p)] = shard
@@ -105,7 +102,7 @@ def relation_params(cfg: Config, ckpt: Checkpoint) -> list[RelationParam]:
             for name, shape in layout:
                 key = f"{side}_operators.{name}"
                 if key not in arrays:
-                    raise TbgError(f"{ckpt.path}/relations.h5: missing {key!r} for relation {rel.name!r}")
+                    raise CheckpointError(f"{ckpt.path}/relations.h5: missing {key!r} for relation {rel.name!r}")
                 value = arrays[key][(r, *(slice(0, n) for n in shape))]
                 out.append(RelationParam(rel.name, side, name, np.asarray(value, dtype=np.float32)))
     return out
@@ -235,16 +232,15 @@ def export(
     cfg: Config, fmt: str, out: str, checkpoint: str | None = None, overwrite: bool = False
 ) -> dict[str, object]:
     """Write every entity type and the relation parameters of a checkpoint; returns the export summary."""
-    from tbg.evaluation.compat import check_checkpoint, check_graph, resolve_checkpoint
-
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = os.path.abspath(out.rstrip("/"))
     _claim_output(out, overwrite)
     graph = Graph(cfg.graph_dir)
     check_graph(cfg, graph)
-    ckpt = resolve_checkpoint(cfg, checkpoint)
+    ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
     check_checkpoint(cfg, graph, ckpt)
+    check_shards(cfg, graph, ckpt)
     params = relation_params(cfg, ckpt)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
