@@ -183,7 +183,7 @@ def _perms_dense(cfg, dense):
 def test_unknown_names_are_query_errors(tmp_path):
     cfg, *_ = _build(tmp_path)
     engine = QueryEngine.open(cfg)
-    with pytest.raises(QueryError, match="unknown user 'nobody'"):
+    with pytest.raises(QueryError, match="^unknown user 'nobody'$"):
         engine.predict("r_linear", lhs="nobody")
     with pytest.raises(QueryError, match="unknown relation 'nope'"):
         engine.predict("nope", lhs=_name("user", 1))
