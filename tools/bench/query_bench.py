@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -152,8 +153,9 @@ def _timed(fn):
 def engine_case(cfg, kind: str, task: str, queries, ctype: str, cache_dir: str | None):
     """Build seconds (every partition of the candidate type), then queries/s (batch) and answers."""
     from tbg.query.engine import QueryEngine
-    from tbg.query.index import default_nprobe
 
+    if cache_dir is not None:  # build_s measures a build, never a cache hit of an earlier run
+        shutil.rmtree(cache_dir, ignore_errors=True)
     engine = QueryEngine.open(cfg, index=kind, cache_dir=cache_dir)
     parts = engine.tables.num_partitions(ctype)
     _, build_s = _timed(lambda: [engine.tables.index(ctype, p) for p in range(parts)])
@@ -171,11 +173,14 @@ def engine_case(cfg, kind: str, task: str, queries, ctype: str, cache_dir: str |
         return out, {None: answers}
     spec = engine.tables.spec(ctype, 0)
     out["nlist_per_partition"] = spec.nlist
-    out["default_nprobe"] = default_nprobe(spec)
+    indexes = [engine.tables.index(ctype, p) for p in range(parts)]
+    out["calibrated_nprobe"] = [i.nprobe for i in indexes]
+    out["calibration_recall@10"] = [round(i.recall, 4) for i in indexes]
     runs = {}
-    for nprobe in sorted({*(max(1, spec.nlist // d) for d in SWEEP_DIVISORS), out["default_nprobe"]}):
+    for nprobe in [None, *sorted({max(1, spec.nlist // d) for d in SWEEP_DIVISORS})]:
         runs[nprobe], s = _timed(lambda nprobe=nprobe: ask(nprobe))
-        out.setdefault("sweep", []).append({"nprobe": nprobe, "queries_per_s": round(len(queries) / s, 1)})
+        row = {"nprobe": nprobe or "calibrated", "queries_per_s": round(len(queries) / s, 1)}
+        out.setdefault("sweep", []).append(row)
     if cache_dir is not None:  # a later process: index from the cache (checksum + read) instead of a build
         again = QueryEngine.open(cfg, index=kind, cache_dir=cache_dir)
         _, load_s = _timed(lambda: [again.tables.index(ctype, p) for p in range(parts)])
@@ -186,11 +191,8 @@ def engine_case(cfg, kind: str, task: str, queries, ctype: str, cache_dir: str |
 def run_case(cfg, task: str, queries, ctype: str, cache_dir: str | None) -> dict:
     exact, ex_answers = engine_case(cfg, "flat", task, queries, ctype, None)
     approx, ap_answers = engine_case(cfg, "ivf", task, queries, ctype, cache_dir)
-    for row in approx["sweep"]:
-        row[f"recall@{K}"] = _recall(ex_answers[None], ap_answers[row["nprobe"]])
-    from tbg.query.index import IndexSpec, default_nprobe
-
-    approx["default_nprobe"] = default_nprobe(IndexSpec("ivf", "ip", approx["nlist_per_partition"]))
+    for row, answers in zip(approx["sweep"], ap_answers.values()):
+        row[f"recall@{K}"] = _recall(ex_answers[None], answers)
     return {"task": task, "queries": len(queries), "candidate_type": ctype, "exact": exact, "approx": approx}
 
 
