@@ -107,7 +107,8 @@ class CandidateTables:
                 index.nprobe, index.recall = calibrate_nprobe(index, spec.metric, shard.rows, block, rows, queries)
             return index
 
-        index = self.cache.get(etype, part, spec, shard.rows, shard.dim, build)
+        # a flat index is the prepared shard itself: rebuilding it costs one read, like loading a cached copy would
+        index = build() if spec.kind == "flat" else self.cache.get(etype, part, spec, shard.rows, shard.dim, build)
         self._indexes[key] = index
         while len(self._indexes) > 1 and sum(i.nbytes for i in self._indexes.values()) > self.max_index_bytes:
             self._indexes.popitem(last=False)
