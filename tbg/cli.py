@@ -1,4 +1,4 @@
-"""`tbg import|train|eval|export|synth`: one YAML config describes a whole run.
+"""`tbg import|train|eval|export|synth|config`: one YAML config describes a whole run.
 
 Subcommand modules are imported lazily so that `tbg import` and `tbg export` never pay for `import torch`.
 """
@@ -16,6 +16,7 @@ COMMANDS = {
     "eval": ("tbg.evaluation.cli", "rank held-out edges: MRR, Hits@k, mean rank, AUC (filtered, all candidates)"),
     "export": ("tbg.export", "write entity vectors and relation parameters as TSV, Parquet or NumPy"),
     "synth": ("tbg.synth", "generate a TwHIN-shaped sample graph (Parquet lhs/rel/rhs) for the config's tables"),
+    "config": ("tbg.config.cli", "print the resolved config (--explain: with each value's meaning and default)"),
 }
 
 
@@ -28,7 +29,15 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("config", help="YAML config (local path or fsspec URL)")
+        p.add_argument("config", nargs="?" if name == "config" else None, help="YAML config (local path or fsspec URL)")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one config value (repeatable), e.g. --set training.save_dir=runs/x; VALUE is YAML",
+        )
         p.set_defaults(_module=module)
         if name == chosen:
             importlib.import_module(module).add_arguments(p)

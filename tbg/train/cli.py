@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from tbg.config import load_config
     from tbg.train.trainer import Trainer
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     trainer = Trainer(cfg, progress=not args.no_progress)
     how = trainer.start(fresh=args.fresh)
     if trainer.finished():
