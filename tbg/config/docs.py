@@ -127,6 +127,14 @@ def _type_name(kind: Any, bound: str = "") -> str:
     return f"{name} {bound}" if bound else name
 
 
+def _field_type(field: attrs.Attribute, kind: Any) -> str:
+    """The documented type: the accepted strings when the field lists them, else the annotation and bound."""
+    choices = field.metadata.get("choices")
+    if choices is not None:
+        return " | ".join(f"`{c}`" for c in (choices() if callable(choices) else choices))
+    return _type_name(kind, field.metadata.get("bound", ""))
+
+
 def _yaml_value(value: Any) -> str:
     """A value as it would be written in the YAML (or after ``--set``)."""
     plain = converter.unstructure(value)
@@ -205,7 +213,7 @@ def _table(cls: type) -> list[str]:
     for field in fields:
         meta = field.metadata
         key = f"`{field.name}`" + (" **ext**" if meta.get("ext") else "")
-        cells = [key, _cell(_type_name(types_[field.name], meta.get("bound", ""))), _cell(_default_text(field))]
+        cells = [key, _cell(_field_type(field, types_[field.name])), _cell(_default_text(field))]
         cells += [_cell(meta.get("twhin"))] if with_twhin else []
         cells.append(_cell(meta.get("help")))
         rows.append(cells)
@@ -237,8 +245,8 @@ def config_reference() -> str:
 # ----------------------------------------------------------------------------- --explain
 
 
-def _leaves(obj: Any, steps: list[str | int]) -> Iterator[tuple[list[str | int], Any, attrs.Attribute]]:
-    """(path, value, field) of every scalar-or-unset setting under the attrs instance ``obj``."""
+def _leaves(obj: Any, steps: list[str | int]) -> Iterator[tuple[list[str | int], Any, attrs.Attribute, type]]:
+    """(path, value, field, owning class) of every scalar-or-unset setting under the attrs instance ``obj``."""
     for field in attrs.fields(type(obj)):
         value = getattr(obj, field.name)
         here = [*steps, field.name]
@@ -248,13 +256,14 @@ def _leaves(obj: Any, steps: list[str | int]) -> Iterator[tuple[list[str | int],
             for i, item in enumerate(value):
                 yield from _leaves(item, [*here, i])
         else:
-            yield here, value, field
+            yield here, value, field, type(obj)
 
 
 def explain(cfg: Config, source: str = "<config>") -> str:
     """Every resolved value with its meaning and default; ``*`` marks values that differ from the default."""
     lines = [f"# {source}, resolved ({'*'} = differs from the default)"]
-    for steps, value, field in _leaves(cfg, []):
+    types_: dict[type, dict[str, Any]] = {}
+    for steps, value, field, owner in _leaves(cfg, []):
         default = field.default
         differs = default is not attrs.NOTHING and converter.unstructure(value) != converter.unstructure(
             _default_value(field)
@@ -262,5 +271,7 @@ def explain(cfg: Config, source: str = "<config>") -> str:
         meta = field.metadata
         lines.append(f"{'*' if differs else ' '} {format_path(steps)}: {_yaml_value(value)}")
         origin = f" [TwHIN: {meta['twhin']}]" if meta.get("twhin") else (" [tbg extension]" if meta.get("ext") else "")
-        lines.append(f"      {meta.get('help', '')}{origin}; default: {_default_text(field).replace('`', '')}")
+        kind = _field_type(field, types_.setdefault(owner, field_types(owner))[field.name])
+        one_of = f" (one of {kind.replace('`', '')})" if "`" in kind else ""
+        lines.append(f"      {meta.get('help', '')}{one_of}{origin}; default: {_default_text(field).replace('`', '')}")
     return "\n".join(lines) + "\n"

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import typing
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -76,17 +77,27 @@ def setting(
     twhin: str | None = None,
     ext: bool = False,
     default_doc: str | None = None,
+    choices: tuple[str, ...] | Callable[[], Iterable[str]] | None = None,
     validator: Any = None,
     **kwargs: Any,
 ) -> Any:
     """An ``attrs.field`` that carries its documentation in ``metadata`` (docs/config.md is generated from it).
 
     ``help`` is what tbg does with the key, ``twhin`` what TwHIN's release does with it (when that differs or
-    matters), ``ext`` marks a tbg extension, ``default_doc`` explains a default that its value alone does not.
+    matters), ``ext`` marks a tbg extension, ``default_doc`` explains a default that its value alone does not,
+    ``choices`` lists the accepted strings of a string field (or returns them, e.g. from a registry, when the
+    docs are rendered).  Validators with a ``bound`` attribute ("> 0") add it to the documented type.
     """
     validators = list(validator) if isinstance(validator, (list, tuple)) else [validator] if validator else []
     bounds = [v.bound for v in validators if hasattr(v, "bound")]
-    metadata = {"help": help, "twhin": twhin, "ext": ext, "default_doc": default_doc, "bound": " ".join(bounds)}
+    metadata = {
+        "help": help,
+        "twhin": twhin,
+        "ext": ext,
+        "default_doc": default_doc,
+        "bound": " ".join(bounds),
+        "choices": choices,
+    }
     return attrs.field(validator=validators or None, metadata=metadata, **kwargs)
 
 
@@ -371,9 +382,10 @@ class RuntimeConfig:
     )
     seed: int = setting("seed of initialisation, shuffling and negatives", default=0, ext=True)
     cpu_bf16: str = setting(
-        "`auto` | `on` | `off`: bf16 score matrix products on CPU during training; `auto` = only where the CPU has"
+        "bf16 score matrix products on CPU during training; `auto` = only where the CPU has"
         " native bf16 (AVX512-BF16/AMX), since emulation is slow. Evaluation always runs in fp32",
         default="auto",
+        choices=("auto", "on", "off"),
         ext=True,
     )
 
@@ -613,16 +625,18 @@ class DataConfig:
         default_doc="none: row 0",
     )
     in_batch_scope: str = setting(
-        "`relation` | `batch` | `chunk`: where in-batch negatives come from: S edges of each relation in the batch,"
+        "where in-batch negatives come from: S edges of each relation in the batch,"
         " shared by its edges (TwHIN); S edges of the whole batch, shared by all; or PBG chunks of S edges whose"
         " positives are negatives for one another (docs/training.md)",
         default="relation",
+        choices=("relation", "batch", "chunk"),
         ext=True,
     )
     global_negatives_scope: str = setting(
-        "`batch` | `chunk`: who shares one draw of the G uniform samples: the whole batch (TwHIN), or chunks"
+        "who shares one draw of the G uniform samples: the whole batch (TwHIN), or chunks"
         " (needs `in_batch_scope: chunk`)",
         default="batch",
+        choices=("batch", "chunk"),
         ext=True,
     )
     global_negatives_chunks_per_draw: int = setting(
@@ -690,7 +704,7 @@ class GraphConfig:
         default_doc="names `lhs`/`rel`/`rhs` (Parquet, header) or positions 0/1/2",
     )
     relation_by: str = setting(
-        "`auto` | `name` | `index`: whether the `rel` column holds relation names or indices", default="auto"
+        "whether the `rel` column holds relation names or indices", default="auto", choices=("auto", "name", "index")
     )
     chunk_rows: int = setting(
         "rows per streamed record batch (bounds import memory)", default=1 << 20, validator=_positive
@@ -720,7 +734,7 @@ class EvalConfig:
     num_batch_negatives: int = setting(
         "in-batch candidates per edge with `candidates: sampled`", default=50, validator=_non_negative
     )
-    split: str = setting("`test` | `valid` | `train`: the split to rank", default="test")
+    split: str = setting("the split to rank", default="test", choices=("test", "valid", "train"))
 
     def __attrs_post_init__(self) -> None:
         if any(k <= 0 for k in self.hits_at):
