@@ -244,3 +244,12 @@ def open_checkpoint(path: str) -> Checkpoint:
         return Checkpoint(path)
     save_dir = os.path.dirname(path.rstrip("/")) if os.path.basename(path.rstrip("/")) == CHECKPOINTS else path
     return CheckpointStore(save_dir).require_latest()
+
+
+def resolve_checkpoint(save_dir: str, path: str | None) -> Checkpoint:
+    """``--checkpoint PATH`` (save_dir, checkpoints dir or version dir), else the latest version of ``save_dir``."""
+    if path is not None:
+        if not os.path.isdir(path):
+            raise CheckpointError(f"{path}: checkpoint not found")
+        return open_checkpoint(path)
+    return CheckpointStore(save_dir).require_latest()

@@ -48,12 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
-    from tbg.config import ConfigError
     from tbg.errors import TbgError
 
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (ConfigError, TbgError) as exc:
+    except TbgError as exc:
         print(f"tbg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

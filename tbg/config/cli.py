@@ -8,7 +8,7 @@ import sys
 
 from tbg.config.docs import config_reference, explain
 from tbg.config.loading import dump_config, load_config
-from tbg.config.schema import ConfigError
+from tbg.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,9 +24,7 @@ from typing import Any
 
 import attrs
 
-
-class ConfigError(ValueError):
-    """A config problem, rendered as one line ``dotted.path: problem``."""
+from tbg.errors import ConfigError as ConfigError  # re-exported: loading and __init__ import it from here
 
 
 class _FieldProblem(ValueError):
