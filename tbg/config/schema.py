@@ -457,6 +457,11 @@ class TrainingConfig:
     validation_mrr: bool = setting(
         "also log a sampled validation MRR at each validation pass (opt-in: it costs time)", default=False, ext=True
     )
+    report: bool = setting(
+        "write `save_dir/report/` (`tbg report`: PNG pictures + index.md, docs/report.md) when `tbg train` ends",
+        default=False,
+        ext=True,
+    )
     max_edges_per_chunk: int = setting(
         "a bucket larger than this is read and trained in chunks of this many edges (bounds memory)",
         default=10_000_000,

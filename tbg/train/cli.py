@@ -64,13 +64,18 @@ def run(args: argparse.Namespace) -> int:
     if summary.get("already_finished"):
         _note(f"already finished (step {summary['step']}, epoch {summary['epoch']}) in {cfg.training.save_dir};"
               " nothing to do (use --fresh to retrain)")  # fmt: skip
-    elif args.json:
+        return 0
+    if args.json:
         print(json.dumps(summary))
     else:
         _note(
             f"done: step {summary['step']}, {summary['edges']:,} edges in {summary['wall_s']:.1f} s"
             f" ({summary['edges_per_s']:,.0f} edges/s), loss {summary['final_loss']}"
         )
+    if cfg.training.report:
+        from tbg.run_report import report_run
+
+        report_run(cfg.training.save_dir, prog="tbg train")
     return 0
 
 
