@@ -676,7 +676,9 @@ class ColumnsConfig:
         "relation column; may be omitted (null) when the model has exactly one relation", default="rel"
     )
     rhs: str | int = setting("destination entity column", default="rhs")
-    weight: str | int | None = setting("optional float column: per-edge loss weight", default=None)
+    weight: str | int | None = setting(
+        "optional float column, >= 0: multiplies the edge's loss (docs/training.md)", default=None
+    )
 
 
 @attrs.define(kw_only=True)
