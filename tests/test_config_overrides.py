@@ -80,7 +80,11 @@ def test_bad_overrides_are_one_line(capsys: pytest.CaptureFixture[str], item: st
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_subcommand_applies_set(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
     """Each subcommand reads its config through the overrides: a typo in one is refused before any work."""
-    extra = ["--format", "tsv", "--out", str(tmp_path / "out")] if command == "export" else []
+    extra = {
+        "export": ["--format", "tsv", "--out", str(tmp_path / "out")],
+        "neighbors": ["--type", "user", "--name", "1"],
+        "predict": ["--relation", "fav", "--lhs", "1"],
+    }.get(command, [])
     assert main([command, str(SEED), *extra, "--set", "training.sav_dir=/x"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"tbg {command}: error: {SEED}: training.sav_dir: unknown key (--set training.sav_dir=/x)"
