@@ -63,6 +63,31 @@ def _non_empty(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
         raise _FieldProblem(attr.name, "must not be empty")
 
 
+def _registered(kind: str) -> Any:
+    """Validator: the value names a registered ``kind`` (operator, comparator, loss; plugins included)."""
+
+    def check(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        registry = _registries()[kind]
+        if value not in registry:
+            raise _FieldProblem(attr.name, f"must be one of {', '.join(registry.names())}, got {value!r}")
+
+    return check
+
+
+def _registries() -> dict[str, Any]:
+    # imported on first use: torch-free declaration modules, found after any plugin has registered
+    from tbg.model.comparators import COMPARATORS
+    from tbg.model.losses import LOSSES
+    from tbg.model.operators import OPERATORS
+
+    return {"operator": OPERATORS, "comparator": COMPARATORS, "loss": LOSSES}
+
+
+def _names(kind: str) -> Callable[[], Iterable[str]]:
+    """The registered names of ``kind``, looked up when the docs are rendered (plugins included)."""
+    return lambda: _registries()[kind].names()
+
+
 def _exactly_one(instance: Any, group: tuple[str, ...], what: str) -> None:
     chosen = [name for name in group if getattr(instance, name) is not None]
     if len(chosen) != 1:
@@ -118,26 +143,19 @@ class DataType(_StrEnum):
     fp16 = "fp16"
 
 
-class Operator(_StrEnum):
-    none = "none"
-    translation = "translation"
-    diagonal = "diagonal"
-    linear = "linear"
-    affine = "affine"
-    complex_diagonal = "complex_diagonal"
+class InBatchScope(_StrEnum):
+    """Where in-batch negatives come from (``train_data.in_batch_scope``)."""
+
+    relation = "relation"
+    batch = "batch"
+    chunk = "chunk"
 
 
-class Comparator(_StrEnum):
-    dot = "dot"
-    cos = "cos"
-    l2 = "l2"
-    squared_l2 = "squared_l2"
+class GlobalNegativesScope(_StrEnum):
+    """Who shares one draw of the uniform negatives (``train_data.global_negatives_scope``)."""
 
-
-class Loss(_StrEnum):
-    logistic = "logistic"
-    ranking = "ranking"
-    softmax = "softmax"
+    batch = "batch"
+    chunk = "chunk"
 
 
 class RelationSides(_StrEnum):
@@ -533,10 +551,13 @@ class RelationConfig:
     name: str = setting("unique; names-mode sources may give relations by name", validator=_non_empty)
     lhs: str = setting("table of the source entities (must exist)", twhin="table name")
     rhs: str = setting("table of the destination entities (must exist)", twhin="table name")
-    operator: Operator = setting(
-        "transform applied to the embeddings before comparing (`complex_diagonal` needs an even dim)",
+    operator: str = setting(
+        "transform applied to the embeddings before comparing (`complex_diagonal` needs an even dim; plugins:"
+        " docs/extending.md)",
         twhin="only `translation`, applied to rhs",
-        default=Operator.translation,
+        default="translation",
+        validator=_registered("operator"),
+        choices=_names("operator"),
     )
     weight: float = setting(
         "loss weight of the relation's edges", default=1.0, validator=[_finite, _positive], ext=True
@@ -554,16 +575,20 @@ class ModelConfig:
     translation_optimizer: OptimizerConfig = setting(
         "trains the relation (operator) parameters", twhin="its only parameter never gets a gradient"
     )
-    comparator: Comparator = setting(
+    comparator: str = setting(
         "how an operator-transformed embedding is compared with a candidate",
         twhin="(dot)",
-        default=Comparator.dot,
+        default="dot",
+        validator=_registered("comparator"),
+        choices=_names("comparator"),
         ext=True,
     )
-    loss: Loss = setting(
-        "`logistic` (negatives labelled 0, weighted to the positives' total) | `ranking` (margin) | `softmax`",
+    loss: str = setting(
+        "`logistic` (negatives labelled 0, weighted to the positives' total), `ranking` (margin), `softmax`",
         twhin="(BCE, negatives wrongly labelled 1)",
-        default=Loss.logistic,
+        default="logistic",
+        validator=_registered("loss"),
+        choices=_names("loss"),
         ext=True,
     )
     margin: float = setting("margin of the `ranking` loss", default=0.1, validator=_finite, ext=True)
@@ -627,19 +652,17 @@ class DataConfig:
         validator=_non_negative,
         default_doc="none: row 0",
     )
-    in_batch_scope: str = setting(
+    in_batch_scope: InBatchScope = setting(
         "where in-batch negatives come from: S edges of each relation in the batch,"
         " shared by its edges (TwHIN); S edges of the whole batch, shared by all; or PBG chunks of S edges whose"
         " positives are negatives for one another (docs/training.md)",
-        default="relation",
-        choices=("relation", "batch", "chunk"),
+        default=InBatchScope.relation,
         ext=True,
     )
-    global_negatives_scope: str = setting(
+    global_negatives_scope: GlobalNegativesScope = setting(
         "who shares one draw of the G uniform samples: the whole batch (TwHIN), or chunks"
         " (needs `in_batch_scope: chunk`)",
-        default="batch",
-        choices=("batch", "chunk"),
+        default=GlobalNegativesScope.batch,
         ext=True,
     )
     global_negatives_chunks_per_draw: int = setting(
@@ -651,17 +674,11 @@ class DataConfig:
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.in_batch_scope not in ("relation", "batch", "chunk"):
-            raise _FieldProblem("in_batch_scope", f"must be relation, batch or chunk, got {self.in_batch_scope!r}")
-        if self.global_negatives_scope not in ("batch", "chunk"):
-            raise _FieldProblem(
-                "global_negatives_scope", f"must be batch or chunk, got {self.global_negatives_scope!r}"
-            )
-        if self.global_negatives_chunks_per_draw > 1 and self.global_negatives_scope != "chunk":
+        if self.global_negatives_chunks_per_draw > 1 and self.global_negatives_scope != GlobalNegativesScope.chunk:
             raise _FieldProblem(
                 "global_negatives_chunks_per_draw", "needs global_negatives_scope chunk (batch: one draw for all)"
             )
-        if self.global_negatives_scope == "chunk" and self.in_batch_scope != "chunk":
+        if self.global_negatives_scope == GlobalNegativesScope.chunk and self.in_batch_scope != InBatchScope.chunk:
             raise _FieldProblem(
                 "global_negatives_scope", f"chunk needs in_batch_scope chunk, got {self.in_batch_scope!r}"
             )
@@ -800,6 +817,7 @@ class Config:
 
 def check_references(cfg: Config) -> list[str]:
     """Cross-field rules: table/relation names, dims, id modes."""
+    operators = _registries()["operator"]
     problems: list[str] = []
     tables = cfg.model.embeddings.tables
     names = [t.name for t in tables]
@@ -824,16 +842,16 @@ def check_references(cfg: Config) -> list[str]:
                     f"model.relations[{i}]: tables {rel.lhs!r} (dim {dl}) and {rel.rhs!r} (dim {dr})"
                     " must share embedding_dim"
                 )
-            if rel.operator == Operator.complex_diagonal and dl % 2:
-                problems.append(
-                    f"model.relations[{i}].operator: complex_diagonal needs an even embedding_dim, got {dl}"
-                )
+            problem = operators.resolve(rel.operator).dim_problem(dl)
+            if problem:
+                problems.append(f"model.relations[{i}].operator: {rel.operator} {problem}")
     for i, name in enumerate(cfg.model.embeddings.tables_to_log or []):
         if name not in by_name:
             problems.append(f"model.embeddings.tables_to_log[{i}]: unknown table {name!r}")
-    if cfg.model.relation_sides == RelationSides.rhs and any(r.operator != Operator.none for r in cfg.model.relations):
+    relation_aware = any(not operators.resolve(r.operator).is_identity for r in cfg.model.relations)
+    if cfg.model.relation_sides == RelationSides.rhs and relation_aware:
         for section, data in (("train_data", cfg.train_data), ("validation_data", cfg.validation_data)):
-            if data.in_batch_scope == "chunk":
+            if data.in_batch_scope == InBatchScope.chunk:
                 problems.append(
                     f"{section}.in_batch_scope: chunk scores mixed relations in one product, which needs"
                     " relation-free candidates: use model.relation_sides both, or in_batch_scope relation/batch"
