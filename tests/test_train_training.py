@@ -11,8 +11,8 @@ import pytest
 import torch
 from train_graphs import make_config, planted_graph, rank_quality
 
-from tbg.train.edges import read_all
-from tbg.train.step import Batch
+from tbg.train.batch_scorer import Batch
+from tbg.train.edge_stream import read_all
 from tbg.train.trainer import Trainer
 from tbg.train.workers import Worker
 

@@ -21,18 +21,18 @@ from typing import Any
 
 import torch
 
+from tbg import runtime
 from tbg.checkpoint import Checkpoint, CheckpointStore, open_checkpoint
 from tbg.config import Config, dump_config
 from tbg.errors import CheckpointError
 from tbg.graph import Graph
 from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
-from tbg.train import runtime
+from tbg.train.batch_scorer import Batch, BatchScorer, TableKey, coalesced_grads
+from tbg.train.bucket_order import bucket_order
 from tbg.train.checks import check_graph, model_fingerprint
-from tbg.train.edges import EdgeSource, batches, read_all
-from tbg.train.partitions import SWAP_DIR, PartitionStore
-from tbg.train.schedule import bucket_order
-from tbg.train.step import Batch, BatchScorer, TableKey, coalesced_grads
+from tbg.train.edge_stream import EdgeSource, batches, read_all
+from tbg.train.partition_store import SWAP_DIR, PartitionStore
 from tbg.train.workers import Worker, WorkerPool, tied_replica
 
 METRICS = "metrics.jsonl"

@@ -23,7 +23,7 @@ from typing import TypeVar
 import torch
 
 from tbg.model.scoring import RelationModel
-from tbg.train.step import BatchScorer
+from tbg.train.batch_scorer import BatchScorer
 
 T = TypeVar("T")
 

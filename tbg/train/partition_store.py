@@ -22,8 +22,8 @@ from tbg.config import Config, EmbeddingTableConfig
 from tbg.errors import CheckpointError
 from tbg.model.embeddings import init_partition, storage_dtype
 from tbg.model.optimizers import SparseOptimizer, build_sparse_optimizer
-from tbg.train.runtime import hugepage_empty
-from tbg.train.step import TableKey
+from tbg.runtime import hugepage_empty
+from tbg.train.batch_scorer import TableKey
 
 SWAP_DIR = "partitions"
 

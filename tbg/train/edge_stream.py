@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tbg.graph import Graph
-from tbg.train.step import Batch
+from tbg.train.batch_scorer import Batch
 
 
 @dataclass
