@@ -100,9 +100,6 @@ class EdgeSource:
             yield chunk
             index += 1
 
-    def drop_pending(self) -> None:
-        self._pending.clear()
-
 
 def batches(chunk: EdgeChunk, batch_size: int, position: int) -> Iterator[tuple[int, Batch]]:
     """(position after the batch, batch) for the chunk's edges from bucket ``position`` on."""

@@ -136,9 +136,6 @@ class PartitionStore:
     def get(self, key: TableKey) -> Resident:
         return self.resident[key]
 
-    def mark_dirty(self, key: TableKey) -> None:
-        self.resident[key].dirty = True
-
     def set_sources(self, sources: dict[TableKey, str], with_optimizer: bool = True) -> None:
         """Start from checkpoint shards (resume/warm start); drops anything resident."""
         self.resident.clear()
