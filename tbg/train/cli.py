@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, progress=not args.no_progress)
     how = trainer.start(fresh=args.fresh)
     if trainer.finished():
-        step = trainer.state["step"]
-        print(f"tbg train: already finished (step {step}, epoch {trainer.state['epoch']}) in "
+        step = trainer.progress.step
+        print(f"tbg train: already finished (step {step}, epoch {trainer.progress.epoch}) in "
               f"{cfg.training.save_dir}; nothing to do (use --fresh to retrain)", file=sys.stderr)  # fmt: skip
         return 0
     n, each = len(trainer.workers), trainer.threads_per_worker
