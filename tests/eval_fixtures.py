@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
 from tbg.checkpoint import CheckpointStore
 from tbg.config import Config, dump_config, parse_config
-from tbg.graph import EdgeArrays, partition_bounds, write_bucket
+from tbg.graph import EdgeArrays, GraphWriter, PartitionLayout
 from tbg.model.scoring import RelationModel
 
 
@@ -53,28 +51,17 @@ def write_graph(
 ) -> dict[str, np.ndarray]:
     """Graph dir from dense-id edges (lhs, rhs, rel) per split; returns each type's perm."""
     rng = np.random.default_rng(seed)
-    root = cfg.graph_dir
-    os.makedirs(os.path.join(root, "entities"), exist_ok=True)
+    writer = GraphWriter(cfg.graph_dir)
     tables = {t.name: t for t in cfg.model.embeddings.tables}
-    perms = {}
+    perms, positions = {}, {}
     for name, t in tables.items():
         perm = rng.permutation(t.num_embeddings).astype(np.int64)
-        position = np.empty_like(perm)
-        position[perm] = np.arange(len(perm))
+        labels = np.array([f"{name}/é{i}" for i in range(len(perm))], dtype=object) if names else None
+        positions[name] = writer.write_entities(name, perm, t.num_partitions, labels)
         perms[name] = perm
-        with h5py.File(os.path.join(root, "entities", f"{name}.h5"), "w") as f:
-            f.create_dataset("perm", data=perm)
-            f.create_dataset("position", data=position)
-            if names:
-                f.create_dataset(
-                    "names",
-                    data=np.array([f"{name}/é{i}" for i in range(len(perm))], dtype=object),
-                    dtype=h5py.string_dtype(),
-                )
     manifest_splits = {}
     rels = cfg.model.relations
     for split, (lhs, rhs, rel) in splits.items():
-        os.makedirs(os.path.join(root, split), exist_ok=True)
         lpos = np.empty(len(rel), np.int64)
         rpos = np.empty(len(rel), np.int64)
         lpart = np.empty(len(rel), np.int64)
@@ -83,30 +70,22 @@ def write_graph(
             m = rel == r
             for side, ids, pos_out, part_out in (("lhs", lhs, lpos, lpart), ("rhs", rhs, rpos, rpart)):
                 t = tables[getattr(spec, side)]
-                b = partition_bounds(t.num_embeddings, t.num_partitions)
-                inv = np.empty(t.num_embeddings, np.int64)
-                inv[perms[t.name]] = np.arange(t.num_embeddings)
-                pos = inv[ids[m]]
-                part = np.searchsorted(b, pos, side="right") - 1
-                pos_out[m], part_out[m] = pos - b[part], part
+                layout = PartitionLayout(t.num_embeddings, t.num_partitions)
+                part_out[m], pos_out[m] = layout.locate(positions[t.name][ids[m]])
         buckets = {}
         for i, j in sorted(set(zip(lpart.tolist(), rpart.tolist()))):
             m = (lpart == i) & (rpart == j)
-            write_bucket(
-                os.path.join(root, split, f"edges_{i}_{j}.h5"),
-                EdgeArrays(lpos[m].astype(np.int32), rpos[m].astype(np.int32), rel[m].astype(np.int32)),
+            writer.write_bucket(
+                split, i, j, EdgeArrays(lpos[m].astype(np.int32), rpos[m].astype(np.int32), rel[m].astype(np.int32))
             )
             buckets[f"{i}_{j}"] = int(m.sum())
         manifest_splits[split] = {"num_edges": len(rel), "buckets": buckets, "has_weight": False}
-    manifest = {
-        "format_version": 1,
-        "id_mode": "names" if names else "indices",
-        "entity_types": {n: {"count": t.num_embeddings, "num_partitions": t.num_partitions} for n, t in tables.items()},
-        "relations": [{"name": r.name, "lhs": r.lhs, "rhs": r.rhs} for r in rels],
-        "splits": manifest_splits,
-    }
-    with open(os.path.join(root, "manifest.json"), "w") as fh:
-        json.dump(manifest, fh)
+    writer.write_manifest(
+        "names" if names else "indices",
+        {n: (t.num_embeddings, t.num_partitions) for n, t in tables.items()},
+        [(r.name, r.lhs, r.rhs) for r in rels],
+        manifest_splits,
+    )
     return perms
 
 
@@ -117,7 +96,7 @@ def write_checkpoint(
     store = CheckpointStore(cfg.training.save_dir)
     w = store.begin(version)
     for t in cfg.model.embeddings.tables:
-        b = partition_bounds(t.num_embeddings, t.num_partitions)
+        b = PartitionLayout(t.num_embeddings, t.num_partitions).bounds
         for p in range(t.num_partitions):
             w.write_embeddings(t.name, p, dense[t.name][perms[t.name][b[p] : b[p + 1]]].astype(np.float32))
     w.write_relations({k: v.detach().numpy() for k, v in model.state_dict().items()})

@@ -11,9 +11,9 @@ from tbg.model.optimizers import build_sparse_optimizer, coalesce
 
 
 def _cfg(kind: str, **params) -> OptimizerConfig:
-    from tbg.config import _converter
+    from tbg.config import converter
 
-    return _converter.structure({kind: params}, OptimizerConfig)
+    return converter.structure({kind: params}, OptimizerConfig)
 
 
 ROWS = torch.tensor([1, 4, 6])

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
-import h5py
 import numpy as np
 
 from tbg.config import Config, parse_config
-from tbg.graph import FORMAT_VERSION, EdgeArrays, partition_bounds, write_bucket
+from tbg.graph import EdgeArrays, GraphWriter, PartitionLayout
 
 
 def write_graph(
@@ -23,29 +20,20 @@ def write_graph(
 ) -> None:
     """types: name -> (count, partitions); splits: name -> (lhs ids, rel ids, rhs ids), dense ids."""
     rng = np.random.default_rng(seed)
-    os.makedirs(os.path.join(path, "entities"), exist_ok=True)
+    writer = GraphWriter(path)
     position = {}
-    for name, (count, _parts) in types.items():
-        perm = rng.permutation(count).astype(np.int64)
-        pos = np.empty_like(perm)
-        pos[perm] = np.arange(count)
-        position[name] = pos
-        with h5py.File(os.path.join(path, "entities", f"{name}.h5"), "w") as f:
-            f["perm"] = perm
-            f["position"] = pos
+    for name, (count, parts) in types.items():
+        position[name] = writer.write_entities(name, rng.permutation(count).astype(np.int64), parts)
     split_info: dict[str, Any] = {}
     for split, (lhs, rel, rhs) in splits.items():
-        os.makedirs(os.path.join(path, split), exist_ok=True)
         lt = np.array([relations[r][1] for r in rel])
         rt = np.array([relations[r][2] for r in rel])
         lp, lo, rp, ro = (np.zeros(len(rel), np.int64) for _ in range(4))
         for name, (count, parts) in types.items():
-            b = partition_bounds(count, parts)
+            layout = PartitionLayout(count, parts)
             for side_t, ids, part, off in ((lt, lhs, lp, lo), (rt, rhs, rp, ro)):
                 m = side_t == name
-                p = position[name][ids[m]]
-                k = np.searchsorted(b, p, side="right") - 1
-                part[m], off[m] = k, p - b[k]
+                part[m], off[m] = layout.locate(position[name][ids[m]])
         buckets = {}
         w_all = None if weights is None else weights.get(split)
         for i in np.unique(lp):
@@ -56,18 +44,10 @@ def write_graph(
                 m = rng.permutation(m)
                 w = None if w_all is None else w_all[m].astype(np.float32)
                 edges = EdgeArrays(lo[m].astype(np.int32), ro[m].astype(np.int32), rel[m].astype(np.int32), w)
-                write_bucket(os.path.join(path, split, f"edges_{i}_{j}.h5"), edges)
+                writer.write_bucket(split, int(i), int(j), edges)
                 buckets[f"{i}_{j}"] = len(m)
         split_info[split] = {"num_edges": int(len(rel)), "buckets": buckets, "has_weight": w_all is not None}
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "id_mode": "indices",
-        "entity_types": {n: {"count": c, "num_partitions": p} for n, (c, p) in types.items()},
-        "relations": [{"name": n, "lhs": lt, "rhs": rt} for n, lt, rt in relations],
-        "splits": split_info,
-    }
-    with open(os.path.join(path, "manifest.json"), "w") as fh:
-        json.dump(manifest, fh)
+    writer.write_manifest("indices", types, relations, split_info)
 
 
 def planted(n: int = 400, clusters: int = 8, num_rel: int = 3, edges: int = 6000, seed: int = 0, shift: int = 0):

@@ -1,7 +1,7 @@
-"""The YAML config: TwHIN's schema (same keys, types and defaults) plus tbg's extensions.
+"""The config schema: TwHIN's keys, types and defaults plus tbg's extensions, as attrs classes.
 
-TwHIN's ``projects/twhin/config/local.yaml`` loads unchanged.  Every error is one line that names the
-dotted path of the offending key, e.g. ``model.relations[1].lhs: unknown table 'usr'``.
+TwHIN's ``projects/twhin/config/local.yaml`` loads unchanged.  Field validators raise :class:`_FieldProblem` so that
+the loader can name the dotted path of the offending key, e.g. ``model.relations[1].lhs: unknown table 'usr'``.
 
 Deliberate relaxations of TwHIN's rules (documented in docs/config.md):
 - tables may differ in ``embedding_dim``/``data_type``; only the two tables of one relation must share a dim;
@@ -16,20 +16,12 @@ import enum
 import hashlib
 import json
 import math
-import typing
 from pathlib import PurePosixPath
 from typing import Any
 
 import attrs
-import cattrs
-import cattrs.cols
-import cattrs.gen
-import yaml
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-
-class ConfigError(ValueError):
-    """A config problem, rendered as one line ``dotted.path: problem``."""
+from tbg.errors import ConfigError as ConfigError  # re-exported: loading and __init__ import it from here
 
 
 class _FieldProblem(ValueError):
@@ -309,6 +301,7 @@ class TrainingConfig:
     # tbg extensions
     bucket_order: BucketOrder = BucketOrder.inside_out
     validation_mrr: bool = False  # opt-in: sampled validation MRR into metrics.jsonl at each eval
+    report: bool = False  # write save_dir/report/ (`tbg report`: PNG pictures + index.md) when `tbg train` ends
     max_edges_per_chunk: int = attrs.field(default=10_000_000, validator=_positive)  # huge buckets: read in chunks
 
 
@@ -486,7 +479,9 @@ class Config:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return _converter.unstructure(self, Config)
+        from tbg.config.loading import converter
+
+        return converter.unstructure(self, Config)
 
     def fingerprint(self, *sections: str) -> str:
         """A stable hash of the named top-level sections (what an import or checkpoint depends on)."""
@@ -495,141 +490,10 @@ class Config:
         return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------- structuring
+# ----------------------------------------------------------------------------- cross-field rules
 
 
-def _strict(kind: type, name: str):
-    def hook(value: Any, _type: Any) -> Any:
-        if kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"expected a number, got {value!r}")
-            return float(value)
-        if kind is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"expected an integer, got {value!r}")
-            return value
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ValueError(f"expected true/false, got {value!r}")
-            return value
-        if not isinstance(value, str):
-            raise ValueError(f"expected a string, got {value!r}")
-        return value
-
-    hook.__name__ = f"strict_{name}"
-    return hook
-
-
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    for kind in (int, float, bool, str):
-        conv.register_structure_hook(kind, _strict(kind, kind.__name__))
-
-    def enum_hook(value: Any, cls: type[enum.Enum]) -> Any:
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(m.value for m in cls)
-            raise ValueError(f"must be one of {choices}, got {value!r}") from None
-
-    for enum_type in _StrEnum.__subclasses__():
-        conv.register_structure_hook(enum_type, enum_hook)
-
-    def column_hook(value: Any, _type: Any) -> str | int | None:
-        if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-            if isinstance(value, int) and value < 0:
-                raise ValueError(f"column position must be >= 0, got {value}")
-            return value
-        raise ValueError(f"expected a column name or 0-based position, got {value!r}")
-
-    conv.register_structure_hook(str | int, column_hook)
-    conv.register_structure_hook(str | int | None, column_hook)
-
-    def betas_hook(value: Any, _type: Any) -> tuple[float, float]:
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise ValueError(f"expected two numbers, got {value!r}")
-        return (_strict(float, "f")(value[0], float), _strict(float, "f")(value[1], float))
-
-    conv.register_structure_hook_func(lambda t: t == tuple[float, float], betas_hook)
-
-    # A section or list item that is not a mapping (``model: null``, ``relations: [fav]``), or a list key given a
-    # scalar (``hits_at: "10"``, which would otherwise be split into characters), gets a one-line message.
-    def mapping_factory(cls: type) -> Any:
-        inner = cattrs.gen.make_dict_structure_fn(
-            cls, conv, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True
-        )
-
-        def hook(value: Any, type_: Any) -> Any:
-            if not isinstance(value, dict):
-                raise ValueError(f"expected a mapping, got {value!r}")
-            return inner(value, type_)
-
-        return hook
-
-    def list_factory(type_: Any) -> Any:
-        inner = cattrs.cols.list_structure_factory(type_, conv)
-
-        def hook(value: Any, t: Any) -> Any:
-            if not isinstance(value, list):
-                raise ValueError(f"expected a list, got {value!r}")
-            return inner(value, t)
-
-        return hook
-
-    conv.register_structure_hook_factory(attrs.has, mapping_factory)
-    conv.register_structure_hook_factory(lambda t: typing.get_origin(t) is list, list_factory)
-    for enum_type in _StrEnum.__subclasses__():
-        conv.register_unstructure_hook(enum_type, lambda v: v.value)
-    conv.register_unstructure_hook_func(lambda t: t == tuple[float, float], list)
-    return conv
-
-
-_converter = _make_converter()
-
-
-def _format_path(path: str) -> str:
-    return path[2:] if path.startswith("$.") else path.lstrip("$")
-
-
-def _messages(exc: BaseException, path: str) -> list[str]:
-    """Flatten cattrs' nested exception groups into ``dotted.path: problem`` lines."""
-    if isinstance(exc, ClassValidationError):
-        out = []
-        for sub, note in zip(exc.exceptions, _notes(exc)):
-            name = getattr(note, "name", None)
-            out += _messages(sub, f"{path}.{name}" if name else path)
-        return out
-    if isinstance(exc, IterableValidationError):
-        out = []
-        for sub, note in zip(exc.exceptions, _notes(exc)):
-            index = getattr(note, "index", None)
-            out += _messages(sub, f"{path}[{index}]" if index is not None else path)
-        return out
-    if isinstance(exc, ForbiddenExtraKeysError):
-        return [f"{_format_path(path + '.' + key)}: unknown key" for key in sorted(exc.extra_fields)]
-    if isinstance(exc, _FieldProblem):
-        full = f"{path}.{exc.field}" if exc.field else path
-        return [f"{_format_path(full) or '<top>'}: {exc.problem}"]
-    if isinstance(exc, KeyError):
-        return [f"{_format_path(path) or '<top>'}: required key missing"]
-    if hasattr(exc, "exceptions"):  # any other exception group
-        return [m for sub in exc.exceptions for m in _messages(sub, path)]
-    return [f"{_format_path(path) or '<top>'}: {exc}"]
-
-
-def _notes(exc: BaseException) -> list[Any]:
-    from cattrs.errors import AttributeValidationNote, IterableValidationNote
-
-    out = []
-    for sub in exc.exceptions:  # type: ignore[attr-defined]
-        notes = [
-            n for n in getattr(sub, "__notes__", []) if isinstance(n, (AttributeValidationNote, IterableValidationNote))
-        ]
-        out.append(notes[-1] if notes else None)
-    return out
-
-
-def _check_references(cfg: Config) -> list[str]:
+def check_references(cfg: Config) -> list[str]:
     """Cross-field rules: table/relation names, dims, id modes."""
     problems: list[str] = []
     tables = cfg.model.embeddings.tables
@@ -676,46 +540,3 @@ def _check_references(cfg: Config) -> list[str]:
     if cols is not None and cols.rel is None and len(cfg.model.relations) != 1:
         problems.append("graph.columns.rel: may only be omitted when the model has exactly one relation")
     return problems
-
-
-def parse_config(data: Any, source: str = "<config>") -> Config:
-    """Structure a YAML mapping into :class:`Config`, raising one-line :class:`ConfigError`."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the config must be a YAML mapping, got {type(data).__name__}")
-    try:
-        cfg = _converter.structure(data, Config)
-    except (ClassValidationError, IterableValidationError) as exc:
-        problems = _messages(exc, "$")
-        raise ConfigError(_one_line(source, problems)) from None
-    problems = _check_references(cfg)
-    if problems:
-        raise ConfigError(_one_line(source, problems))
-    return cfg
-
-
-def _one_line(source: str, problems: list[str]) -> str:
-    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{source}: {problems[0]}{more}"
-
-
-def load_config(path: str) -> Config:
-    """Read a YAML config from a local path or any fsspec URL."""
-    import fsspec
-
-    try:
-        with fsspec.open(path, "r") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
-    return parse_config(data, path)
-
-
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
