@@ -8,7 +8,7 @@ writes them).  A type's vectors are read on first use and then kept.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import yaml
@@ -18,11 +18,14 @@ from tbg.config import Config, parse_config
 from tbg.errors import CheckpointError, InputError
 from tbg.graph import Graph
 
+if TYPE_CHECKING:
+    from tbg.model.scoring import RelationModel
+
 
 class TrainedModel:
     """Entity vectors and the score function of one checkpoint, addressed by entity and relation names."""
 
-    def __init__(self, cfg: Config, graph: Graph, checkpoint: Checkpoint, relation_model: object) -> None:
+    def __init__(self, cfg: Config, graph: Graph, checkpoint: Checkpoint, relation_model: RelationModel) -> None:
         self.config = cfg
         self.graph = graph
         self.checkpoint = checkpoint
@@ -112,7 +115,7 @@ class TrainedModel:
         rhs = torch.from_numpy(self.vectors(relation.rhs)[self.ids(relation.rhs, rhs_names)])
         rels = torch.full((len(lhs_names),), r, dtype=torch.long)
         with torch.inference_mode():
-            scores = self._relation_model.score_positive(target, lhs, rhs, rels)  # type: ignore[attr-defined]
+            scores = self._relation_model.score_positive(target, lhs, rhs, rels)
         return scores.float().numpy()
 
     # ------------------------------------------------------------------ helpers
