@@ -8,9 +8,11 @@ from 29 to 17.5 ms.  bf16 GEMMs run 3.5-4x faster than fp32 only where the CPU h
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -123,12 +125,15 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
     intra-op thread each trained 1.25-1.40x faster than one worker with two threads, because a step's many small
     operations do not split well across threads (each has a barrier) while whole steps run side by side.
     Workers are threads sharing the tables, so memory does not grow with them; they contend for the GIL
-    between operations, which is why auto stops at 4 (not measured beyond 2 cores).  CUDA: one worker.
+    between operations, which is why auto stops at 4 (not measured beyond 2 cores).
+
+    CUDA: one worker (a step is one stream of kernels; threads would only interleave launches).  Several
+    workers asked for with ``device: auto`` mean "on a CPU host": on a GPU host they are not an error.
     """
     threads = cpu_threads(cfg)
     want = cfg.runtime.hogwild_workers
     if device.type != "cpu":
-        if want is not None and want > 1:
+        if want is not None and want > 1 and cfg.runtime.device != "auto":
             from tbg.errors import TbgError
 
             raise TbgError(f"runtime.hogwild_workers: {want} workers need device cpu, got {device}")
@@ -138,11 +143,26 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
 
 
 def setup(cfg: Config) -> tuple[torch.device, bool]:
-    """Apply allocator/thread/TF32 settings; return the device and whether score GEMMs use bf16."""
+    """Apply allocator/thread settings; return the device and whether score GEMMs use bf16.
+
+    TF32 is not set here (it is process-wide): training steps scope it with :func:`tf32`."""
     tune_malloc()
     threads = cpu_threads(cfg)
     torch.set_num_threads(threads)
     device = select_device(cfg)
-    if device.type == "cuda" and cfg.runtime.enable_tensorfloat32:
-        torch.backends.cuda.matmul.allow_tf32 = True
     return device, use_bf16(cfg, device)
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """CUDA matmuls in TF32 while inside (``runtime.enable_tensorfloat32`` for training steps), restored after,
+    so evaluation and validation ranking in the same process keep full fp32 products."""
+    if not enabled:
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

@@ -22,6 +22,7 @@ from functools import partial
 
 import torch
 
+from tbg import runtime
 from tbg.config import Config, DataConfig, GlobalNegativesScope, InBatchScope
 from tbg.model.losses import build_loss
 from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
@@ -78,6 +79,7 @@ class BatchScorer:
         self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
         self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
         self.bf16 = bf16
+        self.tf32 = device.type == "cuda" and cfg.runtime.enable_tensorfloat32  # scoped to the scorer's products
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
@@ -100,7 +102,7 @@ class BatchScorer:
         """Loss of ``batch``; ``scope``, ``global_scope`` and ``chunks_per_draw`` are train_data's
         in_batch_scope, global_negatives_scope and global_negatives_chunks_per_draw."""
         negatives = Negatives(in_batch, uniform, scope, global_scope, chunks_per_draw)
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), runtime.tf32(self.tf32):
             return self._call(batch, tables, negatives, generator, grad)
 
     def score(
@@ -112,7 +114,7 @@ class BatchScorer:
         grad: bool = True,
     ) -> StepResult:
         """Loss of ``batch`` with the negatives of a data section (train_data or validation_data)."""
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), runtime.tf32(self.tf32):
             return self._call(batch, tables, Negatives.of(data), generator, grad)
 
     def _call(self, batch, tables, negatives, generator, grad) -> StepResult:  # noqa: ANN001
