@@ -200,10 +200,15 @@ class BatchScorer:
         # chunk scope without in-batch negatives is one chunk of uniform samples: the shared path below
         chunked = negatives.scope == InBatchScope.chunk and in_batch > 0 and size > 0
         per_relation = negatives.scope == InBatchScope.relation
-        sel = (
-            None
+        sel, sel_rel = (
+            (None, None)
             if chunked
-            else select_in_batch(batch.rel if per_relation else torch.zeros_like(batch.rel), in_batch, generator)
+            else select_in_batch(
+                batch.rel if per_relation else torch.zeros_like(batch.rel),
+                in_batch,
+                generator,
+                self.rel_weight.shape[0] if per_relation else 1,
+            )
         )
         chunk = min(in_batch, size)
         n_chunks = -(-size // chunk) if chunked else 1
@@ -230,11 +235,11 @@ class BatchScorer:
                     target, q, true_ids, batch.rel, key, table, uni.view(draws, -1), chunk, per_draw, grad, gathered
                 )
             else:
-                cand_ids = torch.cat([true_ids[sel], uni])
+                sel_ids = true_ids[sel]
+                cand_ids = torch.cat([sel_ids, uni])
                 blocks = [self._shared_scores(target, q, batch.rel, key, table, cand_ids, grad, gathered)]
-                sel_rel = batch.rel[sel] if per_relation else None
-                masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=true_ids[sel],
-                                 batch_rel=sel_rel, uniform_ids=uni)  # fmt: skip
+                masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=sel_ids,
+                                 batch_rel=sel_rel if per_relation else None, uniform_ids=uni)  # fmt: skip
             logits = torch.cat([pos.float().unsqueeze(1), *blocks], dim=1)  # the only copy of the scores
             with torch.no_grad():
                 # masked scores become MASKED in place, outside autograd: every loss has an exactly zero
@@ -302,8 +307,9 @@ class BatchScorer:
         return (per_edge * weight).sum()
 
 
-def coalesced_grads(gathered: list[Gathered]) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor]]:
-    """Per table: unique touched rows and their summed gradients (no dense table-sized gradient)."""
+def coalesced_grads(gathered: list[Gathered]) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per table: touched rows, their summed gradients and which slots are live (:func:`coalesce`: no dense
+    table-sized gradient, no host sync)."""
     by_key: dict[TableKey, list[Gathered]] = {}
     for g in gathered:
         by_key.setdefault(g.key, []).append(g)

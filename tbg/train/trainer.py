@@ -191,9 +191,9 @@ class Trainer:
         table, so an entity seen in several micro-batches gets one summed-gradient update)."""
         lr_step = group.last_step - 1  # schedules count the steps completed before this one
         self.rel_opt.step(self.cfg.model.translation_optimizer.lr_at(lr_step), group.worker.params)
-        for key, (rows, grad) in coalesced_grads(group.gathered).items():
+        for key, (rows, grad, live) in coalesced_grads(group.gathered).items():
             res = self.store.get(key)
-            res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True)
+            res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True, live=live)
             res.dirty = True
 
     # ------------------------------------------------------------------ checkpoint

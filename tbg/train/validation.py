@@ -66,7 +66,7 @@ class Validation:
         limit = len(edges) if steps < 0 else min(len(edges), steps * data.per_replica_batch_size)
         if limit == 0:
             return None
-        gen = torch.Generator().manual_seed(self.cfg.runtime.seed + 7919 * step)
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.runtime.seed + 7919 * step)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         deadline = time.perf_counter() + self.cfg.training.eval_timeout_in_s
         done = 0
