@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from builders import child_env
 
 from tbg import synth
 from tbg.config import Config, load_config, parse_config
@@ -240,8 +241,9 @@ def test_cli_end_to_end_without_torch(tmp_path: Path) -> None:
     cfg.write_text(yaml.safe_dump(data))
     out = tmp_path / "o"
     argv = ["synth", str(cfg), "--out", str(out), "--edges", "2000", "--test-edges", "10", "--seed", "5"]
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
+    run = {"capture_output": True, "text": True, "env": child_env(), "cwd": tmp_path}
+    proc = subprocess.run([sys.executable, "-c", code, *argv], **run)
     assert proc.returncode == 0, proc.stderr
     assert "wrote 2,000 edges (+10 test)" in proc.stderr
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code, *argv], **run)
     assert proc.returncode == 2 and "already exists" in proc.stderr and proc.stderr.count("\n") == 1
