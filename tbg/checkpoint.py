@@ -51,10 +51,15 @@ def _fsync_dir(path: str) -> None:
 
 
 def atomic_write_text(path: str, text: str) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write a small file by temp + fsync + rename, so readers see the old or the new content."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -243,4 +248,13 @@ def open_checkpoint(path: str) -> Checkpoint:
     if os.path.isfile(os.path.join(path, "progress.json")):
         return Checkpoint(path)
     save_dir = os.path.dirname(path.rstrip("/")) if os.path.basename(path.rstrip("/")) == CHECKPOINTS else path
+    return CheckpointStore(save_dir).require_latest()
+
+
+def resolve_checkpoint(save_dir: str, path: str | None) -> Checkpoint:
+    """``--checkpoint PATH`` (save_dir, checkpoints dir or version dir), else the latest version of ``save_dir``."""
+    if path is not None:
+        if not os.path.isdir(path):
+            raise CheckpointError(f"{path}: checkpoint not found")
+        return open_checkpoint(path)
     return CheckpointStore(save_dir).require_latest()

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tbg.checkpoint import Checkpoint
+from tbg.checkpoint import Checkpoint, resolve_checkpoint
 from tbg.config import Config
-from tbg.errors import TbgError
+from tbg.consistency import check_checkpoint, check_graph, check_shards
+from tbg.errors import CheckpointError, ExportError
 from tbg.graph import Graph
 
 FORMATS = ("tsv", "parquet", "npy")
@@ -41,10 +42,6 @@ _PARAMS = {
     "real": (("complex_diagonal",), 0.5),
     "imag": (("complex_diagonal",), 0.5),
 }
-
-
-class ExportError(TbgError):
-    """The output exists (without --overwrite) or cannot be written."""
 
 
 @dataclass
@@ -93,7 +90,7 @@ def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str) -> np.ndarray:
                 shard = np.empty(ds.shape, dtype=np.float32)
                 ds.read_direct(shard)  # converts fp16 shards on read, no intermediate copy
         except (OSError, KeyError) as exc:
-            raise TbgError(f"{path}: unreadable embedding shard: {exc}") from None
+            raise CheckpointError(f"{path}: unreadable embedding shard: {exc}") from None
         if out is None:
             out = np.empty((et.count, shard.shape[1]), dtype=np.float32)
         out[graph.partition_ids(etype, p)] = shard
@@ -114,7 +111,7 @@ def relation_params(cfg: Config, ckpt: Checkpoint) -> list[RelationParam]:
                     continue
                 key = f"{side}_operators.{name}"
                 if key not in arrays:
-                    raise TbgError(f"{ckpt.path}/relations.h5: missing {key!r} for relation {rel.name!r}")
+                    raise CheckpointError(f"{ckpt.path}/relations.h5: missing {key!r} for relation {rel.name!r}")
                 d = int(dim * frac)
                 value = arrays[key][r, :d, :d] if name == "linear" else arrays[key][r, :d]
                 out.append(RelationParam(rel.name, side, name, np.asarray(value, dtype=np.float32)))
@@ -245,16 +242,15 @@ def export(
     cfg: Config, fmt: str, out: str, checkpoint: str | None = None, overwrite: bool = False
 ) -> dict[str, object]:
     """Write every entity type and the relation parameters of a checkpoint; returns the export summary."""
-    from tbg.evaluation.compat import check_checkpoint, check_graph, resolve_checkpoint
-
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = os.path.abspath(out.rstrip("/"))
     _claim_output(out, overwrite)
     graph = Graph(cfg.graph_dir)
     check_graph(cfg, graph)
-    ckpt = resolve_checkpoint(cfg, checkpoint)
+    ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
     check_checkpoint(cfg, graph, ckpt)
+    check_shards(cfg, graph, ckpt)
     params = relation_params(cfg, ckpt)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"

@@ -1,4 +1,4 @@
-"""The graph dir written by ``tbg import`` and read by train/eval/export.
+"""The graph dir format: its reader (:class:`Graph`) and its writer (:class:`GraphWriter`), side by side.
 
 Layout (format version 1, see docs/graph-format.md)::
 
@@ -8,9 +8,10 @@ Layout (format version 1, see docs/graph-format.md)::
                                     names (names mode: dense id -> UTF-8 name)
       <split>/edges_<i>_<j>.h5      lhs, rhs (offsets inside partitions), rel, [weight]; shuffled
 
-Partition ``p`` of a type covers shuffled positions ``[bounds[p], bounds[p+1])``; the entity at offset ``o``
-of partition ``p`` has dense id ``perm[bounds[p] + o]``.  A graph dir exists only when complete: the importer
-builds it in a temp dir and renames it into place, so a dir with a manifest is always whole.
+Partition ``p`` of a type covers shuffled positions ``[bounds[p], bounds[p+1])`` (:class:`PartitionLayout`);
+the entity at offset ``o`` of partition ``p`` has dense id ``perm[bounds[p] + o]``.  No other module knows
+these file names or datasets.  A graph dir exists only when complete: the importer builds it in a temp dir
+and renames it into place, so a dir with a manifest is always whole.
 
 This module never imports torch: import and export must start fast.
 """
@@ -21,44 +22,59 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import h5py
 import numpy as np
 
-from tbg.errors import TbgError
+from tbg.errors import GraphError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "valid", "test")
-
-
-class GraphError(TbgError):
-    """A missing, incomplete or incompatible graph dir."""
+_BUCKET_KEYS = ("lhs", "rhs", "rel", "weight")
 
 
 @dataclass(frozen=True)
-class EntityType:
-    name: str
+class PartitionLayout:
+    """How ``count`` shuffled positions split into ``num_partitions`` balanced contiguous partitions.
+
+    Sizes differ by at most one (the first ``count % P`` partitions get the extra entity).  This is the one
+    place that maps a position to (partition, offset): the importer, the trainer and the evaluator all use it.
+    """
+
     count: int
     num_partitions: int
 
-    @property
+    @cached_property
     def bounds(self) -> np.ndarray:
-        """Balanced contiguous ranges: partition p holds shuffled positions [bounds[p], bounds[p+1])."""
-        return partition_bounds(self.count, self.num_partitions)
+        """Partition p holds positions [bounds[p], bounds[p+1])."""
+        base, extra = divmod(self.count, self.num_partitions)
+        sizes = np.full(self.num_partitions, base, dtype=np.int64)
+        sizes[:extra] += 1
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
     def partition_size(self, p: int) -> int:
         b = self.bounds
         return int(b[p + 1] - b[p])
 
+    @property
+    def max_partition_size(self) -> int:
+        return self.partition_size(0) if self.count else 0
 
-def partition_bounds(count: int, num_partitions: int) -> np.ndarray:
-    """Sizes differ by at most one (the first ``count % P`` partitions get the extra entity)."""
-    base, extra = divmod(count, num_partitions)
-    sizes = np.full(num_partitions, base, dtype=np.int64)
-    sizes[:extra] += 1
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(partition, offset inside it) of shuffled positions."""
+        b = self.bounds
+        part = np.searchsorted(b[1:-1], positions, side="right")
+        return part, positions - b[part]
+
+
+@dataclass(frozen=True)
+class EntityType(PartitionLayout):
+    """An entity type of the graph: its name and its partition layout."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -85,20 +101,6 @@ def offset_dtype(max_partition_size: int) -> np.dtype:
     return np.dtype(np.int32) if max_partition_size < 2**31 else np.dtype(np.int64)
 
 
-def write_bucket(path: str, edges: EdgeArrays) -> None:
-    """Write one bucket file (caller handles atomicity by writing inside a temp dir)."""
-    n = len(edges)
-    chunk = max(1, min(n, 1 << 16))  # HDF5 chunks sized to the data, never PBG's 150 MiB reservations
-    with h5py.File(path, "w") as f:
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["count"] = n
-        for key in ("lhs", "rhs", "rel", "weight"):
-            data = getattr(edges, key)
-            if data is None:
-                continue
-            f.create_dataset(key, data=data, chunks=(chunk,) if n else None)
-
-
 class Graph:
     """Read-only view of a complete graph dir."""
 
@@ -117,7 +119,7 @@ class Graph:
             raise GraphError(f"{manifest_path}: format_version {version!r}, this tbg reads {FORMAT_VERSION}")
         self.id_mode: str = self.manifest["id_mode"]
         self.entity_types: dict[str, EntityType] = {
-            name: EntityType(name, int(t["count"]), int(t["num_partitions"]))
+            name: EntityType(count=int(t["count"]), num_partitions=int(t["num_partitions"]), name=name)
             for name, t in self.manifest["entity_types"].items()
         }
         self.relations: list[Relation] = [Relation(**r) for r in self.manifest["relations"]]
@@ -128,14 +130,6 @@ class Graph:
     def import_id(self) -> str | None:
         """Identity of this import (None for graph dirs written before import ids existed)."""
         return self.manifest.get("import_id")
-
-    def check_import_id(self, recorded: str | None, where: str) -> None:
-        """Refuse embeddings that were trained on another import: their rows would map to other entities."""
-        if recorded is not None and self.import_id is not None and recorded != self.import_id:
-            raise GraphError(
-                f"{where}: trained on graph import {recorded}, but {self.path} now holds import {self.import_id}"
-                " (re-imported: entity ids may differ); retrain, or point graph.dir at the original import"
-            )
 
     # ------------------------------------------------------------------ grid
     @property
@@ -167,7 +161,7 @@ class Graph:
         return bool(self.split_info(split).get("has_weight", False))
 
     def bucket_path(self, split: str, i: int, j: int) -> str:
-        return os.path.join(self.path, split, f"edges_{i}_{j}.h5")
+        return _bucket_path(self.path, split, i, j)
 
     # ------------------------------------------------------------------ edges
     def read_bucket(self, split: str, i: int, j: int, start: int = 0, stop: int | None = None) -> EdgeArrays:
@@ -200,7 +194,7 @@ class Graph:
 
     # ------------------------------------------------------------------ entities
     def _entity_file(self, etype: str) -> str:
-        return os.path.join(self.path, "entities", f"{etype}.h5")
+        return _entity_path(self.path, etype)
 
     def perm(self, etype: str) -> np.ndarray:
         """perm[k] = dense id at shuffled position k."""
@@ -223,10 +217,7 @@ class Graph:
 
     def locate(self, etype: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(partition, offset) of dense ids."""
-        pos = self.position(etype)[ids]
-        b = self.entity_types[etype].bounds
-        part = np.searchsorted(b, pos, side="right") - 1
-        return part, pos - b[part]
+        return self.entity_types[etype].locate(self.position(etype)[ids])
 
     def names(self, etype: str, ids: np.ndarray | None = None) -> np.ndarray:
         """Entity names of dense ids (names mode), or the ids themselves as strings (indices mode)."""
@@ -238,11 +229,98 @@ class Graph:
             return np.asarray(ds[:] if ids is None else ds[:][ids], dtype=object)
 
 
-class BucketWriter:
-    """Writes one bucket file of known size slice by slice (same layout as :func:`write_bucket`).
+# ----------------------------------------------------------------------------- writing
 
-    The importer uses it for buckets too large to shuffle in memory at once.
+
+def _entity_path(root: str, etype: str) -> str:
+    return os.path.join(root, "entities", f"{etype}.h5")
+
+
+def _bucket_path(root: str, split: str, i: int, j: int) -> str:
+    return os.path.join(root, split, f"edges_{i}_{j}.h5")
+
+
+class GraphWriter:
+    """Writes the files of a graph dir under ``root``.
+
+    The caller makes the whole dir atomic (the importer writes into a temp dir and renames it into place);
+    the manifest is written last, so its presence marks a complete dir.
     """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def write_entities(
+        self, etype: str, perm: np.ndarray, num_partitions: int, names: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``entities/<type>.h5`` from ``perm`` (position -> dense id); returns ``position`` (its inverse)."""
+        count = len(perm)
+        position = np.empty(count, dtype=np.int64)
+        position[perm] = np.arange(count, dtype=np.int64)
+        path = _entity_path(self.root, etype)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with h5py.File(path, "w") as f:
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["count"] = count
+            f.attrs["num_partitions"] = num_partitions
+            f.create_dataset("perm", data=np.asarray(perm, dtype=np.int64))
+            f.create_dataset("position", data=position)
+            if names is not None:
+                f.create_dataset("names", data=np.asarray(names, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        return position
+
+    def bucket_path(self, split: str, i: int, j: int) -> str:
+        path = _bucket_path(self.root, split, i, j)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def write_bucket(self, split: str, i: int, j: int, edges: EdgeArrays) -> None:
+        """Bucket (i, j) of ``split`` in one go (edges already in their final, shuffled order)."""
+        n = len(edges)
+        with BucketWriter(self.bucket_path(split, i, j), n, _dtypes(edges)) as writer:
+            writer.append(edges)
+
+    def bucket_writer(self, split: str, i: int, j: int, count: int, dtypes: dict[str, np.dtype]) -> BucketWriter:
+        """Bucket (i, j) of ``split`` written slice by slice, for buckets too large to hold at once."""
+        return BucketWriter(self.bucket_path(split, i, j), count, dtypes)
+
+    def write_manifest(
+        self,
+        id_mode: str,
+        entity_types: dict[str, tuple[int, int]],
+        relations: list[tuple[str, str, str]],
+        splits: dict[str, dict[str, Any]],
+        **metadata: Any,
+    ) -> dict[str, Any]:
+        """``manifest.json`` (fsynced); entity_types: name -> (count, num_partitions); relations: (name, lhs, rhs).
+
+        ``splits`` maps a split to its entry (``num_edges``, ``buckets`` {"i_j": count}, ``has_weight``, and
+        whatever the importer records about its sources); ``metadata`` adds top-level keys.
+        """
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "id_mode": id_mode,
+            "entity_types": {n: {"count": int(c), "num_partitions": int(p)} for n, (c, p) in entity_types.items()},
+            "relations": [{"name": n, "lhs": lhs, "rhs": rhs} for n, lhs, rhs in relations],
+            "splits": {
+                k: {**splits[k], "buckets": dict(sorted(splits[k]["buckets"].items()))} for k in SPLITS if k in splits
+            },
+            **metadata,
+        }
+        with open(os.path.join(self.root, MANIFEST), "w") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return manifest
+
+
+def _dtypes(edges: EdgeArrays) -> dict[str, np.dtype]:
+    return {k: getattr(edges, k).dtype for k in _BUCKET_KEYS if getattr(edges, k) is not None}
+
+
+class BucketWriter:
+    """Writes one bucket file of known size slice by slice (HDF5 chunks sized to the data, never PBG's
+    150 MiB reservations)."""
 
     def __init__(self, path: str, count: int, dtypes: dict[str, np.dtype]) -> None:
         chunk = max(1, min(count, 1 << 16))
@@ -251,7 +329,7 @@ class BucketWriter:
         self._file.attrs["count"] = count
         self._count = count
         self._pos = 0
-        for key in ("lhs", "rhs", "rel", "weight"):
+        for key in _BUCKET_KEYS:
             if key in dtypes:
                 self._file.create_dataset(key, shape=(count,), dtype=dtypes[key], chunks=(chunk,) if count else None)
 
@@ -259,7 +337,7 @@ class BucketWriter:
         end = self._pos + len(edges)
         if end > self._count:
             raise ValueError(f"bucket overflow: {end} > {self._count}")
-        for key in ("lhs", "rhs", "rel", "weight"):
+        for key in _BUCKET_KEYS:
             data = getattr(edges, key)
             if data is not None and len(data):
                 self._file[key][self._pos : end] = data

@@ -14,7 +14,6 @@ This module must not import torch (directly or indirectly): `tbg import` has to 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shutil
@@ -25,17 +24,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import h5py
 import numpy as np
 
 from tbg import __version__
 from tbg.config import Config, DataConfig, IdMode, load_config
 from tbg.errors import InputError
-from tbg.graph import FORMAT_VERSION, MANIFEST, offset_dtype
-from tbg.io import convert
+from tbg.graph import GraphWriter, PartitionLayout, offset_dtype
+from tbg.io import columns
+from tbg.io.bucket_spill import BucketRouter, ShuffledType, record_dtype
 from tbg.io.dictionary import EntityDictionary
 from tbg.io.sources import ReadSpec, SourceReader, resolve
-from tbg.io.spill import BucketRouter, Partitioning, record_dtype
 
 _ID_RECORD = np.dtype([("lhs", np.int64), ("rhs", np.int64), ("rel", np.int32), ("weight", np.float32)])
 
@@ -161,6 +159,7 @@ class _Builder:
         self.rel_dtype = np.dtype(np.int16) if len(self.relations) < 2**15 else np.dtype(np.int32)
         cols = self.g.columns
         self.has_weight = cols is not None and cols.weight is not None
+        self.writer = GraphWriter(root)
         self.spill = os.path.join(root, ".spill")
         self.rows_seen = 0
 
@@ -197,13 +196,12 @@ class _Builder:
         )
 
     def _edges(self, batch: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        rel = convert.relation_ids(batch, self.rel_names, self.g.relation_by)
-        weight = convert.weights(batch) if "weight" in batch.columns else None
+        rel = columns.relation_ids(batch, self.rel_names, self.g.relation_by)
+        weight = columns.weights(batch) if "weight" in batch.columns else None
         return rel, weight
 
     # ------------------------------------------------------------------ build
     def build(self, splits: dict[str, DataConfig]) -> dict[str, Any]:
-        os.makedirs(os.path.join(self.root, "entities"))
         split_info: dict[str, dict[str, Any]] = {}
         if self.names_mode:
             dictionaries = {name: EntityDictionary(name) for name in self.tables}
@@ -224,32 +222,21 @@ class _Builder:
                 split_info[split] = self._read_indices(split, data, router)
                 split_info[split]["buckets"] = self._finish(split, router)
         shutil.rmtree(self.spill, ignore_errors=True)
-        manifest = self._manifest(counts, split_info)
-        with open(os.path.join(self.root, MANIFEST), "w") as fh:
-            json.dump(manifest, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return manifest
+        return self._manifest(counts, split_info)
 
     def _partition(self, counts: dict[str, int], dictionaries: dict[str, EntityDictionary] | None) -> dict:
-        parts = {}
+        types = {}
         for name, table in self.tables.items():
-            part, perm = Partitioning.shuffled(name, counts[name], table.num_partitions, self.g.seed)
-            parts[name] = part
-            with h5py.File(os.path.join(self.root, "entities", f"{name}.h5"), "w") as f:
-                f.attrs["format_version"] = FORMAT_VERSION
-                f.attrs["count"] = counts[name]
-                f.attrs["num_partitions"] = table.num_partitions
-                f.create_dataset("perm", data=perm)
-                f.create_dataset("position", data=part.position)
-                f.create_dataset("bounds", data=part.bounds)
-                if dictionaries is not None:
-                    names = dictionaries[name].values.to_numpy(zero_copy_only=False).astype(object)
-                    f.create_dataset("names", data=names, dtype=h5py.string_dtype("utf-8"))
-        return parts
+            perm = ShuffledType.permutation(name, counts[name], self.g.seed)
+            names = None
+            if dictionaries is not None:
+                names = dictionaries[name].values.to_numpy(zero_copy_only=False).astype(object)
+            position = self.writer.write_entities(name, perm, table.num_partitions, names)
+            types[name] = ShuffledType(name, PartitionLayout(counts[name], table.num_partitions), position)
+        return types
 
-    def _router(self, split: str, parts: dict[str, Partitioning]) -> BucketRouter:
-        largest = max(int(np.diff(p.bounds).max()) if p.count else 0 for p in parts.values())
+    def _router(self, split: str, parts: dict[str, ShuffledType]) -> BucketRouter:
+        largest = max(p.layout.max_partition_size for p in parts.values())
         dtype = record_dtype(offset_dtype(largest), self.rel_dtype, self.has_weight)
         return BucketRouter(
             os.path.join(self.spill, split),
@@ -260,7 +247,7 @@ class _Builder:
 
     def _finish(self, split: str, router: BucketRouter) -> dict[str, int]:
         block = max(1 << 20, self.g.chunk_rows)  # bucket edges shuffled in memory at once (larger: external)
-        return router.finish(os.path.join(self.root, split), _split_seed(self.g.seed, split), block)
+        return router.finish(self.writer, split, _split_seed(self.g.seed, split), block)
 
     def _read_indices(self, split: str, data: DataConfig, router: BucketRouter) -> dict[str, Any]:
         limits = np.array([int(self.tables[r.lhs].num_embeddings or 0) for r in self.relations], np.int64)
@@ -270,8 +257,8 @@ class _Builder:
         with self._bar(split) as bar:
             for batch in batches:
                 rel, weight = self._edges(batch)
-                lhs = convert.int_ids(batch, "lhs")
-                rhs = convert.int_ids(batch, "rhs")
+                lhs = columns.int_ids(batch, "lhs")
+                rhs = columns.int_ids(batch, "rhs")
                 self._check_range(batch, "lhs", lhs, rel, limits, [r.lhs for r in self.relations])
                 self._check_range(batch, "rhs", rhs, rel, rlimits, [r.rhs for r in self.relations])
                 router.add(lhs, rhs, rel, weight)
@@ -307,7 +294,7 @@ class _Builder:
                 rec["rel"] = rel
                 rec["weight"] = weight if weight is not None else 0.0
                 for role, types in (("lhs", lhs_types), ("rhs", rhs_types)):
-                    rec[role] = _encode(convert.string_ids(batch, role), rel, types, dictionaries)
+                    rec[role] = _encode(columns.string_ids(batch, role), rel, types, dictionaries)
                 self._check_capacity(batch, dictionaries)
                 out.write(memoryview(rec).cast("B"))
                 per_rel += np.bincount(rel, minlength=len(self.relations))
@@ -339,25 +326,19 @@ class _Builder:
         }
 
     def _manifest(self, counts: dict[str, int], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        ordered = {k: splits[k] for k in ("train", "valid", "test") if k in splits}
-        for info in ordered.values():
-            info["buckets"] = dict(sorted(info["buckets"].items()))
-        return {
-            "format_version": FORMAT_VERSION,
-            "id_mode": self.g.id_mode.value,
-            "seed": self.g.seed,
-            "entity_types": {
-                name: {"count": counts[name], "num_partitions": t.num_partitions} for name, t in self.tables.items()
-            },
-            "relations": [{"name": r.name, "lhs": r.lhs, "rhs": r.rhs} for r in self.relations],
-            "splits": ordered,
-            "config_fingerprint": self.cfg.fingerprint("model", "graph", "train_data", "validation_data", "test_data"),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        return self.writer.write_manifest(
+            self.g.id_mode.value,
+            {name: (counts[name], t.num_partitions) for name, t in self.tables.items()},
+            [(r.name, r.lhs, r.rhs) for r in self.relations],
+            splits,
+            seed=self.g.seed,
+            config_fingerprint=self.cfg.fingerprint("model", "graph", "train_data", "validation_data", "test_data"),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             # names-mode ids depend on batch order, so every import gets its own id: checkpoints record it and
             # refuse to be read against another import of the "same" graph
-            "import_id": secrets.token_hex(8),
-            "tbg_version": __version__,
-        }
+            import_id=secrets.token_hex(8),
+            tbg_version=__version__,
+        )
 
 
 def _encode(names: Any, rel: np.ndarray, types: list[str], dictionaries: dict[str, EntityDictionary]) -> np.ndarray:

@@ -37,15 +37,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tbg.config import Config, load_config
-from tbg.errors import TbgError
+from tbg.errors import SynthError
 
 DEFAULT_EDGES = 1_000_000
 DEFAULT_TEST_EDGES = 10_000
 EDGE_SCHEMA = pa.schema([("lhs", pa.int64()), ("rel", pa.int64()), ("rhs", pa.int64())])
-
-
-class SynthError(TbgError):
-    """Bad synth request (unsized tables, existing output, impossible edge count)."""
 
 
 @dataclass(frozen=True)

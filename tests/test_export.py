@@ -12,7 +12,7 @@ import pytest
 from builders import child_env, integer_model, make_config, write_checkpoint, write_graph
 
 from tbg import export as ex
-from tbg.errors import CheckpointError
+from tbg.errors import CheckpointError, ConsistencyError
 
 TYPES = {"user": (41, 6, 3), "item": (17, 6, 1)}
 RELS = [
@@ -156,7 +156,7 @@ def test_missing_checkpoint_and_mismatch(trained):
         ex.export(cfg, "npy", str(tmp / "x"), checkpoint=str(tmp / "nope"))
     types = {k: (c, 8, p) for k, (c, _d, p) in TYPES.items()}
     bad = make_config(cfg.graph_dir, save_dir=cfg.training.save_dir, types=types, relations=RELS)
-    with pytest.raises(CheckpointError, match="embedding_dim 6, config 8"):
+    with pytest.raises(ConsistencyError, match=r"tables\[\d\]\.embedding_dim: 8 but the checkpoint .* trained with 6"):
         ex.export(bad, "npy", str(tmp / "x"))
     assert not (tmp / "x").exists()
 

@@ -68,4 +68,6 @@ def test_checkpoint_of_other_model_refused(tmp_path, capsys, gdir) -> None:
     assert _cli(tmp_path, capsys, text)[0] == 0
     rc, err = _cli(tmp_path, capsys, text.replace("comparator: dot", "comparator: cos").replace(
         "num_train_steps: 2", "num_train_steps: 4"))  # fmt: skip
-    assert rc == 2 and "trained with a different model" in err and len(err.splitlines()) == 1
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "model.comparator: 'cos' but the checkpoint" in err and "trained with 'dot'" in err
+    assert "use `tbg train --fresh` or another training.save_dir" in err

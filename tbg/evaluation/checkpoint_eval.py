@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from tbg.checkpoint import Checkpoint
+from tbg.checkpoint import Checkpoint, resolve_checkpoint
 from tbg.config import Config
+from tbg.consistency import check_checkpoint, check_graph, check_shards
 from tbg.errors import CheckpointError
-from tbg.evaluation.compat import check_checkpoint, check_graph, resolve_checkpoint
 from tbg.evaluation.evaluate import evaluate_model
 from tbg.graph import Graph
 from tbg.model.scoring import RelationModel
@@ -39,8 +39,9 @@ def evaluate_checkpoint(
     graph = Graph(cfg.graph_dir)
     check_graph(cfg, graph)
     graph.split_info(split)  # a split that was never imported is one clear error
-    ckpt = resolve_checkpoint(cfg, checkpoint)
+    ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
     check_checkpoint(cfg, graph, ckpt)
+    check_shards(cfg, graph, ckpt)
     model = load_relation_model(cfg, ckpt)
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tbg.config import load_config
     from tbg.evaluation.checkpoint_eval import evaluate_checkpoint
-    from tbg.evaluation.report import format_table, write_json
+    from tbg.evaluation.output import format_table, write_json
 
     cfg = load_config(args.config)
     split = args.split or cfg.eval.split

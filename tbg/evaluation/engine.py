@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tbg.errors import CheckpointError
-from tbg.evaluation.edges import EvalEdges, TypeLayout
+from tbg.evaluation.eval_edges import EvalEdges, TypeLayout
 from tbg.evaluation.filter import FilterIndex
 from tbg.evaluation.ranking import SideCounts
 from tbg.model.scoring import RelationModel

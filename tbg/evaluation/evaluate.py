@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from tbg.config import Config
-from tbg.evaluation.edges import EvalEdges, TypeLayout, load_split
 from tbg.evaluation.engine import EmbeddingSource, TableCache, rank_all_sides, rank_sampled
+from tbg.evaluation.eval_edges import EvalEdges, TypeLayout, load_split
 from tbg.evaluation.filter import build_filters
 from tbg.evaluation.ranking import summarize
 from tbg.graph import Graph

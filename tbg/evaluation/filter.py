@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tbg.evaluation.edges import EvalEdges, TypeLayout, iter_split
+from tbg.evaluation.eval_edges import EvalEdges, TypeLayout, iter_split
 from tbg.graph import Graph
 
 _INT64_MAX = np.iinfo(np.int64).max

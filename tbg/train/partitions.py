@@ -19,7 +19,7 @@ import torch
 
 from tbg.checkpoint import CheckpointWriter, read_embedding_file, write_embedding_file
 from tbg.config import Config, EmbeddingTableConfig
-from tbg.errors import CheckpointError
+from tbg.consistency import check_shard
 from tbg.model.embeddings import init_partition, storage_dtype
 from tbg.model.optimizers import SparseOptimizer, build_sparse_optimizer
 from tbg.train.runtime import hugepage_empty
@@ -82,8 +82,7 @@ class PartitionStore:
             return None, {}
         emb, state = read_embedding_file(source, with_optimizer=key not in self._weights_only)
         rows, dim = self.sizes[key], self.tables[etype].embedding_dim
-        if emb.shape != (rows, dim):
-            raise CheckpointError(f"{source}: shard shape {emb.shape}, the config needs ({rows}, {dim})")
+        check_shard(source, emb.shape, (rows, dim))
         return emb, state
 
     def _install(self, key: TableKey, loaded: Loaded) -> None:

@@ -23,12 +23,11 @@ import torch
 
 from tbg.checkpoint import Checkpoint, CheckpointStore, open_checkpoint
 from tbg.config import Config, dump_config
-from tbg.errors import CheckpointError
+from tbg.consistency import check_checkpoint, check_trainable, model_fingerprint
 from tbg.graph import Graph
 from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
 from tbg.train import runtime
-from tbg.train.checks import check_graph, model_fingerprint
 from tbg.train.edges import EdgeSource, batches, read_all
 from tbg.train.partitions import SWAP_DIR, PartitionStore
 from tbg.train.schedule import bucket_order
@@ -42,7 +41,7 @@ class Trainer:
     def __init__(self, cfg: Config, graph: Graph | None = None, progress: bool = True) -> None:
         self.cfg = cfg
         self.graph = graph if graph is not None else Graph(cfg.graph_dir)
-        check_graph(cfg, self.graph)
+        check_trainable(cfg, self.graph)
         self.device, self.bf16 = runtime.setup(cfg)
         self.progress_bar = progress
         self.save_dir = cfg.training.save_dir
@@ -101,13 +100,10 @@ class Trainer:
         return "fresh start"
 
     def _load(self, ckpt: Checkpoint, resume: bool) -> None:
-        got = ckpt.progress.get("model_fingerprint")
-        if got is not None and got != self.fingerprint:
-            raise CheckpointError(
-                f"{ckpt.path}: trained with a different model (tables/relations/operators/comparator);"
-                " use `tbg train --fresh` or another training.save_dir"
-            )
-        self.graph.check_import_id(ckpt.progress.get("graph_import_id"), ckpt.path)
+        fix = (
+            "use `tbg train --fresh` or another training.save_dir" if resume else "fix training.initial_checkpoint_dir"
+        )
+        check_checkpoint(self.cfg, self.graph, ckpt, fix)
         sources = {key: ckpt.embedding_path(*key) for key in self.store.keys if ckpt.has_embeddings(*key)}
         self.store.set_sources(sources, with_optimizer=resume)
         rel = {k: torch.from_numpy(v) for k, v in ckpt.relations().items()}

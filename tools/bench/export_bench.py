@@ -15,14 +15,13 @@ import sys
 import tempfile
 import time
 
-import h5py
 import numpy as np
 
 
 def build(root: str, count: int, dim: int, parts: int):
     from tbg.checkpoint import CheckpointStore
     from tbg.config import dump_config, parse_config
-    from tbg.graph import partition_bounds
+    from tbg.graph import GraphWriter, PartitionLayout
 
     opt = {"adagrad": {"lr": 0.1}}
     cfg = parse_config(
@@ -42,25 +41,13 @@ def build(root: str, count: int, dim: int, parts: int):
     )
     rng = np.random.default_rng(0)
     gdir = cfg.graph_dir
-    os.makedirs(os.path.join(gdir, "entities"))
+    writer = GraphWriter(gdir)
     perm = rng.permutation(count).astype(np.int64)
-    position = np.empty_like(perm)
-    position[perm] = np.arange(count)
     names = np.char.add("Q", np.arange(count).astype("U"))
-    with h5py.File(os.path.join(gdir, "entities", "entity.h5"), "w") as f:
-        f["perm"], f["position"] = perm, position
-        f.create_dataset("names", data=names.astype(object), dtype=h5py.string_dtype())
-    manifest = {
-        "format_version": 1,
-        "id_mode": "names",
-        "entity_types": {"entity": {"count": count, "num_partitions": parts}},
-        "relations": [{"name": "rel", "lhs": "entity", "rhs": "entity"}],
-        "splits": {},
-    }
-    with open(os.path.join(gdir, "manifest.json"), "w") as fh:
-        json.dump(manifest, fh)
+    writer.write_entities("entity", perm, parts, names.astype(object))
+    writer.write_manifest("names", {"entity": (count, parts)}, [("rel", "entity", "entity")], {})
     w = CheckpointStore(cfg.training.save_dir).begin(1)
-    b = partition_bounds(count, parts)
+    b = PartitionLayout(count, parts).bounds
     for p in range(parts):
         w.write_embeddings("entity", p, rng.standard_normal((b[p + 1] - b[p], dim), dtype=np.float32))
     w.write_relations(

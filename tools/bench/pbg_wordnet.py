@@ -233,8 +233,8 @@ def to_tbg_checkpoint(cfg: Any, pbg: dict[str, Any], edges_seen: int, epochs: in
     """Write PBG's model as a committed tbg checkpoint in cfg.training.save_dir; returns the version dir."""
     from tbg.checkpoint import CheckpointStore
     from tbg.config import dump_config
+    from tbg.consistency import model_fingerprint
     from tbg.graph import Graph
-    from tbg.train.checks import model_fingerprint
 
     graph = Graph(cfg.graph_dir)
     et = graph.entity_types[ENTITY]

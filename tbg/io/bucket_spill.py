@@ -2,7 +2,7 @@
 
 Each batch is located (dense id -> partition, offset), sorted by bucket with a radix sort on a uint16 key
 and appended as packed records to ``<spill>/<i>_<j>.rec``; memory is one batch.  A bucket is then loaded,
-permuted with a seeded RNG and written with :func:`tbg.graph.write_bucket`.  A bucket larger than
+permuted with a seeded RNG and written through :class:`tbg.graph.GraphWriter`.  A bucket larger than
 ``block_edges`` is shuffled externally (Rao's two-pass shuffle): every record goes to one of K random bins,
 each bin is permuted in memory and the bins are written one after another.  That is an exactly uniform
 permutation with memory bounded by a bin, not by the bucket.
@@ -12,49 +12,34 @@ from __future__ import annotations
 
 import os
 import shutil
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from tbg.graph import BucketWriter, EdgeArrays, partition_bounds, write_bucket
+from tbg.graph import BucketWriter, EdgeArrays, GraphWriter, PartitionLayout
 
 
 @dataclass
-class Partitioning:
-    """Shuffled positions of one entity type and its balanced partition bounds."""
+class ShuffledType:
+    """An entity type during import: its partition layout and each dense id's shuffled position."""
 
     name: str
-    count: int
-    num_partitions: int
+    layout: PartitionLayout
     position: np.ndarray  # dense id -> shuffled position
 
-    @classmethod
-    def shuffled(cls, name: str, count: int, num_partitions: int, seed: int) -> tuple[Partitioning, np.ndarray]:
-        """A seeded uniform shuffle; returns the partitioning and ``perm`` (position -> dense id)."""
-        rng = np.random.default_rng([seed, _stable_hash(name)])
-        perm = rng.permutation(count).astype(np.int64)
-        position = np.empty(count, dtype=np.int64)
-        position[perm] = np.arange(count, dtype=np.int64)
-        return cls(name, count, num_partitions, position), perm
+    @staticmethod
+    def permutation(name: str, count: int, seed: int) -> np.ndarray:
+        """The type's seeded uniform shuffle: ``perm`` (position -> dense id)."""
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        return rng.permutation(count).astype(np.int64)
 
-    @property
-    def bounds(self) -> np.ndarray:
-        return partition_bounds(self.count, self.num_partitions)
-
-    def locate(self, ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """(partition or None when unpartitioned, offset inside the partition) of dense ids."""
+    def place(self, ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(partition, or None when unpartitioned; offset inside the partition) of dense ids."""
         pos = self.position[ids]
-        if self.num_partitions == 1:
+        if self.layout.num_partitions == 1:
             return None, pos
-        bounds = self.bounds
-        part = np.searchsorted(bounds[1:-1], pos, side="right")
-        return part, pos - bounds[part]
-
-
-def _stable_hash(text: str) -> int:
-    import zlib
-
-    return zlib.crc32(text.encode())
+        return self.layout.locate(pos)
 
 
 def record_dtype(offset: np.dtype, rel: np.dtype, has_weight: bool) -> np.dtype:
@@ -70,27 +55,30 @@ class BucketRouter:
     def __init__(
         self,
         spill_dir: str,
-        lhs_types: list[Partitioning],
-        rhs_types: list[Partitioning],
+        lhs_types: list[ShuffledType],
+        rhs_types: list[ShuffledType],
         dtype: np.dtype,
     ) -> None:
         self.spill_dir = spill_dir
         os.makedirs(spill_dir, exist_ok=True)
         self.lhs_types, self.rhs_types, self.dtype = lhs_types, rhs_types, dtype
-        self.grid = (max(t.num_partitions for t in lhs_types), max(t.num_partitions for t in rhs_types))
+        self.grid = (
+            max(t.layout.num_partitions for t in lhs_types),
+            max(t.layout.num_partitions for t in rhs_types),
+        )
         self.counts = np.zeros(self.grid, dtype=np.int64)
         self._files: dict[tuple[int, int], object] = {}
 
-    def _locate(self, types: list[Partitioning], ids: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray | None, ...]:
+    def _locate(self, types: list[ShuffledType], ids: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray | None, ...]:
         distinct = {id(t): t for t in types}
         if len(distinct) == 1:
-            return types[0].locate(ids)
+            return types[0].place(ids)
         kind = np.array([list(distinct).index(id(t)) for t in types], dtype=np.int64)[rel]
         part = np.zeros(len(ids), dtype=np.int64)
         off = np.empty(len(ids), dtype=np.int64)
         for k, t in enumerate(distinct.values()):
             mask = kind == k
-            p, o = t.locate(ids[mask])
+            p, o = t.place(ids[mask])
             off[mask] = o
             if p is not None:
                 part[mask] = p
@@ -143,30 +131,32 @@ class BucketRouter:
     def _spill_path(self, bucket: tuple[int, int]) -> str:
         return os.path.join(self.spill_dir, f"{bucket[0]}_{bucket[1]}.rec")
 
-    def finish(self, out_dir: str, seed: int, block_edges: int) -> dict[str, int]:
-        """Write every non-empty bucket shuffled; returns {"i_j": count}; removes the spill files."""
+    def finish(self, writer: GraphWriter, split: str, seed: int, block_edges: int) -> dict[str, int]:
+        """Write every non-empty bucket of ``split`` shuffled; returns {"i_j": count}; removes the spill files."""
         for fh in self._files.values():
             fh.close()  # type: ignore[attr-defined]
         self._files.clear()
-        os.makedirs(out_dir, exist_ok=True)
         out: dict[str, int] = {}
         for i, j in zip(*np.nonzero(self.counts)):
             i, j = int(i), int(j)
             rng = np.random.default_rng([seed, i, j])
-            path = os.path.join(out_dir, f"edges_{i}_{j}.h5")
             spill = self._spill_path((i, j))
             count = int(self.counts[i, j])
             if count <= block_edges:
                 data = np.fromfile(spill, dtype=self.dtype)
-                write_bucket(path, _take(data, random_permutation(count, rng)))
+                writer.write_bucket(split, i, j, _take(data, random_permutation(count, rng)))
             else:
-                self._external_shuffle(spill, path, count, rng, block_edges)
+                dtypes = {name: self.dtype[name] for name in self.dtype.names}
+                with writer.bucket_writer(split, i, j, count, dtypes) as out_bucket:
+                    self._external_shuffle(spill, out_bucket, count, rng, block_edges)
             os.remove(spill)
             out[f"{i}_{j}"] = count
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         return out
 
-    def _external_shuffle(self, spill: str, path: str, count: int, rng: np.random.Generator, block: int) -> None:
+    def _external_shuffle(
+        self, spill: str, out: BucketWriter, count: int, rng: np.random.Generator, block: int
+    ) -> None:
         bins = int(np.ceil(2 * count / block))  # expected bin = block/2 edges: headroom for variance
         bin_dir = spill + ".bins"
         os.makedirs(bin_dir, exist_ok=True)
@@ -189,11 +179,9 @@ class BucketRouter:
         finally:
             for fh in handles:
                 fh.close()
-        dtypes = {name: self.dtype[name] for name in self.dtype.names}
-        with BucketWriter(path, count, dtypes) as writer:
-            for k in range(bins):
-                data = np.fromfile(os.path.join(bin_dir, str(k)), dtype=self.dtype)
-                writer.append(_take(data, random_permutation(len(data), rng)))
+        for k in range(bins):
+            data = np.fromfile(os.path.join(bin_dir, str(k)), dtype=self.dtype)
+            out.append(_take(data, random_permutation(len(data), rng)))
         shutil.rmtree(bin_dir, ignore_errors=True)
 
 

@@ -2,7 +2,7 @@
 
 Buckets store edges as offsets inside their partitions.  Evaluation works with the *position* of an entity in
 its type (``bounds[partition] + offset``), a bijection with dense ids that needs no permutation lookups:
-partition and offset are recovered with one ``searchsorted`` on the type's bounds.
+partition and offset are recovered by the type's :class:`tbg.graph.PartitionLayout`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tbg.graph import Graph, GraphError
+from tbg.errors import GraphError
+from tbg.graph import Graph
 
 
 @dataclass
@@ -43,6 +44,7 @@ class TypeLayout:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
+        self.types = graph.entity_types
         self.type_names = list(graph.entity_types)
         self.bounds = {name: t.bounds for name, t in graph.entity_types.items()}
         self.counts = {name: t.count for name, t in graph.entity_types.items()}
@@ -62,9 +64,7 @@ class TypeLayout:
 
     def locate(self, etype: str, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(partition, offset) of positions within ``etype``."""
-        b = self.bounds[etype]
-        part = np.searchsorted(b, positions, side="right") - 1
-        return part, positions - b[part]
+        return self.types[etype].locate(positions)
 
     @property
     def max_count(self) -> int:

@@ -1,0 +1,175 @@
+"""Does this graph dir / checkpoint fit this config?  One answer for train, resume, warm start, eval and export.
+
+Every refusal is one line that names the config key at fault and the file (graph dir or checkpoint) it
+disagrees with, raised as :class:`~tbg.errors.ConsistencyError`; a checkpoint that cannot be read at all is a
+:class:`~tbg.errors.CheckpointError`.  numpy/h5py/yaml only: ``tbg export`` must not import torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import h5py
+import yaml
+
+from tbg.checkpoint import Checkpoint
+from tbg.config import Config
+from tbg.errors import CheckpointError, ConsistencyError
+from tbg.graph import Graph
+
+# ----------------------------------------------------------------------------- graph <-> config
+
+
+def check_graph(cfg: Config, graph: Graph) -> None:
+    """The graph holds exactly the config's tables (counts, partitions) and relations (names, types), in order."""
+    where = f"graph at {graph.path}"
+    tables = cfg.model.embeddings.tables
+    for i, table in enumerate(tables):
+        etype = graph.entity_types.get(table.name)
+        if etype is None:
+            have = ", ".join(graph.entity_types)
+            raise ConsistencyError(
+                f"model.embeddings.tables[{i}].name: {where} has no entity type {table.name!r} (has: {have});"
+                " re-run `tbg import`"
+            )
+        if table.num_embeddings is not None and table.num_embeddings != etype.count:
+            raise ConsistencyError(
+                f"model.embeddings.tables[{i}].num_embeddings: {table.num_embeddings} but the {where} has"
+                f" {etype.count} {table.name!r} entities"
+            )
+        if table.num_partitions != etype.num_partitions:
+            raise ConsistencyError(
+                f"model.embeddings.tables[{i}].num_partitions: {table.num_partitions} but the {where} was imported"
+                f" with {etype.num_partitions}; re-run `tbg import`"
+            )
+    extra = set(graph.entity_types) - {t.name for t in tables}
+    if extra:
+        raise ConsistencyError(f"model.embeddings.tables: {where} has entity types not in the config: {sorted(extra)}")
+    rels = cfg.model.relations
+    if len(rels) != len(graph.relations):
+        raise ConsistencyError(
+            f"model.relations: the config has {len(rels)} relations, the {where} {len(graph.relations)};"
+            " re-run `tbg import`"
+        )
+    for i, (rel, grel) in enumerate(zip(rels, graph.relations)):
+        if (rel.name, rel.lhs, rel.rhs) != (grel.name, grel.lhs, grel.rhs):
+            raise ConsistencyError(
+                f"model.relations[{i}]: {rel.name} ({rel.lhs}->{rel.rhs}) but the {where} has"
+                f" {grel.name} ({grel.lhs}->{grel.rhs}) at this position; re-run `tbg import`"
+            )
+
+
+def check_trainable(cfg: Config, graph: Graph) -> None:
+    """:func:`check_graph`, and the graph has training edges."""
+    check_graph(cfg, graph)
+    if "train" not in graph.splits or graph.num_edges("train") == 0:
+        raise ConsistencyError(f"train_data: the graph at {graph.path} has no training edges")
+
+
+# ----------------------------------------------------------------------------- checkpoint <-> config, graph
+
+
+def model_fingerprint(cfg: Config) -> str:
+    """What a checkpoint's tensors depend on: shapes, partitions, operators, comparator, sides."""
+    m = cfg.model
+    data = {
+        "tables": [(t.name, t.embedding_dim, t.num_partitions, str(t.data_type)) for t in m.embeddings.tables],
+        "relations": [(r.name, r.lhs, r.rhs, str(r.operator)) for r in m.relations],
+        "comparator": str(m.comparator),
+        "sides": str(m.relation_sides),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_checkpoint(cfg: Config, graph: Graph, ckpt: Checkpoint, fix: str = "") -> None:
+    """The checkpoint was trained on this import of the graph and with the config's model.
+
+    Compares the model section of the checkpoint's config.yaml key by key (tables, dims, partitions,
+    relations with operators, comparator, relation_sides), then the model fingerprint in progress.json;
+    ``fix`` (what the user can do about it) ends every message.
+    """
+    suffix = f"; {fix}" if fix else ""
+    where = ckpt.path
+    recorded = ckpt.progress.get("graph_import_id")
+    if recorded is not None and graph.import_id is not None and recorded != graph.import_id:
+        raise ConsistencyError(
+            f"{where}: trained on graph import {recorded}, but {graph.path} now holds import {graph.import_id}"
+            " (re-imported: entity ids may differ); retrain, or point graph.dir at the original import"
+        )
+    model = _checkpoint_model(ckpt)
+    if model is not None:
+        _check_model(cfg, model, f"the checkpoint {where}", suffix)
+    got = ckpt.progress.get("model_fingerprint")
+    if got is not None and got != model_fingerprint(cfg):
+        raise ConsistencyError(
+            f"model: the checkpoint {where} was trained with a different model"
+            f" (tables/relations/operators/comparator/data types){suffix}"
+        )
+
+
+def check_shards(cfg: Config, graph: Graph, ckpt: Checkpoint) -> None:
+    """Every partition of every table has an embedding shard of the shape the graph and config need."""
+    for t in cfg.model.embeddings.tables:
+        et = graph.entity_types[t.name]
+        for p in range(et.num_partitions):
+            path = ckpt.embedding_path(t.name, p)
+            if not os.path.isfile(path):
+                raise CheckpointError(f"{ckpt.path}: no embeddings for {t.name!r} partition {p}")
+            try:
+                with h5py.File(path, "r") as f:
+                    shape = tuple(f["embeddings"].shape)
+            except (OSError, KeyError) as exc:
+                raise CheckpointError(f"{path}: unreadable embedding shard: {exc}") from None
+            check_shard(path, shape, (et.partition_size(p), t.embedding_dim))
+
+
+def check_shard(path: str, shape: tuple[int, ...], want: tuple[int, int]) -> None:
+    """One embedding shard has the (rows, embedding_dim) that its partition and table need."""
+    if tuple(shape) != tuple(want):
+        raise ConsistencyError(f"{path}: shard shape {tuple(shape)}, the graph and config need {tuple(want)}")
+
+
+def _checkpoint_model(ckpt: Checkpoint) -> dict[str, Any] | None:
+    """The model section of the checkpoint's config.yaml (None for checkpoints without one)."""
+    try:
+        data = yaml.safe_load(ckpt.config_text())
+    except FileNotFoundError:
+        return None
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{ckpt.path}/config.yaml: unreadable: {exc}") from None
+    return (data or {}).get("model") if isinstance(data, dict) else None
+
+
+def _check_model(cfg: Config, model: dict[str, Any], where: str, suffix: str) -> None:
+    tables = {t.get("name"): t for t in model.get("embeddings", {}).get("tables", [])}
+    for i, t in enumerate(cfg.model.embeddings.tables):
+        key = f"model.embeddings.tables[{i}]"
+        theirs = tables.get(t.name)
+        if theirs is None:
+            have = ", ".join(map(str, tables))
+            raise ConsistencyError(f"{key}.name: {where} was trained without table {t.name!r} (has: {have}){suffix}")
+        for field, default in (("embedding_dim", -1), ("num_partitions", 1)):
+            ours, them = getattr(t, field), theirs.get(field, default)
+            if int(them) != ours:
+                raise ConsistencyError(f"{key}.{field}: {ours} but {where} was trained with {them}{suffix}")
+    theirs_rels = model.get("relations", [])
+    rels = cfg.model.relations
+    if len(theirs_rels) != len(rels):
+        raise ConsistencyError(
+            f"model.relations: the config has {len(rels)} relations, {where} was trained with {len(theirs_rels)}"
+            f"{suffix}"
+        )
+    for i, (r, theirs) in enumerate(zip(rels, theirs_rels)):
+        them = (theirs.get("name"), theirs.get("lhs"), theirs.get("rhs"), str(theirs.get("operator", "translation")))
+        if (r.name, r.lhs, r.rhs, str(r.operator)) != them:
+            raise ConsistencyError(
+                f"model.relations[{i}]: {r.name} ({r.lhs}->{r.rhs}, {r.operator}) but {where} was trained with"
+                f" {them[0]} ({them[1]}->{them[2]}, {them[3]}){suffix}"
+            )
+    for field, default in (("comparator", "dot"), ("relation_sides", "both")):
+        them, ours = str(model.get(field, default)), str(getattr(cfg.model, field))
+        if them != ours:
+            raise ConsistencyError(f"model.{field}: {ours!r} but {where} was trained with {them!r}{suffix}")
