@@ -31,6 +31,7 @@ def config(run: Path, types: dict, comparator: str = "dot", sides: str = "both",
         "model.comparator": comparator,
         "model.relation_sides": sides,
         **{f"eval.{k}": v for k, v in eval_kw.items()},
+        "runtime.num_threads": None,  # eval runs on the process's torch threads
     }
     return make_config(run / "graph", save_dir=run, types=types, relations=RELS, overrides=over)
 
