@@ -115,14 +115,14 @@ def write_graph(
     splits: dict[str, Edges],
     *,
     seed: int = 0,
-    names: bool = False,
+    names: bool | dict[str, list[str]] = False,
     weights: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The graph dir ``cfg`` describes, holding ``splits`` (edges by dense id, shuffled within each bucket as
     the importer does); returns each type's ``perm`` (shuffled position -> dense id).
 
-    ``names``: names mode, entity ``i`` of type ``t`` is named ``t/éi``; ``weights``: per split, one weight per
-    edge.
+    ``names``: names mode, entity ``i`` of type ``t`` named ``names[t][i]`` (``True``: ``t/éi``);
+    ``weights``: per split, one weight per edge.
     """
     rng = np.random.default_rng(seed)
     writer = GraphWriter(cfg.graph_dir)
@@ -130,7 +130,10 @@ def write_graph(
     perms, positions, layouts = {}, {}, {}
     for name, t in tables.items():
         perms[name] = rng.permutation(t.num_embeddings).astype(np.int64)
-        label = np.array([f"{name}/é{i}" for i in range(t.num_embeddings)], dtype=object) if names else None
+        label = None
+        if names:
+            given = names.get(name) if isinstance(names, dict) else None
+            label = np.array(given or [f"{name}/é{i}" for i in range(t.num_embeddings)], dtype=object)
         positions[name] = writer.write_entities(name, perms[name], t.num_partitions, label)
         layouts[name] = PartitionLayout(t.num_embeddings, t.num_partitions)
     rels = cfg.model.relations

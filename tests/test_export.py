@@ -129,9 +129,17 @@ def test_failure_leaves_nothing(trained, monkeypatch):
     assert [p.name for p in tmp.iterdir() if p.name.startswith("fail")] == []
 
 
-def test_escapes_special_names():
-    arr = ex._escape(np.array(["a\tb", "c\nd", "e\\f", "plain"], dtype=object)).to_pylist()
-    assert arr == ["a\\tb", "c\\nd", "e\\\\f", "plain"]
+def test_tsv_escapes_special_names(tmp_path):
+    """TAB, newline, CR and backslash in names are written as backslash escapes: one line per entity."""
+    special = ["a\tb", "c\nd", "e\\f", "g\rh", "plain"]
+    cfg = make_config(
+        tmp_path / "g", save_dir=tmp_path / "run", types={"n": (5, 2, 1)}, relations=[("r", "n", "n", "none")]
+    )
+    perms = write_graph(cfg, {"train": (np.arange(5), np.zeros(5, int), np.arange(5)[::-1])}, names={"n": special})
+    write_checkpoint(cfg, perms, {"n": np.zeros((5, 2), np.float32)}, integer_model(cfg, 0))
+    ex.export(cfg, "tsv", str(tmp_path / "t"))
+    lines = (tmp_path / "t" / "n_embeddings.tsv").read_bytes().decode().split("\n")
+    assert [line.split("\t")[0] for line in lines if line] == ["a\\tb", "c\\nd", "e\\\\f", "g\\rh", "plain"]
 
 
 def test_export_does_not_import_torch(trained):

@@ -156,7 +156,9 @@ def test_edge_and_relation_weights_scale_loss(graphs, tmp_path) -> None:
     trainer.bucket = (0, 0)
     trainer.store.need(trainer.bucket_keys((0, 0)))
     e = read_all(trainer.graph, "train", (0, 0), trainer.device)
-    tables = trainer._tables
+
+    def tables(etype: str, side: str):  # P=1: each type's one resident partition
+        return (etype, 0), trainer.store.get((etype, 0)).table
 
     def loss(batch: Batch) -> float:
         return float(trainer.scorer(batch, tables, 0, 20, torch.Generator().manual_seed(0), grad=False).loss)
