@@ -211,23 +211,6 @@ def _count(scores: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch
     return gt, gt + eq
 
 
-def rank_all(
-    model: RelationModel,
-    edges: EvalEdges,
-    target: str,
-    layout: TypeLayout,
-    cache: TableCache,
-    filt: FilterIndex | None,
-    batch_size: int = 1000,
-    block_cols: int = 512,
-    workers: int = 1,
-) -> SideCounts:
-    """Rank every edge's true ``target`` entity among all entities of its type (all partitions)."""
-    return rank_all_sides(model, edges, (target,), layout, cache, {target: filt}, batch_size, block_cols, workers)[
-        target
-    ]
-
-
 def rank_all_sides(
     model: RelationModel,
     edges: EvalEdges,

@@ -120,12 +120,6 @@ def file_format(file: SourceFile, configured: str | None) -> tuple[str, str | No
     return "parquet", None  # TwHIN's edge files (e.g. part-00000) are Parquet without an extension
 
 
-def parquet_num_rows(fs: fsspec.AbstractFileSystem, file: SourceFile) -> int:
-    """Row count from the footer only (used to skip whole files outside the window)."""
-    with _open_parquet(fs, file) as pf:
-        return pf.metadata.num_rows
-
-
 class SourceReader:
     """Iterates record batches of the files' row window, keeping per-file row counts for the manifest."""
 
