@@ -200,7 +200,7 @@ def _count(scores: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch
 
     sign(score - pos) is exact for finite floats (x - y == 0 iff x == y under gradual underflow), and its
     row sums S1 = #gt - #lt and S2 = #gt + #lt are exact in fp32 for blocks < 2**24 columns: #gt = (S1+S2)/2,
-    #eq = cols - S2.  Four cheap in-place float passes beat two bool-producing comparisons by about 4x.
+    #eq = cols - S2.  Four in-place float passes are much cheaper than two bool-producing comparisons.
     Masked (-inf) entries count as lower.
     """
     signs = scores.sub_(pos.unsqueeze(1)).sign_()

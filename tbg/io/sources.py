@@ -314,8 +314,8 @@ def _text_batches(
         """TSV parsed one block of whole lines at a time.
 
         Arrow's streaming reader reads up to 32 blocks ahead of its consumer, so import memory grew with the
-        size of each source file (names-mode TSV, 40M edges: 454 MB peak); here one block of text and its
-        columns are held.  Quoted CSV keeps the streaming reader: its quoted fields may contain newlines.
+        size of each source file; here one block of text and its columns are held.  Quoted CSV keeps the
+        streaming reader: its quoted fields may contain newlines.
         """
         stream = _open_text(fs, file, compression)
         carry, first = b"", True
