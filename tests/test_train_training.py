@@ -148,28 +148,6 @@ def test_lr_schedule_is_used(graphs, tmp_path) -> None:
         assert not np.array_equal(f["embeddings"][...], init.numpy())
 
 
-def test_edge_and_relation_weights_scale_loss(graphs, tmp_path) -> None:
-    gdir, _ = graphs[1]
-    cfg = make_config(gdir, save_dir=str(tmp_path / "w"))
-    trainer = Trainer(cfg, progress=False)
-    trainer.start()
-    trainer.bucket = (0, 0)
-    trainer.store.need(trainer.bucket_keys((0, 0)))
-    e = read_all(trainer.graph, "train", (0, 0), trainer.device)
-
-    def tables(etype: str, side: str):  # P=1: each type's one resident partition
-        return (etype, 0), trainer.store.get((etype, 0)).table
-
-    def loss(batch: Batch) -> float:
-        return float(trainer.scorer(batch, tables, 0, 20, torch.Generator().manual_seed(0), grad=False).loss)
-
-    b = Batch(e.lhs[:50], e.rhs[:50], e.rel[:50])
-    base = loss(b)
-    assert loss(Batch(b.lhs, b.rhs, b.rel, torch.full((50,), 2.0))) == pytest.approx(2 * base, rel=1e-5)
-    trainer.scorer.rel_weight.fill_(0.5)
-    assert loss(b) == pytest.approx(0.5 * base, rel=1e-5)
-
-
 def test_chunked_buckets_and_warm_start(graphs, tmp_path) -> None:
     gdir, splits = graphs[4]
     over = {"training.num_epochs": 2, "training.max_edges_per_chunk": 170}  # chunks not multiples of the batch
