@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 from builders import child_env
 
 from tbg import synth
+from tbg.cli import main as cli_main
 from tbg.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,8 +219,7 @@ def test_cli_defaults_follow_the_config(tmp_path: Path) -> None:
     data["test_data"]["limit"] = 50
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
-    args = argparse.Namespace(config=str(path), out=None, edges=None, test_edges=None, seed=0, overwrite=False)
-    assert synth.run(args) == 0
+    assert cli_main(["synth", str(path)]) == 0
     assert len(read_split(tmp_path / "sample", "edges")) == 1000
     assert len(read_split(tmp_path / "sample", "test")) == 50
 

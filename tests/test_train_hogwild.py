@@ -10,9 +10,9 @@ import torch
 from builders import make_config, planted_graph
 from readback import rank_quality
 
+from tbg import runtime
 from tbg.checkpoint import CheckpointStore
 from tbg.errors import TbgError
-from tbg.train import runtime
 from tbg.train.trainer import Trainer
 
 
