@@ -119,7 +119,7 @@ AUTO_MAX_WORKERS = 4
 def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
     """(training workers, intra-op threads per worker) for ``runtime.hogwild_workers``.
 
-Whole steps side by side, one intra-op thread each, beat one worker using every thread, because a step's
+    Whole steps side by side, one intra-op thread each, beat one worker using every thread, because a step's
     many small operations do not split well across threads (each pays a barrier; docs/benchmarks.md).
     Workers are threads sharing the tables, so memory does not grow with them; they contend for the GIL
     between operations, which is why auto stops at 4 (a reasoned limit, not measured).  CUDA: one worker.

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def bounded_omp_spin() -> None:
     """OpenMP threads spin briefly at barriers, then sleep (must be set before torch loads libgomp).
 
-libgomp's default long spin is fastest on an idle machine but very slow when other processes compete for
+    libgomp's default long spin is fastest on an idle machine but very slow when other processes compete for
     the cores, and passive waiting is slow on an idle one; a 10k spin count keeps most of the idle speed and
     stays sane under contention (docs/benchmarks.md).
     Explicit OMP_WAIT_POLICY / GOMP_SPINCOUNT settings win.
