@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, settings
 from tbg.cli import main
 
 # seeded, CI-sized: every fuzz test together stays well under a minute on 2 cores
+# (TBG_FUZZ_EXAMPLES=1000 for a longer local hunt)
 FUZZ = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("TBG_FUZZ_EXAMPLES", "60")),
     derandomize=True,
     deadline=None,
     database=None,
