@@ -34,3 +34,7 @@ class ExportError(TbgError):
 
 class SynthError(TbgError):
     """The sample-graph generator cannot produce what was asked."""
+
+
+class QueryError(TbgError):
+    """A query names an unknown entity type, entity or relation, or asks for an impossible answer."""
