@@ -221,15 +221,22 @@ class CheckpointStore:
             return []
         return sorted(n for n in os.listdir(self.root) if n.startswith("v") and n[1:].isdigit())
 
-    def prune(self) -> None:
-        """Drop old versions beyond ``max_to_keep`` and leftovers of crashed writes; never ``latest``."""
-        latest = self.latest_name()
+    def remove_leftovers(self) -> None:
+        """Remove what interrupted writes left (``.tmp-v…`` dirs, ``latest.tmp-…``); only the save_dir's lock
+        holder may call this, since a running writer's temp dir looks the same."""
+        if not os.path.isdir(self.root):
+            return
         for name in os.listdir(self.root):
             path = os.path.join(self.root, name)
             if name.startswith(".tmp-"):
                 shutil.rmtree(path, ignore_errors=True)
             elif name.startswith(f"{LATEST}.tmp-"):
                 os.remove(path)
+
+    def prune(self) -> None:
+        """Drop old versions beyond ``max_to_keep`` and leftovers of crashed writes; never ``latest``."""
+        latest = self.latest_name()
+        self.remove_leftovers()
         if self.max_to_keep is None:
             return
         keep = [v for v in self.versions() if latest is None or v <= latest][-self.max_to_keep :]

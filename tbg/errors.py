@@ -34,3 +34,7 @@ class ExportError(TbgError):
 
 class SynthError(TbgError):
     """The sample-graph generator cannot produce what was asked."""
+
+
+class LockedError(TbgError):
+    """Another process is writing the directory (a second train/import/export); names the holder's pid/host."""

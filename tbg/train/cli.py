@@ -6,6 +6,12 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
+
+from tbg.locking import DirectoryLock, exclusive
+
+if TYPE_CHECKING:
+    from tbg.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +37,30 @@ def bounded_omp_spin() -> None:
 def run(args: argparse.Namespace) -> int:
     bounded_omp_spin()
     from tbg.config import load_config
-    from tbg.train.trainer import Trainer
 
     cfg = load_config(args.config)
+    with exclusive_save_dir(cfg.training.save_dir):
+        return _train(cfg, args)
+
+
+def exclusive_save_dir(save_dir: str) -> DirectoryLock:
+    """The save_dir's writer lock for a whole run; what a killed run left inside is removed once it is held."""
+    from tbg.checkpoint import CheckpointStore
+    from tbg.train.partitions import SWAP_DIR, remove_swap_leftovers
+
+    lock = exclusive(save_dir, "tbg train").acquire()
+    try:
+        CheckpointStore(save_dir).remove_leftovers()
+        remove_swap_leftovers(os.path.join(save_dir, SWAP_DIR))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _train(cfg: Config, args: argparse.Namespace) -> int:
+    from tbg.train.trainer import Trainer
+
     trainer = Trainer(cfg, progress=not args.no_progress)
     how = trainer.start(fresh=args.fresh)
     if trainer.finished():
