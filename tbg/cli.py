@@ -1,4 +1,4 @@
-"""`tbg import|train|eval|export|synth`: one YAML config describes a whole run.
+"""`tbg import|train|eval|export|report|synth`: one YAML config describes a whole run.
 
 Subcommand modules are imported lazily so that `tbg import` and `tbg export` never pay for `import torch`.
 """
@@ -19,6 +19,7 @@ COMMANDS = {
     "train": ("tbg.train.cli", "train embeddings bucket by bucket, checkpointing into training.save_dir"),
     "eval": ("tbg.evaluation.cli", "rank held-out edges: MRR, Hits@k, mean rank, AUC (filtered, all candidates)"),
     "export": ("tbg.export", "write entity vectors and relation parameters as TSV, Parquet or NumPy"),
+    "report": ("tbg.run_report", "draw the run as PNGs + index.md in save_dir/report (loss, edges/s, eval, ranks)"),
     "synth": ("tbg.synth", "generate a TwHIN-shaped sample graph (Parquet lhs/rel/rhs) for the config's tables"),
 }
 

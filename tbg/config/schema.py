@@ -301,6 +301,7 @@ class TrainingConfig:
     # tbg extensions
     bucket_order: BucketOrder = BucketOrder.inside_out
     validation_mrr: bool = False  # opt-in: sampled validation MRR into metrics.jsonl at each eval
+    report: bool = False  # write save_dir/report/ (`tbg report`: PNG pictures + index.md) when `tbg train` ends
     max_edges_per_chunk: int = attrs.field(default=10_000_000, validator=_positive)  # huge buckets: read in chunks
 
 

@@ -8,6 +8,8 @@ and ``num_candidates`` (negatives actually ranked against, i.e. after filtering)
 - pessimistic rank = 1 + greater + equal            (the truth loses every tie; PBG's ``>=`` rank)
 - realistic rank   = (optimistic + pessimistic) / 2 (the expected rank over random tie orders; PyKEEN)
 - AUC              = (#lower + equal / 2) / num_candidates, the fraction of negatives ranked below the truth
+
+The rank distribution is kept as a histogram of realistic ranks in log-spaced (power-of-two) bins.
 """
 
 from __future__ import annotations
@@ -68,14 +70,28 @@ def rank_metrics(ranks: np.ndarray, hits_at: Iterable[int]) -> dict[str, float]:
     return out
 
 
+def rank_histogram(ranks: np.ndarray) -> dict[str, list[int]]:
+    """Counts of ranks in bins [1, 2), [2, 4), [4, 8), ...: ``edges`` has one more entry than ``counts``.
+
+    The bin of a rank r >= 1 is floor(log2 r), read exactly from the float's exponent (no log rounding).
+    """
+    if ranks.size == 0:
+        return {"edges": [1], "counts": []}
+    counts = np.bincount(np.frexp(ranks)[1] - 1)
+    return {"edges": [1 << k for k in range(counts.size + 1)], "counts": counts.tolist()}
+
+
 def side_metrics(counts: SideCounts, hits_at: Sequence[int]) -> dict[str, object]:
-    """Headline (realistic) metrics plus optimistic/pessimistic variants and AUC for one group of queries."""
+    """Headline (realistic) metrics plus optimistic/pessimistic variants, AUC and the realistic rank
+    histogram for one group of queries."""
     out: dict[str, object] = {"count": int(counts.greater.size)}
-    out.update(rank_metrics(counts.ranks("realistic"), hits_at))
+    ranks = counts.ranks("realistic")
+    out.update(rank_metrics(ranks, hits_at))
     out["auc"] = float(np.mean(counts.auc())) if counts.greater.size else float("nan")
     out["mean_candidates"] = float(np.mean(counts.num_candidates)) if counts.greater.size else float("nan")
     for kind in ("optimistic", "pessimistic"):
         out[kind] = rank_metrics(counts.ranks(kind), hits_at)
+    out["rank_histogram"] = rank_histogram(ranks)
     return out
 
 

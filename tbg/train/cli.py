@@ -82,4 +82,8 @@ def _train(cfg: Config, args: argparse.Namespace) -> int:
             f" ({summary['edges_per_s']:,.0f} edges/s), loss {summary['final_loss']}",
             file=sys.stderr,
         )
+    if cfg.training.report:
+        from tbg.run_report import report_run
+
+        report_run(cfg.training.save_dir, prog="tbg train")
     return 0
