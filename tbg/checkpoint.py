@@ -58,12 +58,23 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write a small file by temp + fsync + rename, so readers see the old or the new content."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
     _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def write_embedding_file(
@@ -71,12 +82,16 @@ def write_embedding_file(
 ) -> None:
     """One partition's table + optimizer state, written to ``path`` (temp + rename)."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.create_dataset("embeddings", data=embeddings)
-        for name, arr in (optimizer_state or {}).items():
-            f.create_dataset(f"optimizer/{name}", data=arr)
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.create_dataset("embeddings", data=embeddings)
+            for name, arr in (optimizer_state or {}).items():
+                f.create_dataset(f"optimizer/{name}", data=arr)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
 
 
 def read_embedding_file(path: str, with_optimizer: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:

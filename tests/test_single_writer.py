@@ -148,7 +148,8 @@ def test_two_real_trains_then_sigterm_stops_cleanly(project, capsys) -> None:
     assert "Traceback" not in first_err
     latest = store.latest()
     assert latest.version >= before + 2 and latest.progress["step"] % 5 == 0
-    assert not os.path.exists(lock_path(str(root / "save"))) and _leftovers(root) == []
+    assert not os.path.exists(lock_path(str(root / "save")))
+    assert _leftovers(root) == []
 
 
 def test_no_leftovers_after_resume_overwrite_and_a_killed_run(project) -> None:
