@@ -19,6 +19,11 @@ COMMANDS = {
     "train": ("tbg.train.cli", "train embeddings bucket by bucket, checkpointing into training.save_dir"),
     "eval": ("tbg.evaluation.cli", "rank held-out edges: MRR, Hits@k, mean rank, AUC (filtered, all candidates)"),
     "export": ("tbg.export", "write entity vectors and relation parameters as TSV, Parquet or NumPy"),
+    "neighbors": (
+        "tbg.query.neighbors_cli",
+        "the most similar entities of a type (faiss indexes cached per checkpoint)",
+    ),
+    "predict": ("tbg.query.predict_cli", "top rhs (or lhs) entities under the model's score for a relation"),
     "report": ("tbg.run_report", "draw the run as PNGs + index.md in save_dir/report (loss, edges/s, eval, ranks)"),
     "synth": ("tbg.synth", "generate a TwHIN-shaped sample graph (Parquet lhs/rel/rhs) for the config's tables"),
 }

@@ -36,5 +36,9 @@ class SynthError(TbgError):
     """The sample-graph generator cannot produce what was asked."""
 
 
+class QueryError(TbgError):
+    """A query names an unknown entity type, entity or relation, or asks for an impossible answer."""
+
+
 class LockedError(TbgError):
     """Another process is writing the directory (a second train/import/export); names the holder's pid/host."""
