@@ -32,17 +32,9 @@ from tbg.consistency import check_checkpoint, check_graph, check_shards
 from tbg.errors import CheckpointError, ExportError
 from tbg.graph import Graph
 from tbg.locking import exclusive, remove_path
+from tbg.model.operators import OPERATORS
 
 FORMATS = ("tsv", "parquet", "npy")
-
-# state-dict parameter -> (operator kinds that use it, how many columns of the relation's dim it keeps)
-_PARAMS = {
-    "translation": (("translation", "affine"), 1.0),
-    "diagonal": (("diagonal",), 1.0),
-    "linear": (("linear", "affine"), 1.0),
-    "real": (("complex_diagonal",), 0.5),
-    "imag": (("complex_diagonal",), 0.5),
-}
 
 
 @dataclass
@@ -100,21 +92,19 @@ def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str) -> np.ndarray:
 
 
 def relation_params(cfg: Config, ckpt: Checkpoint) -> list[RelationParam]:
-    """Each relation's operator parameters at its own dim (the padded state-dict arrays sliced)."""
+    """Each relation's operator parameters at its own dim: the padded state-dict arrays sliced to the
+    operator's :meth:`~tbg.model.operators.Operator.layout`."""
     arrays = ckpt.relations()
     sides = ("lhs", "rhs") if str(cfg.model.relation_sides) == "both" else ("rhs",)
     out = []
     for r, rel in enumerate(cfg.model.relations):
-        kind, dim = str(rel.operator), cfg.model.table(rel.lhs).embedding_dim
+        layout = OPERATORS.resolve(rel.operator).layout(cfg.model.table(rel.lhs).embedding_dim)
         for side in sides:
-            for name, (kinds, frac) in _PARAMS.items():
-                if kind not in kinds:
-                    continue
+            for name, shape in layout:
                 key = f"{side}_operators.{name}"
                 if key not in arrays:
                     raise CheckpointError(f"{ckpt.path}/relations.h5: missing {key!r} for relation {rel.name!r}")
-                d = int(dim * frac)
-                value = arrays[key][r, :d, :d] if name == "linear" else arrays[key][r, :d]
+                value = arrays[key][(r, *(slice(0, n) for n in shape))]
                 out.append(RelationParam(rel.name, side, name, np.asarray(value, dtype=np.float32)))
     return out
 

@@ -11,14 +11,11 @@ import pytest
 import yaml
 
 from tbg.config import (
-    Comparator,
     Config,
     ConfigError,
     DataType,
     IdMode,
     LearningRate,
-    Loss,
-    Operator,
     RelationSides,
     dump_config,
     load_config,
@@ -78,10 +75,10 @@ def test_seed_loads_with_twhin_values() -> None:
     assert [x.optimizer.lr_at(123) for x in m.embeddings.tables] == [0.01, 0.005]
     assert [x.num_partitions for x in m.embeddings.tables] == [1, 1]
     assert [(r.name, r.lhs, r.rhs, r.operator) for r in m.relations] == [
-        (name, "user", "tweet", Operator.translation) for name in ("fav", "reply", "retweet", "magic_recs")
+        (name, "user", "tweet", "translation") for name in ("fav", "reply", "retweet", "magic_recs")
     ]
     # tbg extensions take their defaults; no graph section means TwHIN's indices mode
-    assert (m.comparator, m.loss, m.relation_sides) == (Comparator.dot, Loss.logistic, RelationSides.both)
+    assert (m.comparator, m.loss, m.relation_sides) == ("dot", "logistic", RelationSides.both)
     assert cfg.graph.id_mode == IdMode.indices and cfg.graph_dir == "/tmp/model/graph"
     assert cfg.test_data is None and list(cfg.splits()) == ["train", "valid"]
 
@@ -331,7 +328,12 @@ ERRORS = [
     ),
     ("model.translation_optimizer.learning_rate.constant", -1.0, "learning_rate.constant: must be >= 0"),
     # bad enums
-    ("model.relations[0].operator", "rotate", "model.relations[0].operator: must be one of none, translation,"),
+    (
+        "model.relations[0].operator",
+        "rotate",
+        "model.relations[0].operator: must be one of none, translation, diagonal, linear, affine, complex_diagonal,"
+        " got 'rotate'",
+    ),
     ("model.embeddings.tables[0].data_type", "bf16", "model.embeddings.tables[0].data_type: must be one of fp32, fp16"),
     ("model.comparator", "cosine", "model.comparator: must be one of dot, cos, l2, squared_l2, got 'cosine'"),
     ("model.loss", "bce", "model.loss: must be one of logistic, ranking, softmax, got 'bce'"),
@@ -341,8 +343,16 @@ ERRORS = [
     ("graph", {"format": "json"}, "graph.format: must be one of parquet, tsv, csv, got 'json'"),
     ("eval", {"candidates": "some"}, "eval.candidates: must be one of all, sampled, got 'some'"),
     ("runtime.device", "tpu", "runtime.device: must be auto, cpu, cuda or cuda:N, got 'tpu'"),
-    ("train_data.in_batch_scope", "edge", "train_data.in_batch_scope: must be relation, batch or chunk, got 'edge'"),
-    ("train_data.global_negatives_scope", "step", "train_data.global_negatives_scope: must be batch or chunk"),
+    (
+        "train_data.in_batch_scope",
+        "edge",
+        "train_data.in_batch_scope: must be one of relation, batch, chunk, got 'edge'",
+    ),
+    (
+        "train_data.global_negatives_scope",
+        "step",
+        "train_data.global_negatives_scope: must be one of batch, chunk, got 'step'",
+    ),
     (
         "train_data.global_negatives_scope",
         "chunk",

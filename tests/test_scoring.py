@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from tbg.model.comparators import build_comparator
-from tbg.model.operators import SideOperators
-from tbg.model.scoring import RelationModel
+from tbg.model.scoring import RelationModel, SideOperators
 
 KINDS = ["none", "translation", "diagonal", "linear", "affine", "complex_diagonal"]
 

@@ -56,6 +56,26 @@ def _non_empty(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
         raise _FieldProblem(attr.name, "must not be empty")
 
 
+def _registered(kind: str) -> Any:
+    """Validator: the value names a registered ``kind`` (operator, comparator, loss; plugins included)."""
+
+    def check(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+        registry = _registries()[kind]
+        if value not in registry:
+            raise _FieldProblem(attr.name, f"must be one of {', '.join(registry.names())}, got {value!r}")
+
+    return check
+
+
+def _registries() -> dict[str, Any]:
+    # imported on first use: torch-free declaration modules, found after any plugin has registered
+    from tbg.model.comparators import COMPARATORS
+    from tbg.model.losses import LOSSES
+    from tbg.model.operators import OPERATORS
+
+    return {"operator": OPERATORS, "comparator": COMPARATORS, "loss": LOSSES}
+
+
 def _exactly_one(instance: Any, group: tuple[str, ...], what: str) -> None:
     chosen = [name for name in group if getattr(instance, name) is not None]
     if len(chosen) != 1:
@@ -75,26 +95,19 @@ class DataType(_StrEnum):
     fp16 = "fp16"
 
 
-class Operator(_StrEnum):
-    none = "none"
-    translation = "translation"
-    diagonal = "diagonal"
-    linear = "linear"
-    affine = "affine"
-    complex_diagonal = "complex_diagonal"
+class InBatchScope(_StrEnum):
+    """Where in-batch negatives come from (``train_data.in_batch_scope``)."""
+
+    relation = "relation"
+    batch = "batch"
+    chunk = "chunk"
 
 
-class Comparator(_StrEnum):
-    dot = "dot"
-    cos = "cos"
-    l2 = "l2"
-    squared_l2 = "squared_l2"
+class GlobalNegativesScope(_StrEnum):
+    """Who shares one draw of the uniform negatives (``train_data.global_negatives_scope``)."""
 
-
-class Loss(_StrEnum):
-    logistic = "logistic"
-    ranking = "ranking"
-    softmax = "softmax"
+    batch = "batch"
+    chunk = "chunk"
 
 
 class RelationSides(_StrEnum):
@@ -339,7 +352,7 @@ class RelationConfig:
     name: str = attrs.field(validator=_non_empty)
     lhs: str
     rhs: str
-    operator: Operator = Operator.translation
+    operator: str = attrs.field(default="translation", validator=_registered("operator"))
     weight: float = attrs.field(default=1.0, validator=[_finite, _positive])
 
 
@@ -349,8 +362,8 @@ class ModelConfig:
     relations: list[RelationConfig] = attrs.field(validator=_non_empty)
     translation_optimizer: OptimizerConfig
     # tbg extensions
-    comparator: Comparator = Comparator.dot
-    loss: Loss = Loss.logistic
+    comparator: str = attrs.field(default="dot", validator=_registered("comparator"))
+    loss: str = attrs.field(default="logistic", validator=_registered("loss"))
     margin: float = attrs.field(default=0.1, validator=_finite)
     relation_sides: RelationSides = RelationSides.both
 
@@ -372,25 +385,19 @@ class DataConfig:
     # tbg extension, where in-batch negatives come from: `relation` (TwHIN: S edges of each relation in the
     # batch, shared by its edges), `batch` (S edges of the whole batch, shared by all), `chunk` (PBG: the batch
     # is cut into chunks of S edges; each chunk's edges are negatives for one another)
-    in_batch_scope: str = "relation"  # relation | batch | chunk
+    in_batch_scope: InBatchScope = InBatchScope.relation
     # tbg extension, who shares one draw of global_negatives uniform samples: the whole batch (TwHIN), or
     # chunks (needs in_batch_scope chunk): global_negatives_chunks_per_draw consecutive chunks per draw
-    global_negatives_scope: str = "batch"  # batch | chunk
+    global_negatives_scope: GlobalNegativesScope = GlobalNegativesScope.batch
     # tbg extension, with global_negatives_scope chunk: consecutive chunks sharing one draw (1: PBG exactly)
     global_negatives_chunks_per_draw: int = attrs.field(default=1, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
-        if self.in_batch_scope not in ("relation", "batch", "chunk"):
-            raise _FieldProblem("in_batch_scope", f"must be relation, batch or chunk, got {self.in_batch_scope!r}")
-        if self.global_negatives_scope not in ("batch", "chunk"):
-            raise _FieldProblem(
-                "global_negatives_scope", f"must be batch or chunk, got {self.global_negatives_scope!r}"
-            )
-        if self.global_negatives_chunks_per_draw > 1 and self.global_negatives_scope != "chunk":
+        if self.global_negatives_chunks_per_draw > 1 and self.global_negatives_scope != GlobalNegativesScope.chunk:
             raise _FieldProblem(
                 "global_negatives_chunks_per_draw", "needs global_negatives_scope chunk (batch: one draw for all)"
             )
-        if self.global_negatives_scope == "chunk" and self.in_batch_scope != "chunk":
+        if self.global_negatives_scope == GlobalNegativesScope.chunk and self.in_batch_scope != InBatchScope.chunk:
             raise _FieldProblem(
                 "global_negatives_scope", f"chunk needs in_batch_scope chunk, got {self.in_batch_scope!r}"
             )
@@ -495,6 +502,7 @@ class Config:
 
 def check_references(cfg: Config) -> list[str]:
     """Cross-field rules: table/relation names, dims, id modes."""
+    operators = _registries()["operator"]
     problems: list[str] = []
     tables = cfg.model.embeddings.tables
     names = [t.name for t in tables]
@@ -519,16 +527,16 @@ def check_references(cfg: Config) -> list[str]:
                     f"model.relations[{i}]: tables {rel.lhs!r} (dim {dl}) and {rel.rhs!r} (dim {dr})"
                     " must share embedding_dim"
                 )
-            if rel.operator == Operator.complex_diagonal and dl % 2:
-                problems.append(
-                    f"model.relations[{i}].operator: complex_diagonal needs an even embedding_dim, got {dl}"
-                )
+            problem = operators.resolve(rel.operator).dim_problem(dl)
+            if problem:
+                problems.append(f"model.relations[{i}].operator: {rel.operator} {problem}")
     for i, name in enumerate(cfg.model.embeddings.tables_to_log or []):
         if name not in by_name:
             problems.append(f"model.embeddings.tables_to_log[{i}]: unknown table {name!r}")
-    if cfg.model.relation_sides == RelationSides.rhs and any(r.operator != Operator.none for r in cfg.model.relations):
+    relation_aware = any(not operators.resolve(r.operator).is_identity for r in cfg.model.relations)
+    if cfg.model.relation_sides == RelationSides.rhs and relation_aware:
         for section, data in (("train_data", cfg.train_data), ("validation_data", cfg.validation_data)):
-            if data.in_batch_scope == "chunk":
+            if data.in_batch_scope == InBatchScope.chunk:
                 problems.append(
                     f"{section}.in_batch_scope: chunk scores mixed relations in one product, which needs"
                     " relation-free candidates: use model.relation_sides both, or in_batch_scope relation/batch"

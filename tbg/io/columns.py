@@ -165,7 +165,10 @@ def relation_ids(batch: SourceBatch, names: list[str], relation_by: str) -> np.n
 
 
 def weights(batch: SourceBatch) -> np.ndarray:
-    """float32 weights; NaN/inf and non-numbers are errors."""
+    """float32 weights; NaN/inf, negatives and non-numbers are errors.
+
+    A weight multiplies its edge's loss (0 leaves the edge out); a negative one would reward the model for
+    scoring the edge low without bound, so training would diverge."""
     arr = _decode(_column(batch, "weight"))
     if _is_text(arr.type):
         try:
@@ -180,4 +183,7 @@ def weights(batch: SourceBatch) -> np.ndarray:
     if bad.any():
         first = int(np.argmax(bad))
         raise _fail(batch, first, "weight", f"weight {w[first]} is not finite")
+    if (w < 0).any():
+        first = int(np.argmax(w < 0))
+        raise _fail(batch, first, "weight", f"weight {w[first]} is negative (a weight scales the edge's loss)")
     return w.astype(np.float32)

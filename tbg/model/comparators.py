@@ -2,16 +2,22 @@
 
 Each comparator has a ``prepare`` step applied to both sides before comparing (cos normalises there), so
 scoring many queries against many candidates is always one matrix product: this is where speed comes from.
+Each is a class registered by its config name in :data:`COMPARATORS`; torch is imported only when one
+runs, so the config checks names here without loading it.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
+from tbg.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Comparator:
-    name = "base"
+    name: str  # set by COMPARATORS.register
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -25,9 +31,11 @@ class Comparator:
         raise NotImplementedError
 
 
-class DotComparator(Comparator):
-    name = "dot"
+COMPARATORS: Registry[type[Comparator]] = Registry("comparator")
 
+
+@COMPARATORS.register("dot")
+class DotComparator(Comparator):
     def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a * b).sum(-1)
 
@@ -35,49 +43,42 @@ class DotComparator(Comparator):
         return a @ b.transpose(-1, -2)
 
 
+@COMPARATORS.register("cos")
 class CosComparator(DotComparator):
-    name = "cos"
-
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F  # loaded already whenever there are tensors to compare
+
         return F.normalize(x, dim=-1, eps=1e-12)
 
 
-class SquaredL2Comparator(Comparator):
-    """Negative squared Euclidean distance, via ``|a|² + |b|² - 2ab`` so all-pairs is one GEMM."""
-
-    name = "squared_l2"
-
-    def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return -((a - b) ** 2).sum(-1)
-
-    def _squared_distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a_sq = (a * a).sum(-1, keepdim=True)
-        b_sq = (b * b).sum(-1).unsqueeze(-2)
-        return (a_sq + b_sq - 2 * (a @ b.transpose(-1, -2))).clamp_min(0)
-
-    def matrix(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return -self._squared_distances(a, b)
-
-
-class L2Comparator(SquaredL2Comparator):
+@COMPARATORS.register("l2")
+class L2Comparator(Comparator):
     """Negative Euclidean distance; clamped before the sqrt so the gradient stays finite at 0."""
-
-    name = "l2"
 
     def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return -((a - b) ** 2).sum(-1).clamp_min(1e-30).sqrt()
 
     def matrix(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return -self._squared_distances(a, b).clamp_min(1e-30).sqrt()
+        return -squared_distances(a, b).clamp_min(1e-30).sqrt()
 
 
-COMPARATORS: dict[str, type[Comparator]] = {
-    c.name: c for c in (DotComparator, CosComparator, SquaredL2Comparator, L2Comparator)
-}
+@COMPARATORS.register("squared_l2")
+class SquaredL2Comparator(Comparator):
+    """Negative squared Euclidean distance."""
+
+    def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return -((a - b) ** 2).sum(-1)
+
+    def matrix(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return -squared_distances(a, b)
+
+
+def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All-pairs ``|a - b|²`` as ``|a|² + |b|² - 2ab``, so it is one GEMM (clamped at 0 against rounding)."""
+    a_sq = (a * a).sum(-1, keepdim=True)
+    b_sq = (b * b).sum(-1).unsqueeze(-2)
+    return (a_sq + b_sq - 2 * (a @ b.transpose(-1, -2))).clamp_min(0)
 
 
 def build_comparator(name: str) -> Comparator:
-    try:
-        return COMPARATORS[str(name)]()
-    except KeyError:
-        raise ValueError(f"unknown comparator {name!r} (choices: {', '.join(COMPARATORS)})") from None
+    return COMPARATORS.resolve(name)()

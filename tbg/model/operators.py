@@ -1,106 +1,172 @@
-"""Relation operators g_r: translation, diagonal, linear, affine, complex_diagonal (and none).
+"""Relation operators g_r, one registered class each: none, translation, diagonal, linear, affine, complex_diagonal.
 
-All relations' parameters of one side live in one module, padded to the widest embedding dim, so that a
-batch mixing relations is transformed with one gather per operator kind instead of a loop over edges.
-Initialisation is the identity map (PBG's choice): translation 0, diagonal 1, linear I, complex 1+0i.
+An operator declares its parameters (:class:`Param`: state-dict name, per-relation shape at the relation's
+dim, identity initialisation) and applies itself to a batch.  It does not hold the tensors: all relations of
+one side keep each parameter in one tensor padded to the widest dim (``SideOperators`` in
+:mod:`tbg.model.scoring`), so a batch mixing relations is transformed with one gather per operator kind.
+Operators that share a parameter name (affine uses linear's ``linear`` and translation's ``translation``)
+share its declaration and its tensor, which keeps the state-dict keys ``<side>_operators.<param>``.
+
+This module imports torch only when an operator is applied: the config checks operator names here and
+``tbg export`` slices checkpoints by :meth:`Operator.layout` without torch.  Initialisation is the identity
+map (PBG's choice): translation 0, diagonal 1, linear I, complex 1+0i.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+from tbg.registry import Registry
 
-from tbg.config import Operator
-
-OPERATOR_KINDS: tuple[str, ...] = tuple(op.value for op in Operator)
+if TYPE_CHECKING:
+    import torch
 
 
-def _apply_kind(kind: str, params: dict[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
-    """Apply operator ``kind``: ``index`` is one parameter row per row of ``x`` (mixed relations), or a
-    single relation's row shared by every row of ``x`` (e.g. all candidates of one relation, no gather)."""
-    d = x.shape[-1]
-    if kind == "none":
+class Init(enum.Enum):
+    """How a parameter starts: every relation's slice is the identity of its operator."""
+
+    zeros = "zeros"
+    ones = "ones"
+    identity = "identity"  # a square matrix per relation (the last two dims)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a side's operators: ``[num_relations, *shape(dim)]``, padded to the widest dim."""
+
+    name: str  # the state-dict key under lhs_operators. / rhs_operators.
+    shape: Callable[[int], tuple[int, ...]]  # the per-relation shape at embedding dim d
+    init: Init
+
+
+def _vector(d: int) -> tuple[int, ...]:
+    return (d,)
+
+
+def _matrix(d: int) -> tuple[int, ...]:
+    return (d, d)
+
+
+def _half_vector(d: int) -> tuple[int, ...]:
+    return (d // 2,)
+
+
+TRANSLATION = Param("translation", _vector, Init.zeros)
+DIAGONAL = Param("diagonal", _vector, Init.ones)
+LINEAR = Param("linear", _matrix, Init.identity)
+REAL = Param("real", _half_vector, Init.ones)
+IMAG = Param("imag", _half_vector, Init.zeros)
+
+
+class Operator:
+    """g_r.  ``apply`` gets the side's padded parameters by name, rows ``x [N, d]`` and ``index``: one relation
+    id per row (a batch mixing relations: one gather per parameter) or a single relation's id shared by every
+    row (all candidates of one relation, no gather).  It slices each parameter to ``x``'s own dim ``d``."""
+
+    name: str  # set by OPERATORS.register
+    params: tuple[Param, ...] = ()
+    is_identity = False  # True only for "none": candidates then never depend on the relation
+
+    def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
+        raise NotImplementedError
+
+    @classmethod
+    def dim_problem(cls, dim: int) -> str | None:
+        """Why this operator cannot act on ``dim``-wide embeddings (None: it can); checked with the config."""
+        return None
+
+    @classmethod
+    def layout(cls, dim: int) -> list[tuple[str, tuple[int, ...]]]:
+        """Each parameter's name and shape for one relation of dim ``dim`` (what export slices out)."""
+        return [(p.name, p.shape(dim)) for p in cls.params]
+
+
+OPERATORS: Registry[type[Operator]] = Registry("operator")
+
+
+def params_of(kinds: list[str] | tuple[str, ...] | set[str]) -> list[Param]:
+    """The parameters operators ``kinds`` use, one per name, in a fixed order (first use over the registry).
+
+    Two operators declaring the same name must declare the same :class:`Param` (they share its tensor).
+    """
+    seen: dict[str, Param] = {}
+    for name in OPERATORS.names():
+        for p in OPERATORS.resolve(name).params:
+            if seen.setdefault(p.name, p) != p:
+                raise ValueError(f"operator {name!r} declares parameter {p.name!r} unlike an earlier operator")
+    used = {p.name for kind in kinds for p in OPERATORS.resolve(kind).params}
+    return [p for p in seen.values() if p.name in used]
+
+
+@OPERATORS.register("none")
+class NoOperator(Operator):
+    """g(x) = x."""
+
+    is_identity = True
+
+    def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
         return x
-    if kind == "translation":
-        return x + params["translation"][index, :d]
-    if kind == "diagonal":
-        return x * params["diagonal"][index, :d]
-    if kind in ("linear", "affine"):
+
+
+@OPERATORS.register("translation")
+class Translation(Operator):
+    """g(x) = x + t_r (TransE)."""
+
+    params = (TRANSLATION,)
+
+    def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
+        return x + params["translation"][index, : x.shape[-1]]
+
+
+@OPERATORS.register("diagonal")
+class Diagonal(Operator):
+    """g(x) = x ⊙ d_r (DistMult with dot)."""
+
+    params = (DIAGONAL,)
+
+    def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
+        return x * params["diagonal"][index, : x.shape[-1]]
+
+
+@OPERATORS.register("linear")
+class Linear(Operator):
+    """g(x) = W_r x (RESCAL with dot)."""
+
+    params = (LINEAR,)
+
+    def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
+        d = x.shape[-1]
         w = params["linear"][index, :d, :d]
-        out = x @ w.T if isinstance(index, int) else torch.bmm(w, x.unsqueeze(-1)).squeeze(-1)
-        return out + params["translation"][index, :d] if kind == "affine" else out
-    if kind == "complex_diagonal":
-        half = d // 2
-        re_x, im_x = x[..., :half], x[..., half:d]
+        return x @ w.T if isinstance(index, int) else w.bmm(x.unsqueeze(-1)).squeeze(-1)
+
+
+@OPERATORS.register("affine")
+class Affine(Linear):
+    """g(x) = W_r x + t_r."""
+
+    params = (LINEAR, TRANSLATION)
+
+    def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
+        return super().apply(params, x, index) + params["translation"][index, : x.shape[-1]]
+
+
+@OPERATORS.register("complex_diagonal")
+class ComplexDiagonal(Operator):
+    """g(x) = x · r in C^{d/2} (ComplEx with dot): real parts in the first half of the vector, imaginary after."""
+
+    params = (REAL, IMAG)
+
+    @classmethod
+    def dim_problem(cls, dim: int) -> str | None:
+        return f"needs an even embedding_dim, got {dim}" if dim % 2 else None
+
+    def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
+        import torch  # loaded already whenever there are tensors to apply to
+
+        half = x.shape[-1] // 2
+        re_x, im_x = x[..., :half], x[..., half:]
         re_r, im_r = params["real"][index, :half], params["imag"][index, :half]
         return torch.cat([re_x * re_r - im_x * im_r, re_x * im_r + im_x * re_r], dim=-1)
-    raise ValueError(f"unknown operator {kind!r}")
-
-
-class SideOperators(nn.Module):
-    """The operators of every relation on one side (lhs or rhs), parameters indexed by relation id."""
-
-    def __init__(self, kinds: Sequence[str], dims: Sequence[int]) -> None:
-        super().__init__()
-        if len(kinds) != len(dims):
-            raise ValueError("one operator kind and one dim per relation")
-        self.kinds = [str(k) for k in kinds]
-        self.dims = [int(d) for d in dims]
-        num, dmax = len(kinds), max(dims)
-        present = set(self.kinds)
-        self.kind_ids = sorted(present, key=OPERATOR_KINDS.index)
-        # relation id -> index of its kind; relation id -> row in its parameters (rows are per relation)
-        self.register_buffer(
-            "_kind_of", torch.tensor([self.kind_ids.index(k) for k in self.kinds], dtype=torch.long), persistent=False
-        )
-        if present & {"translation", "affine"}:
-            self.translation = nn.Parameter(torch.zeros(num, dmax))
-        if "diagonal" in present:
-            self.diagonal = nn.Parameter(torch.ones(num, dmax))
-        if present & {"linear", "affine"}:
-            self.linear = nn.Parameter(torch.eye(dmax).repeat(num, 1, 1))
-        if "complex_diagonal" in present:
-            self.real = nn.Parameter(torch.ones(num, dmax // 2))
-            self.imag = nn.Parameter(torch.zeros(num, dmax // 2))
-
-    @property
-    def is_identity_only(self) -> bool:
-        return self.kind_ids == ["none"]
-
-    def _params(self) -> dict[str, torch.Tensor]:
-        return dict(self.named_parameters(recurse=False))
-
-    def forward(self, x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
-        """g_{rel[i]}(x[i]) for every row i (relations may be mixed)."""
-        params = self._params()
-        if len(self.kind_ids) == 1:
-            return _apply_kind(self.kind_ids[0], params, x, rel)
-        out = torch.empty_like(x)
-        kind_of = self._kind_of[rel]
-        for k, kind in enumerate(self.kind_ids):
-            mask = kind_of == k
-            if bool(mask.any()):
-                out[mask] = _apply_kind(kind, params, x[mask], rel[mask]).to(out.dtype)
-        return out
-
-    def apply_one(self, x: torch.Tensor, rel: int) -> torch.Tensor:
-        """g_rel applied to every row of x (e.g. all candidates of one relation)."""
-        return _apply_kind(self.kinds[rel], self._params(), x, int(rel))
-
-    def export(self, rel: int) -> dict[str, torch.Tensor]:
-        """The parameters of relation ``rel`` at its own dim (for export/inspection)."""
-        kind, d = self.kinds[rel], self.dims[rel]
-        params = self._params()
-        out: dict[str, torch.Tensor] = {}
-        if kind in ("translation", "affine"):
-            out["translation"] = params["translation"][rel, :d].detach().clone()
-        if kind == "diagonal":
-            out["diagonal"] = params["diagonal"][rel, :d].detach().clone()
-        if kind in ("linear", "affine"):
-            out["linear"] = params["linear"][rel, :d, :d].detach().clone()
-        if kind == "complex_diagonal":
-            out["real"] = params["real"][rel, : d // 2].detach().clone()
-            out["imag"] = params["imag"][rel, : d // 2].detach().clone()
-        return out

@@ -1,5 +1,8 @@
 """The score function shared by training, evaluation and export: everything but the entity tables.
 
+``SideOperators`` holds one side's operator parameters (:mod:`tbg.model.operators` declares them);
+``RelationModel`` combines the sides with the comparator.
+
 For an edge (x, r, y) a model predicts one side from the other.  ``target="rhs"`` ranks rhs candidates for
 (x, r, ?); ``target="lhs"`` ranks lhs candidates for (?, r, y).  The score is always
 ``comparator(query, candidate)``:
@@ -19,6 +22,7 @@ through exactly the same function (TwHIN's release does not: it drops the relati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -26,9 +30,76 @@ from torch import nn
 
 from tbg.config import Config
 from tbg.model.comparators import build_comparator
-from tbg.model.operators import SideOperators
+from tbg.model.operators import OPERATORS, Init, Operator, params_of
 
 Target = Literal["lhs", "rhs"]
+
+
+class SideOperators(nn.Module):
+    """The operators of every relation on one side (lhs or rhs), parameters indexed by relation id.
+
+    Each parameter the present operators declare is one ``[num_relations, *shape(widest dim)]`` tensor (rows
+    of relations whose operator does not use it stay at the identity), so a batch mixing relations costs one
+    gather per operator kind present, not a loop over relations.
+    """
+
+    def __init__(self, kinds: Sequence[str], dims: Sequence[int]) -> None:
+        super().__init__()
+        if len(kinds) != len(dims):
+            raise ValueError("one operator kind and one dim per relation")
+        self.kinds = [str(k) for k in kinds]
+        self.dims = [int(d) for d in dims]
+        num, dmax = len(kinds), max(dims)
+        order = OPERATORS.names()
+        self.kind_ids = sorted(set(self.kinds), key=order.index)
+        self.operators: list[Operator] = [OPERATORS.resolve(k)() for k in self.kind_ids]
+        self._by_relation = [self.operators[self.kind_ids.index(k)] for k in self.kinds]
+        # relation id -> index of its kind in kind_ids
+        self.register_buffer(
+            "_kind_of", torch.tensor([self.kind_ids.index(k) for k in self.kinds], dtype=torch.long), persistent=False
+        )
+        for p in params_of(self.kind_ids):
+            self.register_parameter(p.name, nn.Parameter(_initial(p.init, num, p.shape(dmax))))
+
+    @property
+    def is_identity_only(self) -> bool:
+        return all(op.is_identity for op in self.operators)
+
+    def _params(self) -> dict[str, torch.Tensor]:
+        return dict(self.named_parameters(recurse=False))
+
+    def forward(self, x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """g_{rel[i]}(x[i]) for every row i (relations may be mixed)."""
+        params = self._params()
+        if len(self.operators) == 1:
+            return self.operators[0].apply(params, x, rel)
+        out = torch.empty_like(x)
+        kind_of = self._kind_of[rel]
+        for k, op in enumerate(self.operators):
+            mask = kind_of == k
+            if bool(mask.any()):
+                out[mask] = op.apply(params, x[mask], rel[mask]).to(out.dtype)
+        return out
+
+    def apply_one(self, x: torch.Tensor, rel: int) -> torch.Tensor:
+        """g_rel applied to every row of x (e.g. all candidates of one relation)."""
+        return self._by_relation[rel].apply(self._params(), x, int(rel))
+
+    def export(self, rel: int) -> dict[str, torch.Tensor]:
+        """The parameters of relation ``rel`` at its own dim (for export/inspection)."""
+        params = self._params()
+        return {
+            name: params[name][(rel, *(slice(0, n) for n in shape))].detach().clone()
+            for name, shape in self._by_relation[rel].layout(self.dims[rel])
+        }
+
+
+def _initial(init: Init, num: int, shape: tuple[int, ...]) -> torch.Tensor:
+    if init is Init.zeros:
+        return torch.zeros(num, *shape)
+    if init is Init.ones:
+        return torch.ones(num, *shape)
+    return torch.eye(shape[-1]).expand(num, *shape).clone()
 
 
 class RelationModel(nn.Module):

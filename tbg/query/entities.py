@@ -31,7 +31,7 @@ class EntityNames:
             self._names = np.asarray(self.graph.names(self.etype), dtype=object)
             self._arrow = pa.array(self._names, type=pa.string())
 
-    def positions(self, names: Sequence[str], where: str = "") -> np.ndarray:
+    def positions(self, names: Sequence[str], where: str | Sequence[str] = "") -> np.ndarray:
         """Positions of ``names``; an unknown name is one QueryError naming it (and ``where``, e.g. a file row)."""
         if self.graph.id_mode == "names":
             import pyarrow as pa
@@ -46,8 +46,8 @@ class EntityNames:
             valid = (ids >= 0) & (ids < self.count)
         if not valid.all():
             i = int(np.flatnonzero(~valid)[0])
-            prefix = f"{where[i] if isinstance(where, list) else where}: " if where else ""
-            raise QueryError(f"{prefix}unknown {self.etype} {names[i]!r}")
+            label = where if isinstance(where, str) else where[i]
+            raise QueryError(f"{label + ': ' if label else ''}unknown {self.etype} {names[i]!r}")
         return self.graph.position(self.etype)[ids].astype(np.int64)
 
     def names(self, positions: np.ndarray) -> np.ndarray:

@@ -77,13 +77,13 @@ def choose_spec(kind: str, metric: str, rows: int, nlist: int | None = None) -> 
 
 
 def default_nprobe(spec: IndexSpec) -> int:
-    """Lists searched per query when the caller gives none (measured in docs/benchmarks.md)."""
+    """Lists searched when neither the query nor a calibration (tbg.query.calibration) says otherwise."""
     return max(1, min(spec.nlist, max(16, spec.nlist // 8)))
 
 
 @dataclass
 class QueryIndex:
-    """A faiss index and, for inner-product IVF, the norm bound of its MIPS-to-L2 reduction.
+    """A faiss index, its default nprobe and, for inner-product IVF, the norm bound of its MIPS-to-L2 reduction.
 
     IVF's coarse quantizer assigns by the metric, and k-means lists assigned by inner product serve maximum-inner-
     product search badly (long vectors dominate every list).  So an inner-product IVF stores ``[y, sqrt(M² - |y|²)]``
@@ -93,6 +93,8 @@ class QueryIndex:
 
     index: Any
     norm: float | None = None
+    nprobe: int | None = None  # lists searched by default (ivf: calibrated, see tbg.query.calibration)
+    recall: float | None = None  # the calibration's measured recall@10 at ``nprobe``
 
     @property
     def ntotal(self) -> int:
@@ -151,7 +153,7 @@ def search(index: QueryIndex, queries: np.ndarray, k: int, nprobe: int | None) -
     q = np.ascontiguousarray(queries, dtype=np.float32)
     raw = index.index
     if hasattr(raw, "nprobe"):
-        raw.nprobe = int(nprobe) if nprobe else default_nprobe(IndexSpec("ivf", "l2", int(raw.nlist)))
+        raw.nprobe = int(nprobe or index.nprobe or default_nprobe(IndexSpec("ivf", "l2", int(raw.nlist))))
     if index.norm is not None:
         dist, labels = raw.search(np.concatenate([q, np.zeros((len(q), 1), np.float32)], axis=1), k)
         keys = (np.einsum("ij,ij->i", q, q)[:, None] + np.float32(index.norm) ** 2 - dist) / 2

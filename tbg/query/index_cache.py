@@ -135,11 +135,11 @@ class IndexCache:
         if _sha256(path) != meta.get("sha256"):
             return None, "corrupt (checksum mismatch)"
         faiss = faiss_module()
-        norm = meta.get("norm")
-        if norm is not None and not isinstance(norm, (int, float)):
-            return None, "corrupt (norm is not a number)"
+        numbers = {key: meta.get(key) for key in ("norm", "nprobe", "recall")}
+        if any(v is not None and not isinstance(v, (int, float)) for v in numbers.values()):
+            return None, "corrupt (norm/nprobe/recall not numbers)"
         try:
-            index = QueryIndex(faiss.read_index(path), None if norm is None else float(norm))
+            index = QueryIndex(faiss.read_index(path), **numbers)
         except RuntimeError as exc:
             return None, f"corrupt ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'})"
         if index.ntotal != expected["rows"] or index.dim != expected["dim"]:
@@ -167,6 +167,8 @@ class IndexCache:
             "file": os.path.basename(final),
             "sha256": digest,
             "norm": index.norm,
+            "nprobe": index.nprobe,
+            "recall": index.recall,
             "faiss_version": faiss.__version__,
         }
         atomic_write_text(stem + ".json", json.dumps(meta, indent=1, sort_keys=True) + "\n")

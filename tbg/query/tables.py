@@ -15,6 +15,7 @@ import torch
 
 from tbg.checkpoint import Checkpoint
 from tbg.errors import CheckpointError
+from tbg.query.calibration import CALIBRATION_QUERIES, calibrate_nprobe
 from tbg.query.index import METRICS, IndexSpec, QueryIndex, build_index, choose_spec
 from tbg.query.index_cache import IndexCache
 from tbg.query.shard_rows import ShardRows
@@ -89,14 +90,25 @@ class CandidateTables:
         shard = self.shard(etype, part)
         spec = self.spec(etype, part)
 
-        def sample(n: int) -> np.ndarray:
-            rng = np.random.default_rng([self.seed, part, shard.rows])
-            return self.prepare(shard.take(np.sort(rng.choice(shard.rows, size=n, replace=False))))
+        def block(a: int, b: int) -> np.ndarray:
+            return self.prepare(shard.block(a, b))
+
+        def sample_rows(n: int, stream: int) -> np.ndarray:
+            rng = np.random.default_rng([self.seed, part, shard.rows, stream])
+            return np.sort(rng.choice(shard.rows, size=min(n, shard.rows), replace=False))
 
         def build() -> QueryIndex:
-            return build_index(spec, shard.rows, shard.dim, lambda a, b: self.prepare(shard.block(a, b)), sample)
+            index = build_index(
+                spec, shard.rows, shard.dim, block, lambda n: self.prepare(shard.take(sample_rows(n, 0)))
+            )
+            if spec.kind == "ivf":
+                rows = sample_rows(CALIBRATION_QUERIES, 1)
+                queries = self.prepare(shard.take(rows))
+                index.nprobe, index.recall = calibrate_nprobe(index, spec.metric, shard.rows, block, rows, queries)
+            return index
 
-        index = self.cache.get(etype, part, spec, shard.rows, shard.dim, build)
+        # a flat index is the prepared shard itself: rebuilding it costs one read, like loading a cached copy would
+        index = build() if spec.kind == "flat" else self.cache.get(etype, part, spec, shard.rows, shard.dim, build)
         self._indexes[key] = index
         while len(self._indexes) > 1 and sum(i.nbytes for i in self._indexes.values()) > self.max_index_bytes:
             self._indexes.popitem(last=False)

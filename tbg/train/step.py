@@ -22,8 +22,8 @@ from functools import partial
 
 import torch
 
-from tbg.config import Config, DataConfig
-from tbg.model.losses import logit_losses
+from tbg.config import Config, DataConfig, GlobalNegativesScope, InBatchScope
+from tbg.model.losses import build_loss
 from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
 from tbg.model.optimizers import coalesce
 from tbg.model.scoring import RelationModel
@@ -48,8 +48,8 @@ class Negatives:
 
     in_batch: int
     uniform: int
-    scope: str = "relation"
-    global_scope: str = "batch"
+    scope: InBatchScope = InBatchScope.relation
+    global_scope: GlobalNegativesScope = GlobalNegativesScope.batch
     chunks_per_draw: int = 1
 
     @classmethod
@@ -72,8 +72,7 @@ class BatchScorer:
     def __init__(self, cfg: Config, model: RelationModel, device: torch.device, bf16: bool) -> None:
         self.model = model
         self.device = device
-        self.loss = str(cfg.model.loss)
-        self.margin = cfg.model.margin
+        self.loss = build_loss(cfg.model)
         rels = cfg.model.relations
         self.rel_weight = torch.tensor([r.weight for r in rels], dtype=torch.float32, device=device)
         self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
@@ -94,8 +93,8 @@ class BatchScorer:
         uniform: int,
         generator: torch.Generator,
         grad: bool = True,
-        scope: str = "relation",
-        global_scope: str = "batch",
+        scope: InBatchScope = InBatchScope.relation,
+        global_scope: GlobalNegativesScope = GlobalNegativesScope.batch,
         chunks_per_draw: int = 1,
     ) -> StepResult:
         """Loss of ``batch``; ``scope``, ``global_scope`` and ``chunks_per_draw`` are train_data's
@@ -197,8 +196,8 @@ class BatchScorer:
         """
         size, in_batch, uniform = len(batch), negatives.in_batch, negatives.uniform
         # chunk scope without in-batch negatives is one chunk of uniform samples: the shared path below
-        chunked = negatives.scope == "chunk" and in_batch > 0 and size > 0
-        per_relation = negatives.scope == "relation"
+        chunked = negatives.scope == InBatchScope.chunk and in_batch > 0 and size > 0
+        per_relation = negatives.scope == InBatchScope.relation
         sel = (
             None
             if chunked
@@ -206,7 +205,11 @@ class BatchScorer:
         )
         chunk = min(in_batch, size)
         n_chunks = -(-size // chunk) if chunked else 1
-        per_draw = n_chunks if negatives.global_scope == "batch" else min(negatives.chunks_per_draw, n_chunks)
+        per_draw = (
+            n_chunks
+            if negatives.global_scope == GlobalNegativesScope.batch
+            else min(negatives.chunks_per_draw, n_chunks)
+        )
         draws = -(-n_chunks // per_draw)
         # side -> (key, table, the batch's rows as a leaf, that side's uniform samples)
         rows: dict[str, tuple[TableKey, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -235,7 +238,7 @@ class BatchScorer:
                 # masked scores become MASKED in place, outside autograd: every loss has an exactly zero
                 # gradient there, so recording the write (a full copy of the scores in backward) buys nothing
                 count = masker(logits[:, 1:])[1]
-            side = self._weighted(logit_losses(self.loss, logits, count, self.margin), batch)
+            side = self._weighted(self.loss(logits, count), batch)
             if grad:  # backward per side: only one side's score matrices are alive at a time
                 side.backward()
             total = total + side.detach()

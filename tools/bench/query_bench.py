@@ -5,8 +5,9 @@ Two tables:
   twhin  the TwHIN-shaped sample (``tbg synth configs/local.yaml``: 424,241 users, 72,543 tweets, d=32), trained;
          ``predict`` user -fav-> tweet and ``neighbors`` among users.  With ``--config`` whose checkpoint exists it
          is used as is; otherwise the sample is generated, imported and trained for one epoch under ``--work``.
-  big    10,000,000 x d=64 entities in 4 partitions (seeded Gaussian mixture: 16,384 centres, noise of the
-         centres' scale), ``neighbors`` by dot product.
+  big    10,000,000 x d=64 entities in 4 partitions (seeded Gaussian mixture: 16,384 N(0, 1) centres plus
+         N(0, noise²) per coordinate, noise 0.5 by default; ``--big-noise 0`` for i.i.d. N(0, 1) vectors, the
+         worst case for any index), ``neighbors`` by dot product.
 For each: exact (flat) and approximate (ivf) indexes through the query engine, an nprobe sweep, and (twhin)
 HNSW against IVF on the raw faiss indexes, which is how the default index kind was chosen.
 
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 K = 10
+SWEEP_DIVISORS = (64, 32, 16, 8, 4)  # nprobe = nlist // d
 
 
 def _rss_gib() -> float:
@@ -71,13 +74,13 @@ def twhin_config(config: str | None, work: str):
     return cfg, path
 
 
-def big_config(work: str, rows: int, dim: int, parts: int, comparator: str):
+def big_config(work: str, rows: int, dim: int, parts: int, comparator: str, noise: float):
     """A graph dir (indices mode) and one checkpoint of ``rows`` x ``dim`` mixture vectors, built once."""
     from tbg.checkpoint import CheckpointStore
     from tbg.config import dump_config, parse_config
     from tbg.graph import GraphWriter, PartitionLayout
 
-    base = os.path.abspath(os.path.join(work, f"big_{rows}x{dim}_p{parts}_{comparator}"))
+    base = os.path.abspath(os.path.join(work, f"big_{rows}x{dim}_p{parts}_{comparator}_noise{noise}"))
     opt = {"adagrad": {"lr": 0.1}}
     cfg = parse_config(
         {
@@ -119,7 +122,11 @@ def big_config(work: str, rows: int, dim: int, parts: int, comparator: str):
         table = np.empty((n, dim), dtype=np.float32)
         for a in range(0, n, 1 << 20):
             m = min(n, a + (1 << 20)) - a
-            table[a : a + m] = centres[rng.integers(0, len(centres), m)] + rng.standard_normal((m, dim), np.float32)
+            block = rng.standard_normal((m, dim), np.float32)
+            if noise > 0:  # else i.i.d. N(0, 1)
+                block *= np.float32(noise)
+                block += centres[rng.integers(0, len(centres), m)]
+            table[a : a + m] = block
         w.write_embeddings("entity", p, table)
         del table
     w.write_relations({})
@@ -143,10 +150,12 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def engine_case(cfg, kind: str, task: str, queries, ctype: str, nprobes: list[int], cache_dir: str | None):
+def engine_case(cfg, kind: str, task: str, queries, ctype: str, cache_dir: str | None):
     """Build seconds (every partition of the candidate type), then queries/s (batch) and answers."""
     from tbg.query.engine import QueryEngine
 
+    if cache_dir is not None:  # build_s measures a build, never a cache hit of an earlier run
+        shutil.rmtree(cache_dir, ignore_errors=True)
     engine = QueryEngine.open(cfg, index=kind, cache_dir=cache_dir)
     parts = engine.tables.num_partitions(ctype)
     _, build_s = _timed(lambda: [engine.tables.index(ctype, p) for p in range(parts)])
@@ -164,10 +173,14 @@ def engine_case(cfg, kind: str, task: str, queries, ctype: str, nprobes: list[in
         return out, {None: answers}
     spec = engine.tables.spec(ctype, 0)
     out["nlist_per_partition"] = spec.nlist
+    indexes = [engine.tables.index(ctype, p) for p in range(parts)]
+    out["calibrated_nprobe"] = [i.nprobe for i in indexes]
+    out["calibration_recall@10"] = [round(i.recall, 4) for i in indexes]
     runs = {}
-    for nprobe in nprobes:
+    for nprobe in [None, *sorted({max(1, spec.nlist // d) for d in SWEEP_DIVISORS})]:
         runs[nprobe], s = _timed(lambda nprobe=nprobe: ask(nprobe))
-        out.setdefault("sweep", []).append({"nprobe": nprobe, "queries_per_s": round(len(queries) / s, 1)})
+        row = {"nprobe": nprobe or "calibrated", "queries_per_s": round(len(queries) / s, 1)}
+        out.setdefault("sweep", []).append(row)
     if cache_dir is not None:  # a later process: index from the cache (checksum + read) instead of a build
         again = QueryEngine.open(cfg, index=kind, cache_dir=cache_dir)
         _, load_s = _timed(lambda: [again.tables.index(ctype, p) for p in range(parts)])
@@ -175,14 +188,11 @@ def engine_case(cfg, kind: str, task: str, queries, ctype: str, nprobes: list[in
     return out, runs
 
 
-def run_case(cfg, task: str, queries, ctype: str, nprobes: list[int], cache_dir: str | None) -> dict:
-    exact, ex_answers = engine_case(cfg, "flat", task, queries, ctype, [], None)
-    approx, ap_answers = engine_case(cfg, "ivf", task, queries, ctype, nprobes, cache_dir)
-    for row in approx["sweep"]:
-        row[f"recall@{K}"] = _recall(ex_answers[None], ap_answers[row["nprobe"]])
-    from tbg.query.index import IndexSpec, default_nprobe
-
-    approx["default_nprobe"] = default_nprobe(IndexSpec("ivf", "ip", approx["nlist_per_partition"]))
+def run_case(cfg, task: str, queries, ctype: str, cache_dir: str | None) -> dict:
+    exact, ex_answers = engine_case(cfg, "flat", task, queries, ctype, None)
+    approx, ap_answers = engine_case(cfg, "ivf", task, queries, ctype, cache_dir)
+    for row, answers in zip(approx["sweep"], ap_answers.values()):
+        row[f"recall@{K}"] = _recall(ex_answers[None], answers)
     return {"task": task, "queries": len(queries), "candidate_type": ctype, "exact": exact, "approx": approx}
 
 
@@ -235,6 +245,7 @@ def main() -> int:
     ap.add_argument("--big-rows", type=int, default=10_000_000)
     ap.add_argument("--big-dim", type=int, default=64)
     ap.add_argument("--big-partitions", type=int, default=4)
+    ap.add_argument("--big-noise", type=float, default=0.5, help="mixture noise scale; 0 = i.i.d. Gaussian vectors")
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--skip-twhin", action="store_true")
     ap.add_argument("--skip-hnsw", action="store_true")
@@ -259,16 +270,16 @@ def main() -> int:
         cache = os.path.join(args.work, "twhin_index_cache")
         result["twhin"] = {
             "config": path,
-            "predict": run_case(
-                cfg, "predict", [Prediction("fav", "lhs", str(u)) for u in users], "tweet", [4, 8, 16, 32], cache
-            ),
-            "neighbors": run_case(cfg, "neighbors", [("user", str(u)) for u in users], "user", [8, 16, 32, 64], cache),
+            "predict": run_case(cfg, "predict", [Prediction("fav", "lhs", str(u)) for u in users], "tweet", cache),
+            "neighbors": run_case(cfg, "neighbors", [("user", str(u)) for u in users], "user", cache),
         }
         if not args.skip_hnsw:
             result["twhin"]["index_choice_user_table"] = hnsw_vs_ivf(cfg, "user", args.queries)
         print(json.dumps(result["twhin"], indent=1), file=sys.stderr)
     if not args.skip_big:
-        cfg, build_s = _timed(lambda: big_config(args.work, args.big_rows, args.big_dim, args.big_partitions, "dot"))
+        cfg, build_s = _timed(
+            lambda: big_config(args.work, args.big_rows, args.big_dim, args.big_partitions, "dot", args.big_noise)
+        )
         ids = rng.choice(args.big_rows, args.queries, replace=False)
         cache = os.path.join(args.work, "big_index_cache")
         result["big"] = {
@@ -276,8 +287,9 @@ def main() -> int:
             "dim": args.big_dim,
             "partitions": args.big_partitions,
             "comparator": "dot",
+            "noise": args.big_noise,
             "data_s": round(build_s, 1),
-            "neighbors": run_case(cfg, "neighbors", [("entity", str(i)) for i in ids], "entity", [16, 32, 64], cache),
+            "neighbors": run_case(cfg, "neighbors", [("entity", str(i)) for i in ids], "entity", cache),
         }
     result["peak_rss_gib"] = _rss_gib()
     print(json.dumps(result, indent=1))
