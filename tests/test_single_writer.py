@@ -105,6 +105,10 @@ def test_two_real_trains_then_sigterm_stops_cleanly(project, capsys) -> None:
         assert main(["train", cfg, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and f"pid {first.pid} on " in err, err
+        # readers take no lock and see only committed versions while the run commits new ones
+        for _ in range(3):
+            assert main(["eval", cfg, "--split", "valid", "--json-out", str(root / "eval.json")]) == 0
+            assert main(["export", cfg, "--format", "npy", "--out", str(root / "out"), "--overwrite"]) == 0
         first.send_signal(signal.SIGTERM)
         _, first_err = first.communicate(timeout=60)
     finally:
