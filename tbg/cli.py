@@ -1,4 +1,4 @@
-"""`tbg import|train|eval|export|report|synth`: one YAML config describes a whole run.
+"""`tbg import|train|eval|export|report|synth|config`: one YAML config describes a whole run.
 
 Subcommand modules are imported lazily so that `tbg import` and `tbg export` never pay for `import torch`.
 """
@@ -26,6 +26,7 @@ COMMANDS = {
     "predict": ("tbg.query.predict_cli", "top rhs (or lhs) entities under the model's score for a relation"),
     "report": ("tbg.run_report", "draw the run as PNGs + index.md in save_dir/report (loss, edges/s, eval, ranks)"),
     "synth": ("tbg.synth", "generate a TwHIN-shaped sample graph (Parquet lhs/rel/rhs) for the config's tables"),
+    "config": ("tbg.config.cli", "print the resolved config (--explain: with each value's meaning and default)"),
 }
 
 
@@ -38,7 +39,15 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("config", help="YAML config (local path or fsspec URL)")
+        p.add_argument("config", nargs="?" if name == "config" else None, help="YAML config (local path or fsspec URL)")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one config value (repeatable), e.g. --set training.save_dir=runs/x; VALUE is YAML",
+        )
         p.set_defaults(_module=module)
         if name == chosen:
             importlib.import_module(module).add_arguments(p)

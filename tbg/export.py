@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tbg.config import load_config
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     t0 = time.perf_counter()
     summary = export(cfg, args.format, args.out, checkpoint=args.checkpoint, overwrite=args.overwrite)
     counts = ", ".join(f"{t}: {n} x {d}" for t, (n, d) in summary["entity_types"].items())

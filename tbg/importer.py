@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
     summary = import_graph(cfg, overwrite=args.overwrite, progress=not args.no_progress, splits=splits)
     print(summary.table())

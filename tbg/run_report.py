@@ -341,4 +341,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tbg.config import load_config
 
-    return report_run(load_config(args.config).training.save_dir)
+    return report_run(load_config(args.config, args.overrides).training.save_dir)

@@ -336,7 +336,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else _default_out(cfg)
     if out is None:
         raise SynthError(f"cannot derive an output dir from data_root {cfg.train_data.data_root!r}; pass --out")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from tbg import synth
+from tbg.cli import main as cli_main
 from tbg.config import Config, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,8 +221,7 @@ def test_cli_defaults_follow_the_config(tmp_path: Path) -> None:
     data["test_data"]["limit"] = 50
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
-    args = argparse.Namespace(config=str(path), out=None, edges=None, test_edges=None, seed=0, overwrite=False)
-    assert synth.run(args) == 0
+    assert cli_main(["synth", str(path)]) == 0
     assert len(read_split(tmp_path / "sample", "edges")) == 1000
     assert len(read_split(tmp_path / "sample", "test")) == 50
 

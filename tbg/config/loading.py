@@ -6,8 +6,12 @@ first is shown and the rest counted.
 
 from __future__ import annotations
 
+import copy
 import enum
+import re
+import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -17,7 +21,7 @@ import cattrs.gen
 import yaml
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from tbg.config.schema import Config, ConfigError, _FieldProblem, _StrEnum, check_references
+from tbg.config.schema import Config, ConfigError, _FieldProblem, _StrEnum, check_references, field_types
 
 
 def _strict(kind: type, name: str):
@@ -171,8 +175,8 @@ def _one_line(source: str, problems: list[str]) -> str:
     return f"{source}: {problems[0]}{more}"
 
 
-def load_config(path: str) -> Config:
-    """Read a YAML config from a local path or any fsspec URL."""
+def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config from a local path or any fsspec URL, then apply ``--set`` ``overrides``."""
     import fsspec
 
     try:
@@ -187,8 +191,115 @@ def load_config(path: str) -> Config:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if overrides:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the config must be a YAML mapping, got {type(data).__name__}")
+        data = apply_overrides(data, overrides, path)
     return parse_config(data, path)
 
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- --set overrides
+
+_STEP = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
+
+
+def parse_path(dotted: str) -> list[str | int]:
+    """``model.relations[2].operator`` -> ``["model", "relations", 2, "operator"]`` (the paths errors print)."""
+    steps: list[str | int] = []
+    for part in dotted.split("."):
+        match = _STEP.fullmatch(part)
+        if match is None:
+            raise ValueError(f"{dotted!r} is not a dotted path like model.relations[2].operator")
+        steps.append(match.group(1))
+        steps += [int(index) for index in re.findall(r"\d+", match.group(2))]
+    return steps
+
+
+def format_path(steps: Sequence[str | int]) -> str:
+    return "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps).lstrip(".")
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str = "<config>") -> dict[str, Any]:
+    """A copy of the YAML mapping ``data`` with each ``dotted.key=value`` set; values are parsed as YAML.
+
+    The path must name a key of the schema (so a typo fails here with the usual one-line error); missing
+    sections along it are created, list items must exist.  The result is validated by :func:`parse_config`.
+    """
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError("expected dotted.key=value")
+            steps = parse_path(key.strip())
+            value = yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            problem = str(exc).splitlines()[0]
+            raise ConfigError(f"{source}: --set {item!r}: {problem}") from None
+        problem_at = _check_schema_path(steps) or _assign(data, steps, value)
+        if problem_at is not None:
+            where, problem = problem_at
+            raise ConfigError(f"{source}: {format_path(where)}: {problem} (--set {item})")
+    return data
+
+
+def _check_schema_path(steps: list[str | int]) -> tuple[list[str | int], str] | None:
+    """The first step of ``steps`` that the schema does not have, with the problem; None when all exist."""
+    kind: Any = Config
+    for i, step in enumerate(steps):
+        kind = _without_none(kind)
+        origin = typing.get_origin(kind)
+        if isinstance(step, int):
+            if origin is not list:
+                return steps[: i + 1], "not a list"
+            kind = typing.get_args(kind)[0]
+        elif attrs.has(kind):
+            types = field_types(kind)
+            if step not in types:
+                return steps[: i + 1], "unknown key"
+            kind = types[step]
+        elif origin is dict or kind is Any:
+            kind = Any
+        else:
+            return steps[: i + 1], "unknown key (its parent is not a mapping)"
+    return None
+
+
+def _assign(data: dict[str, Any], steps: list[str | int], value: Any) -> tuple[list[str | int], str] | None:
+    node: Any = data
+    for i, step in enumerate(steps[:-1]):
+        nxt = steps[i + 1]
+        if isinstance(step, int):
+            if not isinstance(node, list) or step >= len(node):
+                count = len(node) if isinstance(node, list) else 0
+                return steps[: i + 1], f"no such item (the config has {count})"
+            node = node[step]
+        else:
+            if node.get(step) is None:
+                if isinstance(nxt, int):
+                    return steps[: i + 2], "no such item (the config has 0)"
+                node[step] = {}
+            node = node[step]
+        if not isinstance(node, (dict, list)):
+            return steps[: i + 1], f"expected a mapping or list in the config, got {node!r}"
+    last = steps[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            count = len(node) if isinstance(node, list) else 0
+            return steps, f"no such item (the config has {count})"
+    elif not isinstance(node, dict):
+        return steps[:-1], f"expected a mapping in the config, got {node!r}"
+    node[last] = value
+    return None
+
+
+def _without_none(kind: Any) -> Any:
+    """``X | None`` -> ``X`` (other unions are left alone)."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return kind

@@ -13,9 +13,12 @@ Deliberate relaxations of TwHIN's rules (documented in docs/config.md):
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
+import typing
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -44,6 +47,10 @@ def _positive(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
 def _non_negative(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
     if value is not None and value < 0:
         raise _FieldProblem(attr.name, f"must be >= 0, got {value!r}")
+
+
+_positive.bound = "> 0"  # type: ignore[attr-defined]
+_non_negative.bound = "≥ 0"  # type: ignore[attr-defined]
 
 
 def _finite(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
@@ -76,10 +83,51 @@ def _registries() -> dict[str, Any]:
     return {"operator": OPERATORS, "comparator": COMPARATORS, "loss": LOSSES}
 
 
+def _names(kind: str) -> Callable[[], Iterable[str]]:
+    """The registered names of ``kind``, looked up when the docs are rendered (plugins included)."""
+    return lambda: _registries()[kind].names()
+
+
 def _exactly_one(instance: Any, group: tuple[str, ...], what: str) -> None:
     chosen = [name for name in group if getattr(instance, name) is not None]
     if len(chosen) != 1:
         raise _FieldProblem("", f"exactly one of {'/'.join(group)} must be set for {what}, got {chosen or 'none'}")
+
+
+def setting(
+    help: str,
+    *,
+    twhin: str | None = None,
+    ext: bool = False,
+    default_doc: str | None = None,
+    choices: tuple[str, ...] | Callable[[], Iterable[str]] | None = None,
+    validator: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """An ``attrs.field`` that carries its documentation in ``metadata`` (docs/config.md is generated from it).
+
+    ``help`` is what tbg does with the key, ``twhin`` what TwHIN's release does with it (when that differs or
+    matters), ``ext`` marks a tbg extension, ``default_doc`` explains a default that its value alone does not,
+    ``choices`` lists the accepted strings of a string field (or returns them, e.g. from a registry, when the
+    docs are rendered).  Validators with a ``bound`` attribute ("> 0") add it to the documented type.
+    """
+    validators = list(validator) if isinstance(validator, (list, tuple)) else [validator] if validator else []
+    bounds = [v.bound for v in validators if hasattr(v, "bound")]
+    metadata = {
+        "help": help,
+        "twhin": twhin,
+        "ext": ext,
+        "default_doc": default_doc,
+        "bound": " ".join(bounds),
+        "choices": choices,
+    }
+    return attrs.field(validator=validators or None, metadata=metadata, **kwargs)
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotation of each field of the attrs class ``cls`` (this module postpones annotations)."""
+    return typing.get_type_hints(cls)
 
 
 # ----------------------------------------------------------------------------- enums
@@ -142,49 +190,83 @@ class Candidates(_StrEnum):
 
 @attrs.define(kw_only=True)
 class SgdConfig:
-    lr: float = attrs.field(validator=[_finite, _positive])
-    momentum: float = attrs.field(default=0.0, validator=[_finite, _non_negative])
+    """Plain SGD (TwHIN's only embedding optimizer, fused into torchrec's tables)."""
+
+    lr: float = setting(
+        "learning rate (overridden by `learning_rate` when that is set)", validator=[_finite, _positive]
+    )
+    momentum: float = setting(
+        "momentum (on tables: lazy, only the touched rows' buffers move)",
+        default=0.0,
+        validator=[_finite, _non_negative],
+    )
 
 
 @attrs.define(kw_only=True)
 class AdamConfig:
-    lr: float = attrs.field(validator=[_finite, _positive])
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = attrs.field(default=1e-7, validator=[_finite, _non_negative])
+    """Adam; on embedding tables lazy Adam (`torch.optim.SparseAdam`): only the batch's rows move."""
+
+    lr: float = setting(
+        "learning rate (overridden by `learning_rate` when that is set)", validator=[_finite, _positive]
+    )
+    betas: tuple[float, float] = setting("Adam's two moment decay rates", default=(0.9, 0.999))
+    eps: float = setting(
+        "added to the denominator for stability (TwHIN's default)", default=1e-7, validator=[_finite, _non_negative]
+    )
 
 
 @attrs.define(kw_only=True)
 class AdagradConfig:
-    lr: float = attrs.field(validator=[_finite, _positive])
-    eps: float = attrs.field(default=0.0, validator=[_finite, _non_negative])
+    """Adagrad: one accumulator per parameter (for a table, D per row)."""
+
+    lr: float = setting(
+        "learning rate (overridden by `learning_rate` when that is set)", validator=[_finite, _positive]
+    )
+    eps: float = setting(
+        "added to the denominator for stability (torch's default)", default=0.0, validator=[_finite, _non_negative]
+    )
 
 
 @attrs.define(kw_only=True)
 class RowAdagradConfig:
     """tbg extension: one accumulator per row (PBG's memory-light default), 1/D of Adagrad's state."""
 
-    lr: float = attrs.field(validator=[_finite, _positive])
-    eps: float = attrs.field(default=1e-10, validator=[_finite, _non_negative])
+    lr: float = setting(
+        "learning rate (overridden by `learning_rate` when that is set)", validator=[_finite, _positive]
+    )
+    eps: float = setting(
+        "added to the denominator for stability (PBG's value)", default=1e-10, validator=[_finite, _non_negative]
+    )
 
 
 @attrs.define(kw_only=True)
 class LinearRampToConstant:
-    learning_rate: float = attrs.field(validator=[_finite, _non_negative])
-    num_ramp_steps: int = attrs.field(validator=_positive)
+    """lr at step s = `learning_rate * min(1, s / num_ramp_steps)`."""
+
+    learning_rate: float = setting("the constant reached at the end of the ramp", validator=[_finite, _non_negative])
+    num_ramp_steps: int = setting("steps of the linear ramp from 0", validator=_positive)
 
 
 @attrs.define(kw_only=True)
 class LinearRampToCosine:
-    learning_rate: float = attrs.field(validator=[_finite, _non_negative])
-    final_learning_rate: float = attrs.field(validator=[_finite, _non_negative])
-    num_ramp_steps: int = attrs.field(validator=_positive)
-    final_num_steps: int = attrs.field(validator=_positive)
+    """A linear ramp from 0 to `learning_rate`, then a cosine decay to `final_learning_rate`, then constant."""
+
+    learning_rate: float = setting("peak learning rate, reached after the ramp", validator=[_finite, _non_negative])
+    final_learning_rate: float = setting(
+        "learning rate at `final_num_steps` and after", validator=[_finite, _non_negative]
+    )
+    num_ramp_steps: int = setting("steps of the linear ramp from 0", validator=_positive)
+    final_num_steps: int = setting("step at which the cosine decay ends", validator=_positive)
 
 
 @attrs.define(kw_only=True)
 class PiecewiseConstant:
-    learning_rate_boundaries: list[int] = attrs.field(factory=list)
-    learning_rate_values: list[float] = attrs.field(factory=list)
+    """lr at step s = `learning_rate_values[number of boundaries <= s]`."""
+
+    learning_rate_boundaries: list[int] = setting(
+        "steps where the next value starts, strictly increasing", factory=list
+    )
+    learning_rate_values: list[float] = setting("one more value than boundaries", factory=list)
 
     def __attrs_post_init__(self) -> None:
         if len(self.learning_rate_values) != len(self.learning_rate_boundaries) + 1:
@@ -198,12 +280,18 @@ class PiecewiseConstant:
 
 @attrs.define(kw_only=True)
 class LearningRate:
-    """TwHIN's schedules (exactly one).  TwHIN ignores them; tbg applies them per step."""
+    """TwHIN's schedules (exactly one), with TwHIN's `compute_lr` formulas, step counted from 0.
 
-    constant: float | None = attrs.field(default=None, validator=[_finite, _non_negative])
-    linear_ramp_to_constant: LinearRampToConstant | None = None
-    linear_ramp_to_cosine: LinearRampToCosine | None = None
-    piecewise_constant: PiecewiseConstant | None = None
+    TwHIN ignores them (its scheduler is disabled); tbg applies them per step and they override the optimizer's
+    `lr`.
+    """
+
+    constant: float | None = setting(
+        "this learning rate at every step", default=None, validator=[_finite, _non_negative]
+    )
+    linear_ramp_to_constant: LinearRampToConstant | None = setting("linear warm-up to a constant", default=None)
+    linear_ramp_to_cosine: LinearRampToCosine | None = setting("linear warm-up, then cosine decay", default=None)
+    piecewise_constant: PiecewiseConstant | None = setting("a step function", default=None)
 
     def __attrs_post_init__(self) -> None:
         _exactly_one(self, _LR_GROUP, "learning_rate")
@@ -234,13 +322,20 @@ _OPT_GROUP = ("sgd", "adam", "adagrad", "row_adagrad")
 
 @attrs.define(kw_only=True)
 class OptimizerConfig:
-    """Exactly one of sgd/adam/adagrad (TwHIN) or row_adagrad (tbg); optional ``learning_rate`` schedule."""
+    """Exactly one of `sgd` / `adam` / `adagrad` (TwHIN) or `row_adagrad` (tbg), plus an optional schedule."""
 
-    learning_rate: LearningRate | None = None
-    sgd: SgdConfig | None = None
-    adam: AdamConfig | None = None
-    adagrad: AdagradConfig | None = None
-    row_adagrad: RowAdagradConfig | None = None
+    learning_rate: LearningRate | None = setting(
+        "a schedule that overrides the optimizer's `lr`",
+        twhin="ignored (scheduler disabled)",
+        default=None,
+        default_doc="none: the optimizer's own constant `lr`",
+    )
+    sgd: SgdConfig | None = setting("plain SGD", default=None)
+    adam: AdamConfig | None = setting("Adam (sparse rows on tables)", default=None)
+    adagrad: AdagradConfig | None = setting("Adagrad, D accumulators per row", default=None)
+    row_adagrad: RowAdagradConfig | None = setting(
+        "Adagrad with one accumulator per row (PBG's default), 1/D of Adagrad's state", default=None, ext=True
+    )
 
     def __attrs_post_init__(self) -> None:
         _exactly_one(self, _OPT_GROUP, "optimizer")
@@ -263,32 +358,52 @@ class OptimizerConfig:
 
 @attrs.define(kw_only=True)
 class WandbConfig:
-    """Accepted for TwHIN compatibility; tbg logs to metrics.jsonl instead."""
+    """Accepted for TwHIN compatibility (TwHIN does not use it either); tbg logs to metrics.jsonl instead."""
 
-    host: str | None = None
-    key_path: str
-    name: str | None = None
-    entity: str | None = None
-    project: str | None = None
-    notes: str | None = None
-    tags: list[str] = attrs.field(factory=list)
-    metadata: dict[str, Any] | None = None
+    host: str | None = setting("accepted, unused", default=None)
+    key_path: str = setting("accepted, unused")
+    name: str | None = setting("accepted, unused", default=None)
+    entity: str | None = setting("accepted, unused", default=None)
+    project: str | None = setting("accepted, unused", default=None)
+    notes: str | None = setting("accepted, unused", default=None)
+    tags: list[str] = setting("accepted, unused", factory=list)
+    metadata: dict[str, Any] | None = setting("accepted, unused", default=None)
 
 
 @attrs.define(kw_only=True)
 class RuntimeConfig:
-    wandb: WandbConfig | None = None
-    enable_tensorfloat32: bool = False
-    enable_amp: bool = False
-    # tbg extensions
-    device: str = "auto"
-    num_threads: int | None = attrs.field(default=None, validator=_positive)
-    # CPU training threads that each run whole steps, lock-free (Hogwild), with num_threads // workers intra-op
-    # threads each; None (auto) = min(num_threads, 4) on CPU, 1 on CUDA.  1 = bit-reproducible runs
-    hogwild_workers: int | None = attrs.field(default=None, validator=_positive)
-    seed: int = 0
-    # bf16 score GEMMs on CPU (training only; eval stays fp32): auto = when the CPU has avx512_bf16/amx_bf16
-    cpu_bf16: str = "auto"  # auto | on | off
+    """Where and how the process runs."""
+
+    wandb: WandbConfig | None = setting(
+        "accepted for compatibility; tbg logs to `metrics.jsonl`", twhin="not used", default=None
+    )
+    enable_tensorfloat32: bool = setting("allow TF32 matmuls on GPU", twhin="ignored", default=False)
+    enable_amp: bool = setting("bf16/fp16 autocast on GPU", twhin="ignored", default=False)
+    device: str = setting("`auto` (CUDA if present) | `cpu` | `cuda` | `cuda:N`", default="auto", ext=True)
+    num_threads: int | None = setting(
+        "CPU threads, shared out among the Hogwild workers",
+        default=None,
+        validator=_positive,
+        ext=True,
+        default_doc="none: the CPUs of the process's affinity mask",
+    )
+    hogwild_workers: int | None = setting(
+        "CPU training threads that each run whole steps against the shared tables without locks, with"
+        " `num_threads // hogwild_workers` intra-op threads each (docs/training.md); 1: one worker using every"
+        " thread, bit-reproducible runs",
+        default=None,
+        validator=_positive,
+        ext=True,
+        default_doc="none (auto): `min(num_threads, 4)` on CPU, 1 on CUDA",
+    )
+    seed: int = setting("seed of initialisation, shuffling and negatives", default=0, ext=True)
+    cpu_bf16: str = setting(
+        "bf16 score matrix products on CPU during training; `auto` = only where the CPU has"
+        " native bf16 (AVX512-BF16/AMX), since emulation is slow. Evaluation always runs in fp32",
+        default="auto",
+        choices=("auto", "on", "off"),
+        ext=True,
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.cpu_bf16 not in ("auto", "on", "off"):
@@ -300,22 +415,77 @@ class RuntimeConfig:
 
 @attrs.define(kw_only=True)
 class TrainingConfig:
-    save_dir: str = "/tmp/model"
-    num_train_steps: int = attrs.field(default=10000, validator=_positive)
-    initial_checkpoint_dir: str | None = None
-    checkpoint_every_n: int = attrs.field(default=1000, validator=_positive)
-    checkpoint_max_to_keep: int | None = attrs.field(default=None, validator=_positive)
-    train_log_every_n: int = attrs.field(default=1000, validator=_positive)
-    num_eval_steps: int = 16384  # < 0: the whole validation split
-    eval_log_every_n: int = attrs.field(default=5000, validator=_positive)
-    eval_timeout_in_s: float = attrs.field(default=3600.0, validator=[_finite, _positive])
-    gradient_accumulation: int | None = attrs.field(default=None, validator=_positive)
-    num_epochs: int = attrs.field(default=1, validator=_positive)
-    # tbg extensions
-    bucket_order: BucketOrder = BucketOrder.inside_out
-    validation_mrr: bool = False  # opt-in: sampled validation MRR into metrics.jsonl at each eval
-    report: bool = False  # write save_dir/report/ (`tbg report`: PNG pictures + index.md) when `tbg train` ends
-    max_edges_per_chunk: int = attrs.field(default=10_000_000, validator=_positive)  # huge buckets: read in chunks
+    """The training run: where it is saved, how long it runs, how often it logs, validates and checkpoints."""
+
+    save_dir: str = setting(
+        "checkpoints and `metrics.jsonl`; the graph dir defaults to `<save_dir>/graph`",
+        twhin="ignored (its `--save_dir` flag is used)",
+        default="/tmp/model",
+    )
+    num_train_steps: int = setting(
+        "stop after N steps or `num_epochs`, whichever comes first",
+        twhin="steps 0..N inclusive",
+        default=10000,
+        validator=_positive,
+    )
+    initial_checkpoint_dir: str | None = setting(
+        "warm start from this tbg checkpoint", twhin="warm start", default=None
+    )
+    checkpoint_every_n: int = setting(
+        "checkpoint every N steps and at the end",
+        twhin="only on steps that are also log steps",
+        default=1000,
+        validator=_positive,
+    )
+    checkpoint_max_to_keep: int | None = setting(
+        "prune older checkpoint versions beyond this many",
+        twhin="ignored",
+        default=None,
+        validator=_positive,
+        default_doc="none: keep all",
+    )
+    train_log_every_n: int = setting(
+        "log loss and edges/s to the progress bar and `metrics.jsonl` every N steps",
+        twhin="log interval",
+        default=1000,
+        validator=_positive,
+    )
+    num_eval_steps: int = setting(
+        "validation batches per validation pass; < 0: the whole validation split", twhin="ignored", default=16384
+    )
+    eval_log_every_n: int = setting("run validation every N steps", twhin="ignored", default=5000, validator=_positive)
+    eval_timeout_in_s: float = setting(
+        "time limit of one validation pass (the loss of the batches scored by then is logged)",
+        twhin="ignored",
+        default=3600.0,
+        validator=[_finite, _positive],
+    )
+    gradient_accumulation: int | None = setting(
+        "parameters move every N batches with the summed gradients of all N (also at bucket ends and"
+        " checkpoints); steps and schedules count batches",
+        twhin="passed to the pipeline (its fused embedding SGD ignores it)",
+        default=None,
+        validator=_positive,
+        default_doc="none: every batch",
+    )
+    num_epochs: int = setting(
+        "passes over all buckets", twhin="ignored (infinite stream)", default=1, validator=_positive
+    )
+    bucket_order: BucketOrder = setting("the order buckets are visited in", default=BucketOrder.inside_out, ext=True)
+    validation_mrr: bool = setting(
+        "also log a sampled validation MRR at each validation pass (opt-in: it costs time)", default=False, ext=True
+    )
+    report: bool = setting(
+        "write `save_dir/report/` (`tbg report`: PNG pictures + index.md, docs/report.md) when `tbg train` ends",
+        default=False,
+        ext=True,
+    )
+    max_edges_per_chunk: int = setting(
+        "a bucket larger than this is read and trained in chunks of this many edges (bounds memory)",
+        default=10_000_000,
+        validator=_positive,
+        ext=True,
+    )
 
 
 # ----------------------------------------------------------------------------- model
@@ -323,49 +493,112 @@ class TrainingConfig:
 
 @attrs.define(kw_only=True)
 class EmbeddingSnapshot:
-    emb_name: str
-    embedding_snapshot_uri: str
+    """A pretrained snapshot (accepted for TwHIN compatibility, unused by both)."""
+
+    emb_name: str = setting("accepted, unused")
+    embedding_snapshot_uri: str = setting("accepted, unused")
 
 
 @attrs.define(kw_only=True)
 class EmbeddingTableConfig:
-    name: str = attrs.field(validator=_non_empty)
-    num_embeddings: int | None = attrs.field(default=None, validator=_positive)
-    embedding_dim: int = attrs.field(validator=_positive)
-    optimizer: OptimizerConfig
-    data_type: DataType = DataType.fp32
-    pretrained: EmbeddingSnapshot | None = None
-    vocab: str | None = None
-    # tbg extensions
-    num_partitions: int = attrs.field(default=1, validator=_positive)
-    init_scale: float | None = attrs.field(default=None, validator=[_finite, _positive])
+    """One entity type (TwHIN: one torchrec table)."""
+
+    name: str = setting(
+        "entity type; relations refer to it by this name", twhin="table = feature name", validator=_non_empty
+    )
+    num_embeddings: int | None = setting(
+        "entity count: ids must be < num_embeddings; optional in `graph.id_mode: names` (the importer counts)",
+        twhin="table rows (required)",
+        default=None,
+        validator=_positive,
+        default_doc="required in indices id mode",
+    )
+    embedding_dim: int = setting(
+        "vector size; the two tables of one relation must share it", twhin="must equal table 0's", validator=_positive
+    )
+    optimizer: OptimizerConfig = setting("per-table optimizer with sparse row updates", twhin="fused SGD, lr only")
+    data_type: DataType = setting(
+        "storage dtype of the vectors", twhin="storage dtype (required)", default=DataType.fp32
+    )
+    pretrained: EmbeddingSnapshot | None = setting("accepted, unused", twhin="unused", default=None)
+    vocab: str | None = setting("accepted, unused", twhin="unused", default=None)
+    num_partitions: int = setting(
+        "PBG partitions of this type; all partitioned tables share one P", default=1, validator=_positive, ext=True
+    )
+    init_scale: float | None = setting(
+        "N(0, init_scale) initialisation, as in PBG",
+        default=None,
+        validator=[_finite, _positive],
+        ext=True,
+        default_doc="none: U(±sqrt(1/num_embeddings)), torchrec's default",
+    )
 
 
 @attrs.define(kw_only=True)
 class EmbeddingsConfig:
-    tables: list[EmbeddingTableConfig] = attrs.field(validator=_non_empty)
-    tables_to_log: list[str] | None = None
+    """The entity types."""
+
+    tables: list[EmbeddingTableConfig] = setting(
+        "one entity type each", twhin="one torchrec table each", validator=_non_empty
+    )
+    tables_to_log: list[str] | None = setting("accepted; the names must be tables", twhin="not passed on", default=None)
 
 
 @attrs.define(kw_only=True)
 class RelationConfig:
-    name: str = attrs.field(validator=_non_empty)
-    lhs: str
-    rhs: str
-    operator: str = attrs.field(default="translation", validator=_registered("operator"))
-    weight: float = attrs.field(default=1.0, validator=[_finite, _positive])
+    """One edge type; its position in `model.relations` is its relation id."""
+
+    name: str = setting("unique; names-mode sources may give relations by name", validator=_non_empty)
+    lhs: str = setting("table of the source entities (must exist)", twhin="table name")
+    rhs: str = setting("table of the destination entities (must exist)", twhin="table name")
+    operator: str = setting(
+        "transform applied to the embeddings before comparing (`complex_diagonal` needs an even dim; plugins:"
+        " docs/extending.md)",
+        twhin="only `translation`, applied to rhs",
+        default="translation",
+        validator=_registered("operator"),
+        choices=_names("operator"),
+    )
+    weight: float = setting(
+        "loss weight of the relation's edges", default=1.0, validator=[_finite, _positive], ext=True
+    )
 
 
 @attrs.define(kw_only=True)
 class ModelConfig:
-    embeddings: EmbeddingsConfig
-    relations: list[RelationConfig] = attrs.field(validator=_non_empty)
-    translation_optimizer: OptimizerConfig
-    # tbg extensions
-    comparator: str = attrs.field(default="dot", validator=_registered("comparator"))
-    loss: str = attrs.field(default="logistic", validator=_registered("loss"))
-    margin: float = attrs.field(default=0.1, validator=_finite)
-    relation_sides: RelationSides = RelationSides.both
+    """Entity tables, relations and how edges are scored."""
+
+    embeddings: EmbeddingsConfig = setting("the entity tables")
+    relations: list[RelationConfig] = setting(
+        "the edge types; position = relation id", twhin="position = `rel` id", validator=_non_empty
+    )
+    translation_optimizer: OptimizerConfig = setting(
+        "trains the relation (operator) parameters", twhin="its only parameter never gets a gradient"
+    )
+    comparator: str = setting(
+        "how an operator-transformed embedding is compared with a candidate",
+        twhin="(dot)",
+        default="dot",
+        validator=_registered("comparator"),
+        choices=_names("comparator"),
+        ext=True,
+    )
+    loss: str = setting(
+        "`logistic` (negatives labelled 0, weighted to the positives' total), `ranking` (margin), `softmax`",
+        twhin="(BCE, negatives wrongly labelled 1)",
+        default="logistic",
+        validator=_registered("loss"),
+        choices=_names("loss"),
+        ext=True,
+    )
+    margin: float = setting("margin of the `ranking` loss", default=0.1, validator=_finite, ext=True)
+    relation_sides: RelationSides = setting(
+        "`both`: an operator per side, rhs candidates scored by cmp(g_r(lhs), rhs) and lhs candidates by the"
+        " reciprocal operator; `rhs`: one operator on the rhs side (PBG standard, TwHIN literal)",
+        twhin="(`rhs`)",
+        default=RelationSides.both,
+        ext=True,
+    )
 
     def table(self, name: str) -> EmbeddingTableConfig:
         return next(t for t in self.embeddings.tables if t.name == name)
@@ -376,21 +609,69 @@ class ModelConfig:
 
 @attrs.define(kw_only=True)
 class DataConfig:
-    data_root: str = attrs.field(validator=_non_empty)
-    per_replica_batch_size: int = attrs.field(default=1000, validator=_positive)
-    global_negatives: int = attrs.field(default=0, validator=_non_negative)
-    in_batch_negatives: int = attrs.field(default=0, validator=_non_negative)
-    limit: int | None = attrs.field(default=None, validator=_positive)
-    offset: int | None = attrs.field(default=None, validator=_non_negative)
-    # tbg extension, where in-batch negatives come from: `relation` (TwHIN: S edges of each relation in the
-    # batch, shared by its edges), `batch` (S edges of the whole batch, shared by all), `chunk` (PBG: the batch
-    # is cut into chunks of S edges; each chunk's edges are negatives for one another)
-    in_batch_scope: InBatchScope = InBatchScope.relation
-    # tbg extension, who shares one draw of global_negatives uniform samples: the whole batch (TwHIN), or
-    # chunks (needs in_batch_scope chunk): global_negatives_chunks_per_draw consecutive chunks per draw
-    global_negatives_scope: GlobalNegativesScope = GlobalNegativesScope.batch
-    # tbg extension, with global_negatives_scope chunk: consecutive chunks sharing one draw (1: PBG exactly)
-    global_negatives_chunks_per_draw: int = attrs.field(default=1, validator=_positive)
+    """One split of source edges and how its batches and negatives are drawn.
+
+    `validation_data` is required (as in TwHIN, which never reads it); tbg imports it as the `valid` split and
+    reports validation loss on it. `test_data` is optional; `tbg eval` ranks it by default (`eval.split`).
+    """
+
+    data_root: str = setting(
+        "any fsspec URL or glob; Parquet, TSV or CSV (see `graph`)",
+        twhin="Parquet glob (local or `gs://`)",
+        validator=_non_empty,
+    )
+    per_replica_batch_size: int = setting(
+        "positives per step (per trainer)",
+        twhin="positives per rank per step (required)",
+        default=1000,
+        validator=_positive,
+    )
+    global_negatives: int = setting(
+        "G uniform entities of the partition, shared by the batch (or per chunk, see `global_negatives_scope`)",
+        twhin="ignored (required)",
+        default=0,
+        validator=_non_negative,
+    )
+    in_batch_negatives: int = setting(
+        "S entities sampled from the batch's edges (see `in_batch_scope`)",
+        twhin="S per relation per side (required; 0 crashes)",
+        default=0,
+        validator=_non_negative,
+    )
+    limit: int | None = setting(
+        "read at most this many rows of the source (files in sorted order)",
+        twhin="ignored",
+        default=None,
+        validator=_positive,
+        default_doc="none: all rows",
+    )
+    offset: int | None = setting(
+        "skip this many rows first",
+        twhin="ignored (must be > 0)",
+        default=None,
+        validator=_non_negative,
+        default_doc="none: row 0",
+    )
+    in_batch_scope: InBatchScope = setting(
+        "where in-batch negatives come from: S edges of each relation in the batch,"
+        " shared by its edges (TwHIN); S edges of the whole batch, shared by all; or PBG chunks of S edges whose"
+        " positives are negatives for one another (docs/training.md)",
+        default=InBatchScope.relation,
+        ext=True,
+    )
+    global_negatives_scope: GlobalNegativesScope = setting(
+        "who shares one draw of the G uniform samples: the whole batch (TwHIN), or chunks"
+        " (needs `in_batch_scope: chunk`)",
+        default=GlobalNegativesScope.batch,
+        ext=True,
+    )
+    global_negatives_chunks_per_draw: int = setting(
+        "with `global_negatives_scope: chunk`, consecutive chunks sharing one draw; 1 = each chunk its own (PBG"
+        " exactly, C·G sampled rows a step), k = ⌈C/k⌉ draws a step",
+        default=1,
+        validator=_positive,
+        ext=True,
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.global_negatives_chunks_per_draw > 1 and self.global_negatives_scope != GlobalNegativesScope.chunk:
@@ -407,25 +688,50 @@ class DataConfig:
 class ColumnsConfig:
     """Column names, or 0-based positions, of the source edge files."""
 
-    lhs: str | int = "lhs"
-    rel: str | int | None = "rel"
-    rhs: str | int = "rhs"
-    weight: str | int | None = None
+    lhs: str | int = setting("source entity column", default="lhs")
+    rel: str | int | None = setting(
+        "relation column; may be omitted (null) when the model has exactly one relation", default="rel"
+    )
+    rhs: str | int = setting("destination entity column", default="rhs")
+    weight: str | int | None = setting(
+        "optional float column, >= 0: multiplies the edge's loss (docs/training.md)", default=None
+    )
 
 
 @attrs.define(kw_only=True)
 class GraphConfig:
-    """tbg extension: where the imported graph lives and how to read the sources."""
+    """tbg extension: where the imported graph lives and how the sources are read.
 
-    dir: str | None = None  # default: <training.save_dir>/graph
-    id_mode: IdMode = IdMode.indices
-    format: SourceFormat | None = None  # default: from the file extension
-    delimiter: str | None = None  # default: tab for tsv, comma for csv
-    header: bool = False
-    columns: ColumnsConfig | None = None  # default: lhs/rel/rhs by name (parquet, header) or 0/1/2
-    relation_by: str = "auto"  # auto | name | index
-    chunk_rows: int = attrs.field(default=1 << 20, validator=_positive)
-    seed: int = 0
+    Without a `graph` section (plain TwHIN configs) tbg reads `data_root` as Parquet with integer `lhs`/`rel`/`rhs`
+    columns in `indices` mode and keeps the graph under `save_dir/graph`.
+    """
+
+    dir: str | None = setting(
+        "graph dir written by `tbg import`, read by train/eval/export",
+        default=None,
+        default_doc="`<training.save_dir>/graph`",
+    )
+    id_mode: IdMode = setting(
+        "`indices`: integer row ids per table (TwHIN); `names`: strings mapped to ids by per-type dictionaries",
+        default=IdMode.indices,
+    )
+    format: SourceFormat | None = setting("source format", default=None, default_doc="from the file extension")
+    delimiter: str | None = setting(
+        "field separator of TSV/CSV (one character)", default=None, default_doc="tab (tsv), comma (csv)"
+    )
+    header: bool = setting("the first row of TSV/CSV is a header", default=False)
+    columns: ColumnsConfig | None = setting(
+        "column names or 0-based positions",
+        default=None,
+        default_doc="names `lhs`/`rel`/`rhs` (Parquet, header) or positions 0/1/2",
+    )
+    relation_by: str = setting(
+        "whether the `rel` column holds relation names or indices", default="auto", choices=("auto", "name", "index")
+    )
+    chunk_rows: int = setting(
+        "rows per streamed record batch (bounds import memory)", default=1 << 20, validator=_positive
+    )
+    seed: int = setting("seed of the entity shuffle that assigns partitions", default=0)
 
     def __attrs_post_init__(self) -> None:
         if self.relation_by not in ("auto", "name", "index"):
@@ -436,15 +742,21 @@ class GraphConfig:
 
 @attrs.define(kw_only=True)
 class EvalConfig:
-    """tbg extension: how ``tbg eval`` ranks."""
+    """tbg extension: how `tbg eval` ranks."""
 
-    candidates: Candidates = Candidates.all
-    filtered: bool = True
-    hits_at: list[int] = attrs.field(factory=lambda: [1, 3, 10])
-    batch_size: int = attrs.field(default=1000, validator=_positive)
-    num_uniform_negatives: int = attrs.field(default=1000, validator=_non_negative)
-    num_batch_negatives: int = attrs.field(default=50, validator=_non_negative)
-    split: str = "test"
+    candidates: Candidates = setting(
+        "`all`: every entity of the right type; `sampled`: PBG-style sampled negatives", default=Candidates.all
+    )
+    filtered: bool = setting("remove other known true edges (train+valid+test) from the candidates", default=True)
+    hits_at: list[int] = setting("the k of the reported Hits@k", factory=lambda: [1, 3, 10])
+    batch_size: int = setting("test edges ranked per batch", default=1000, validator=_positive)
+    num_uniform_negatives: int = setting(
+        "uniform candidates per edge with `candidates: sampled`", default=1000, validator=_non_negative
+    )
+    num_batch_negatives: int = setting(
+        "in-batch candidates per edge with `candidates: sampled`", default=50, validator=_non_negative
+    )
+    split: str = setting("the split to rank", default="test", choices=("test", "valid", "train"))
 
     def __attrs_post_init__(self) -> None:
         if any(k <= 0 for k in self.hits_at):
@@ -458,15 +770,18 @@ class EvalConfig:
 
 @attrs.define(kw_only=True)
 class Config:
-    runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
-    training: TrainingConfig = attrs.field(factory=TrainingConfig)
-    model: ModelConfig
-    train_data: DataConfig
-    validation_data: DataConfig
-    # tbg extensions
-    test_data: DataConfig | None = None
-    graph: GraphConfig = attrs.field(factory=GraphConfig)
-    eval: EvalConfig = attrs.field(factory=EvalConfig)
+    """A whole run. The top-level keys are exactly TwHIN's, plus tbg's optional `test_data`, `graph` and `eval`."""
+
+    runtime: RuntimeConfig = setting("device, threads, seed", factory=RuntimeConfig)
+    training: TrainingConfig = setting("save dir, run length, logging, checkpoints", factory=TrainingConfig)
+    model: ModelConfig = setting("entity tables, relations, scoring")
+    train_data: DataConfig = setting("the training split")
+    validation_data: DataConfig = setting(
+        "the validation split: tbg imports it as `valid` and logs validation loss on it", twhin="never read"
+    )
+    test_data: DataConfig | None = setting("an optional third split, the one `tbg eval` ranks", default=None, ext=True)
+    graph: GraphConfig = setting("where the imported graph lives, how sources are read", factory=GraphConfig, ext=True)
+    eval: EvalConfig = setting("how `tbg eval` ranks", factory=EvalConfig, ext=True)
 
     @property
     def graph_dir(self) -> str:

@@ -28,6 +28,21 @@ def load_relation_model(cfg: Config, ckpt: Checkpoint) -> RelationModel:
     return model
 
 
+def open_trained(
+    cfg: Config, checkpoint: str | None = None, split: str | None = None
+) -> tuple[Graph, Checkpoint, RelationModel]:
+    """The graph, the checkpoint (``checkpoint`` or the latest) and its relation model, each checked against
+    ``cfg`` and one another; ``split``, when given, must have been imported.  ``tbg eval`` and ``tbg.load``."""
+    graph = Graph(cfg.graph_dir)
+    check_graph(cfg, graph)
+    if split is not None:
+        graph.split_info(split)  # a split that was never imported is one clear error
+    ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
+    check_checkpoint(cfg, graph, ckpt)
+    check_shards(cfg, graph, ckpt)
+    return graph, ckpt, load_relation_model(cfg, ckpt)
+
+
 def evaluate_checkpoint(
     cfg: Config,
     split: str = "test",
@@ -36,13 +51,7 @@ def evaluate_checkpoint(
     filtered: bool | None = None,
     max_edges: int | None = None,
 ) -> dict[str, Any]:
-    graph = Graph(cfg.graph_dir)
-    check_graph(cfg, graph)
-    graph.split_info(split)  # a split that was never imported is one clear error
-    ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
-    check_checkpoint(cfg, graph, ckpt)
-    check_shards(cfg, graph, ckpt)
-    model = load_relation_model(cfg, ckpt)
+    graph, ckpt, model = open_trained(cfg, checkpoint, split)
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
     result = evaluate_model(

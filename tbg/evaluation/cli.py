@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from tbg.evaluation.checkpoint_eval import evaluate_checkpoint
     from tbg.evaluation.output import format_table, write_json
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     split = args.split or cfg.eval.split
     result = evaluate_checkpoint(
         cfg,

@@ -37,5 +37,5 @@ def open_engine(args: argparse.Namespace):
     from tbg.config import load_config
     from tbg.query.engine import QueryEngine
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     return QueryEngine.open(cfg, args.checkpoint, **engine_options(args))

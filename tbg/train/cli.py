@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tbg.locking import DirectoryLock, exclusive
@@ -34,19 +35,21 @@ def bounded_omp_spin() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
-def run(args: argparse.Namespace) -> int:
-    bounded_omp_spin()
-    from tbg.config import load_config
+def train(cfg: Config, fresh: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """Train (or resume) ``cfg`` into ``training.save_dir`` and return the run summary (``tbg train``, ``tbg.train``).
 
-    cfg = load_config(args.config)
+    A run that already finished trains nothing: its summary has ``already_finished: true`` and zero steps.
+    ``log`` receives the one-line start notes (how the run starts, device and threads).
+    """
+    bounded_omp_spin()
     with exclusive_save_dir(cfg.training.save_dir):
-        return _train(cfg, args)
+        return _train(cfg, fresh, progress, log)
 
 
 def exclusive_save_dir(save_dir: str) -> DirectoryLock:
     """The save_dir's writer lock for a whole run; what a killed run left inside is removed once it is held."""
     from tbg.checkpoint import CheckpointStore
-    from tbg.train.partitions import SWAP_DIR, remove_swap_leftovers
+    from tbg.train.partition_store import SWAP_DIR, remove_swap_leftovers
 
     lock = exclusive(save_dir, "tbg train").acquire()
     try:
@@ -58,32 +61,45 @@ def exclusive_save_dir(save_dir: str) -> DirectoryLock:
     return lock
 
 
-def _train(cfg: Config, args: argparse.Namespace) -> int:
+def _train(cfg: Config, fresh: bool, progress: bool, log: Callable[[str], None] | None) -> dict:
     from tbg.train.trainer import Trainer
 
-    trainer = Trainer(cfg, progress=not args.no_progress)
-    how = trainer.start(fresh=args.fresh)
+    trainer = Trainer(cfg, progress=progress)
+    how = trainer.start(fresh=fresh)
     if trainer.finished():
-        step = trainer.state["step"]
-        print(f"tbg train: already finished (step {step}, epoch {trainer.state['epoch']}) in "
-              f"{cfg.training.save_dir}; nothing to do (use --fresh to retrain)", file=sys.stderr)  # fmt: skip
-        return 0
+        p = trainer.progress
+        return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
     n, each = len(trainer.workers), trainer.threads_per_worker
     where = str(trainer.device)
     if trainer.device.type == "cpu":
         where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
-    print(f"tbg train: {how}; device {where}, bf16 matmuls {trainer.bf16}", file=sys.stderr)
-    summary = trainer.run()
+    if log is not None:
+        log(f"{how}; device {where}, bf16 matmuls {trainer.bf16}")
+    return trainer.run()
+
+
+def run(args: argparse.Namespace) -> int:
+    from tbg.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    summary = train(cfg, fresh=args.fresh, progress=not args.no_progress, log=_note)
+    if summary.get("already_finished"):
+        _note(f"already finished (step {summary['step']}, epoch {summary['epoch']}) in {cfg.training.save_dir};"
+              " nothing to do (use --fresh to retrain)")  # fmt: skip
+        return 0
     if args.json:
         print(json.dumps(summary))
     else:
-        print(
-            f"tbg train: done: step {summary['step']}, {summary['edges']:,} edges in {summary['wall_s']:.1f} s"
-            f" ({summary['edges_per_s']:,.0f} edges/s), loss {summary['final_loss']}",
-            file=sys.stderr,
+        _note(
+            f"done: step {summary['step']}, {summary['edges']:,} edges in {summary['wall_s']:.1f} s"
+            f" ({summary['edges_per_s']:,.0f} edges/s), loss {summary['final_loss']}"
         )
     if cfg.training.report:
         from tbg.run_report import report_run
 
         report_run(cfg.training.save_dir, prog="tbg train")
     return 0
+
+
+def _note(line: str) -> None:
+    print(f"tbg train: {line}", file=sys.stderr)
