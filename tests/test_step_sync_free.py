@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from train_graphs import make_config, planted_graph
+from builders import make_config, planted_graph
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench" / "step_profile.py"
 
@@ -22,21 +22,20 @@ SCHEMES = {
     # PBG's batched negatives (configs/wordnet.yaml's scheme), row-wise Adagrad
     "chunk": {"train_data.in_batch_scope": "chunk", "train_data.in_batch_negatives": 20,
               "train_data.global_negatives_scope": "chunk", "train_data.global_negatives_chunks_per_draw": 2,
-              "model.embeddings.tables": [{"name": "node", "num_embeddings": 400, "embedding_dim": 16,
-                                           "optimizer": {"row_adagrad": {"lr": 0.1}}}]},
+              "optimizer": {"row_adagrad": {"lr": 0.1}}},
     # TwHIN's per-relation in-batch negatives (fewer slots than the batch) + shared uniform, Adam
     "relation": {"train_data.in_batch_scope": "relation", "train_data.in_batch_negatives": 10,
-                 "model.embeddings.tables": [{"name": "node", "num_embeddings": 400, "embedding_dim": 16,
-                                              "optimizer": {"adam": {"lr": 0.01}}}]},
+                 "optimizer": {"adam": {"lr": 0.01}}},
     "batch": {"train_data.in_batch_scope": "batch", "train_data.in_batch_negatives": 30},
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 def test_training_step_has_no_sync_op(scheme, tmp_path) -> None:
-    gdir = str(tmp_path / "g")
-    planted_graph(gdir, edges=1500)
-    cfg = make_config(str(tmp_path / "run"), gdir, **SCHEMES[scheme])
+    over = dict(SCHEMES[scheme])
+    optimizer = over.pop("optimizer", None)
+    cfg = make_config(tmp_path / "g", optimizer=optimizer, overrides=over)
+    planted_graph(cfg, edges=1500)
     out = _profiler().profile_steps(cfg, 2)
     assert out["sync_ops"] == {} and out["sync_ops_per_step"] == 0, out["sync_ops"]
     assert out["aten_ops_per_step"]["nested"] > 0

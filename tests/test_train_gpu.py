@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_graphs import make_config, planted_graph, rank_quality
+from builders import make_config, planted_graph
+from readback import rank_quality
 
 pytestmark = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -17,11 +18,13 @@ def test_cuda_training_learns_and_checkpoints(tmp_path, amp: bool, parts: int) -
     from tbg.train.trainer import Trainer
 
     gdir = str(tmp_path / "g")
-    splits, _ = planted_graph(gdir, partitions=parts)
+    splits, _ = planted_graph(make_config(gdir, partitions=parts))
     cfg = make_config(
-        str(tmp_path / "run"), gdir, partitions=parts,
-        **{"runtime.device": "cuda", "runtime.enable_amp": amp, "training.num_epochs": 6},
-    )  # fmt: skip
+        gdir,
+        save_dir=str(tmp_path / "run"),
+        partitions=parts,
+        overrides={"runtime.device": "cuda", "runtime.enable_amp": amp, "training.num_epochs": 6},
+    )
     trainer = Trainer(cfg, progress=False)
     trainer.start()
     assert trainer.device.type == "cuda" and trainer.bf16 == amp
@@ -33,18 +36,18 @@ def test_cuda_training_learns_and_checkpoints(tmp_path, amp: bool, parts: int) -
 
 def _one_step(tmp_path, device: str, **over):
     """Loss of the first training step and the table after it (from a checkpoint), on ``device``."""
-    from train_graphs import full_table
+    from readback import full_table
 
     from tbg.train.edge_stream import batches
     from tbg.train.trainer import Trainer
 
     gdir = str(tmp_path / f"g_{device}")
-    planted_graph(gdir)
     # in-batch negatives only (chunk scope): the same negatives on every device, no random draw
     keys = {"runtime.device": device, "runtime.enable_amp": False, "runtime.cpu_bf16": "off",
             "train_data.in_batch_scope": "chunk", "train_data.in_batch_negatives": 25,
             "train_data.global_negatives": 0, **over}  # fmt: skip
-    cfg = make_config(str(tmp_path / f"run_{device}"), gdir, **keys)
+    cfg = make_config(gdir, save_dir=str(tmp_path / f"run_{device}"), overrides=keys)
+    planted_graph(cfg)
     trainer = Trainer(cfg, progress=False)
     trainer.start(fresh=True)
     trainer.store.need(trainer.bucket_keys((0, 0)))
@@ -71,9 +74,9 @@ def test_steps_never_sync_and_tf32_stays_scoped(tmp_path) -> None:
     from tbg.train.edge_stream import batches
     from tbg.train.trainer import Trainer
 
-    gdir = str(tmp_path / "g")
-    planted_graph(gdir)
-    cfg = make_config(str(tmp_path / "run"), gdir, **{"runtime.device": "cuda", "runtime.enable_tensorfloat32": True})
+    over = {"runtime.device": "cuda", "runtime.enable_tensorfloat32": True}
+    cfg = make_config(str(tmp_path / "g"), save_dir=str(tmp_path / "run"), overrides=over)
+    planted_graph(cfg)
     trainer = Trainer(cfg, progress=False)
     trainer.start(fresh=True)
     trainer.store.need(trainer.bucket_keys((0, 0)))

@@ -58,9 +58,9 @@ class SparseOptimizer:
         self, rows: torch.Tensor, grad: torch.Tensor, lr: float, owned: bool = False, live: torch.Tensor | None = None
     ) -> None:
         """Move ``rows`` (unique, or padded as above with ``live``) by their update: one ``index_add_`` (the rows
-        are never gathered: measured 1.6 vs 3.5 ms for 35k rows of 100 against gather + write back); tables in
-        fp16/bf16 add the fp32 update rounded to their dtype.  ``owned``: the caller gives ``grad`` up, so it
-        is used as scratch instead of copied."""
+        are never gathered and written back, which costs about twice as much); tables in fp16/bf16 add the fp32
+        update rounded to their dtype.  ``owned``: the caller gives ``grad`` up, so it is used as scratch
+        instead of copied."""
         if rows.numel() == 0:
             return
         grad = grad.float() if owned else grad.to(torch.float32, copy=True)
@@ -187,8 +187,9 @@ class RelationOptimizer:
     """The relation parameters' optimizer (``model.translation_optimizer``): the row optimizers above, stepping
     every row of each small parameter — the semantics of ``torch.optim``'s SGD/Adam/Adagrad on dense gradients.
 
-    Not ``torch.optim`` itself: constructing one imports ~73 MB of compiler modules (measured RSS), more than
-    the WordNet embedding table.  ``row_adagrad`` means elementwise Adagrad here (the parameters are tiny).
+    Not ``torch.optim`` itself: constructing one imports torch's compiler modules, which cost more resident
+    memory than the WordNet embedding table (docs/benchmarks.md).  ``row_adagrad`` means elementwise Adagrad
+    here (the parameters are tiny).
     """
 
     def __init__(self, params: list[torch.nn.Parameter], cfg: OptimizerConfig) -> None:
