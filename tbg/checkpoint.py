@@ -58,12 +58,24 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write a small file by temp + fsync + rename, so readers see the old or the new content."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
     _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _remove_quietly(path: str) -> None:
+    """Drop a temp file of a failed write (disk full, interrupted); it may not exist."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def write_embedding_file(
@@ -71,12 +83,16 @@ def write_embedding_file(
 ) -> None:
     """One partition's table + optimizer state, written to ``path`` (temp + rename)."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.create_dataset("embeddings", data=embeddings)
-        for name, arr in (optimizer_state or {}).items():
-            f.create_dataset(f"optimizer/{name}", data=arr)
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.create_dataset("embeddings", data=embeddings)
+            for name, arr in (optimizer_state or {}).items():
+                f.create_dataset(f"optimizer/{name}", data=arr)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
 
 
 def read_embedding_file(path: str, with_optimizer: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -151,14 +167,30 @@ class Checkpoint:
         self.path = path
         progress_path = os.path.join(path, "progress.json")
         try:
-            with open(progress_path) as fh:
+            with open(progress_path, encoding="utf-8") as fh:
                 self.progress: dict[str, Any] = json.load(fh)
         except FileNotFoundError:
             raise CheckpointError(f"{path}: not a committed checkpoint (no progress.json)") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: invalid JSON or not UTF-8
             raise CheckpointError(f"{progress_path}: unreadable: {exc}") from None
-        self.version = int(self.progress["version"])
+        if not isinstance(self.progress, dict):
+            raise CheckpointError(f"{progress_path}: expected a JSON object, got {self.progress!r:.40}")
+        self.version = self.counters(["version"])["version"]
         self.name = os.path.basename(os.path.normpath(path))
+
+    def counters(self, keys: list[str]) -> dict[str, int]:
+        """Integer progress fields (version, and where training resumes: step, epoch, bucket_index, position,
+        edges_seen); a missing or non-integer one is a :class:`CheckpointError` naming progress.json."""
+        path = os.path.join(self.path, "progress.json")
+        out = {}
+        for key in keys:
+            if key not in self.progress:
+                raise CheckpointError(f"{path}: missing key {key!r}")
+            value = self.progress[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise CheckpointError(f"{path}: {key}: expected an integer >= 0, got {value!r:.40}")
+            out[key] = value
+        return out
 
     def embedding_path(self, etype: str, part: int) -> str:
         return os.path.join(self.path, "embeddings", f"{etype}_{part}.h5")
@@ -184,8 +216,13 @@ class Checkpoint:
             raise CheckpointError(f"{path}: unreadable relation parameters: {exc}") from None
 
     def config_text(self) -> str:
-        with open(os.path.join(self.path, "config.yaml")) as fh:
-            return fh.read()
+        """The config that trained this version (FileNotFoundError for checkpoints without one)."""
+        path = os.path.join(self.path, "config.yaml")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"{path}: unreadable: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -200,11 +237,14 @@ class CheckpointStore:
         self.max_to_keep = max_to_keep
 
     def latest_name(self) -> str | None:
+        path = os.path.join(self.root, LATEST)
         try:
-            with open(os.path.join(self.root, LATEST)) as fh:
+            with open(path, encoding="utf-8") as fh:
                 name = fh.read().strip()
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError:
+            raise CheckpointError(f"{path}: unreadable: not a version name (not UTF-8 text)") from None
         return name if name and os.path.isdir(os.path.join(self.root, name)) else None
 
     def latest(self) -> Checkpoint | None:

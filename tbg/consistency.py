@@ -139,8 +139,30 @@ def _checkpoint_model(ckpt: Checkpoint) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except yaml.YAMLError as exc:
-        raise CheckpointError(f"{ckpt.path}/config.yaml: unreadable: {exc}") from None
-    return (data or {}).get("model") if isinstance(data, dict) else None
+        problem = " ".join(str(exc).split())
+        raise CheckpointError(f"{ckpt.path}/config.yaml: unreadable: {problem}") from None
+    model = (data or {}).get("model") if isinstance(data, dict) else None
+    if model is None:
+        return None
+    _shape(ckpt, model, "model", dict)
+    _shape(ckpt, model.get("embeddings", {}), "model.embeddings", dict)
+    for key, value in (("model.embeddings.tables", model.get("embeddings", {}).get("tables", [])),
+                       ("model.relations", model.get("relations", []))):  # fmt: skip
+        for i, item in enumerate(_shape(ckpt, value, key, list)):
+            _shape(ckpt, item, f"{key}[{i}]", dict)
+    for i, t in enumerate(model.get("embeddings", {}).get("tables", [])):
+        for field in ("embedding_dim", "num_partitions"):
+            if field in t:
+                _shape(ckpt, t[field], f"model.embeddings.tables[{i}].{field}", int)
+    return model
+
+
+def _shape(ckpt: Checkpoint, value: Any, key: str, kind: type) -> Any:
+    """The checkpoint's recorded config holds a ``kind`` at ``key`` (else it is damaged: CheckpointError)."""
+    if not isinstance(value, kind) or isinstance(value, bool):
+        what = {dict: "a mapping", list: "a list", int: "an integer"}[kind]
+        raise CheckpointError(f"{ckpt.path}/config.yaml: {key}: expected {what}, got {value!r:.40}")
+    return value
 
 
 def _check_model(cfg: Config, model: dict[str, Any], where: str, suffix: str) -> None:

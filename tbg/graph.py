@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -109,14 +110,7 @@ class Graph:
         manifest_path = os.path.join(path, MANIFEST)
         if not os.path.isfile(manifest_path):
             raise GraphError(f"{path}: no imported graph here (missing {MANIFEST}); run `tbg import` first")
-        try:
-            with open(manifest_path) as fh:
-                self.manifest: dict[str, Any] = json.load(fh)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise GraphError(f"{manifest_path}: unreadable manifest: {exc}") from None
-        version = self.manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise GraphError(f"{manifest_path}: format_version {version!r}, this tbg reads {FORMAT_VERSION}")
+        self.manifest: dict[str, Any] = read_manifest(manifest_path)
         self.id_mode: str = self.manifest["id_mode"]
         self.entity_types: dict[str, EntityType] = {
             name: EntityType(count=int(t["count"]), num_partitions=int(t["num_partitions"]), name=name)
@@ -227,6 +221,59 @@ class Graph:
         with h5py.File(self._entity_file(etype), "r") as f:
             ds = f["names"].asstr()
             return np.asarray(ds[:] if ids is None else ds[:][ids], dtype=object)
+
+
+_JSON_NAMES = {dict: "an object", list: "an array", int: "an integer", str: "a string"}
+
+
+def read_manifest(path: str) -> dict[str, Any]:
+    """``manifest.json``, checked key by key: a damaged or hand-edited manifest is one :class:`GraphError`
+    naming the file and the key, never a KeyError later."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError) as exc:  # ValueError: invalid JSON or not UTF-8
+        raise GraphError(f"{path}: unreadable manifest: {exc}") from None
+
+    def need(value: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+        if not isinstance(value, kind) or isinstance(value, bool):
+            names = " or ".join(_JSON_NAMES[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise GraphError(f"{path}: {key}: expected {names}, got {value!r:.40}")
+        return value
+
+    def get(obj: dict[str, Any], where: str, key: str, kind: type | tuple[type, ...]) -> Any:
+        full = f"{where}.{key}" if where else key
+        if key not in obj:
+            raise GraphError(f"{path}: missing key {full!r}")
+        value = need(obj[key], full, kind)
+        if kind is int and value < 0:
+            raise GraphError(f"{path}: {full}: must be >= 0, got {value}")
+        return value
+
+    need(manifest, "<top>", dict)
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise GraphError(f"{path}: format_version {version!r}, this tbg reads {FORMAT_VERSION}")
+    get(manifest, "", "id_mode", str)
+    for name, t in get(manifest, "", "entity_types", dict).items():
+        need(t, f"entity_types.{name}", dict)
+        get(t, f"entity_types.{name}", "count", int)
+        if get(t, f"entity_types.{name}", "num_partitions", int) < 1:
+            raise GraphError(f"{path}: entity_types.{name}.num_partitions: must be >= 1")
+    for i, r in enumerate(get(manifest, "", "relations", list)):
+        need(r, f"relations[{i}]", dict)
+        for key in ("name", "lhs", "rhs"):
+            if get(r, f"relations[{i}]", key, str) not in manifest["entity_types"] and key != "name":
+                raise GraphError(f"{path}: relations[{i}].{key}: unknown entity type {r[key]!r}")
+    for split, info in get(manifest, "", "splits", dict).items():
+        where = f"splits.{split}"
+        need(info, where, dict)
+        get(info, where, "num_edges", int)
+        for bucket, count in get(info, where, "buckets", dict).items():
+            if not re.fullmatch(r"\d+_\d+", bucket):
+                raise GraphError(f"{path}: {where}.buckets: bad bucket key {bucket!r} (expected 'i_j')")
+            need(count, f"{where}.buckets.{bucket}", int)
+    return manifest
 
 
 # ----------------------------------------------------------------------------- writing

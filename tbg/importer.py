@@ -28,7 +28,7 @@ import numpy as np
 
 from tbg import __version__
 from tbg.config import Config, DataConfig, IdMode, load_config
-from tbg.errors import InputError
+from tbg.errors import InputError, storage_errors
 from tbg.graph import GraphWriter, PartitionLayout, offset_dtype
 from tbg.io import columns
 from tbg.io.bucket_spill import BucketRouter, ShuffledType, record_dtype
@@ -107,16 +107,16 @@ def import_graph(
         if unknown:
             raise InputError(f"--splits: unknown or unconfigured split(s) {unknown} (config has {list(chosen)})")
         chosen = {k: v for k, v in chosen.items() if k in splits}
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
     tmp = f"{os.path.abspath(target)}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    os.makedirs(tmp)
-    try:
-        manifest = _Builder(cfg, tmp, progress).build(chosen)
-        _commit(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with storage_errors(target, f"nothing imported into {target}"):
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        os.makedirs(tmp)
+        try:
+            manifest = _Builder(cfg, tmp, progress).build(chosen)
+            _commit(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     types = {k: (v["count"], v["num_partitions"]) for k, v in manifest["entity_types"].items()}
     split_edges = {k: v["num_edges"] for k, v in manifest["splits"].items()}
     seconds = time.perf_counter() - start

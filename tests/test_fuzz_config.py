@@ -121,7 +121,6 @@ def test_table_fields_with_any_scalar(key: str, value) -> None:
             assert rc == 2
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 item 6: non-UTF-8 and directory config paths give tracebacks")
 @pytest.mark.parametrize("kind", ["non_utf8", "directory"])
 def test_unreadable_config_is_one_clear_line(kind: str) -> None:
     with tempfile.TemporaryDirectory() as work:

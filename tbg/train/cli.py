@@ -40,20 +40,23 @@ def train(cfg: Config, fresh: bool = False, progress: bool = True, log: Callable
     ``log`` receives the one-line start notes (how the run starts, device and threads).
     """
     bounded_omp_spin()
+    from tbg.errors import storage_errors
     from tbg.train.trainer import Trainer
 
-    trainer = Trainer(cfg, progress=progress)
-    how = trainer.start(fresh=fresh)
-    if trainer.finished():
-        state = trainer.state
-        return {"already_finished": True, "steps": 0, "step": state["step"], "epoch": state["epoch"]}
-    n, each = len(trainer.workers), trainer.threads_per_worker
-    where = str(trainer.device)
-    if trainer.device.type == "cpu":
-        where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
-    if log is not None:
-        log(f"{how}; device {where}, bf16 matmuls {trainer.bf16}")
-    return trainer.run()
+    save_dir = cfg.training.save_dir
+    with storage_errors(save_dir, "the checkpoint being written was discarded (checkpoints/latest unchanged)"):
+        trainer = Trainer(cfg, progress=progress)
+        how = trainer.start(fresh=fresh)
+        if trainer.finished():
+            state = trainer.state
+            return {"already_finished": True, "steps": 0, "step": state["step"], "epoch": state["epoch"]}
+        n, each = len(trainer.workers), trainer.threads_per_worker
+        where = str(trainer.device)
+        if trainer.device.type == "cpu":
+            where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
+        if log is not None:
+            log(f"{how}; device {where}, bf16 matmuls {trainer.bf16}")
+        return trainer.run()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ import torch
 from tbg.checkpoint import Checkpoint, CheckpointStore, open_checkpoint
 from tbg.config import Config, dump_config
 from tbg.consistency import check_checkpoint, check_trainable, model_fingerprint
+from tbg.errors import CheckpointError
 from tbg.graph import Graph
 from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
@@ -107,15 +108,24 @@ class Trainer:
         sources = {key: ckpt.embedding_path(*key) for key in self.store.keys if ckpt.has_embeddings(*key)}
         self.store.set_sources(sources, with_optimizer=resume)
         rel = {k: torch.from_numpy(v) for k, v in ckpt.relations().items()}
-        self.model.load_state_dict(rel)
+        try:
+            self.model.load_state_dict(rel)
+        except RuntimeError as exc:  # missing/unexpected/mis-shaped parameters
+            problem = " ".join(str(exc).split())
+            raise CheckpointError(f"{ckpt.file('relations.h5')}: relation parameters do not fit: {problem}") from None
         if not resume:
             return
         state_path = ckpt.file("state.pt")
         if os.path.exists(state_path):
-            saved = torch.load(state_path, map_location="cpu", weights_only=False)
-            self.rel_opt.load_state_dict(saved["relation_optimizer"])
-        for key in self.state:
-            self.state[key] = int(ckpt.progress.get(key, 0))
+            try:
+                saved = torch.load(state_path, map_location="cpu", weights_only=False)
+                self.rel_opt.load_state_dict(saved["relation_optimizer"])
+            except CheckpointError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any damage to the pickle/zip: one line naming the file
+                problem = " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
+                raise CheckpointError(f"{state_path}: unreadable trainer state: {problem}") from None
+        self.state.update(ckpt.counters(list(self.state)))
 
     # ------------------------------------------------------------------ helpers
     def bucket_keys(self, bucket: tuple[int, int]) -> list[TableKey]:
