@@ -19,7 +19,7 @@ from train_graphs import make_config
 from tbg.model.losses import LOSSES
 from tbg.model.negatives import MASKED
 from tbg.model.scoring import RelationModel
-from tbg.train.step import Batch, BatchScorer, coalesced_grads
+from tbg.train.batch_scorer import Batch, BatchScorer, coalesced_grads
 
 KINDS = ["none", "translation", "diagonal", "linear", "affine", "complex_diagonal"]
 COMPARATORS = ["dot", "cos", "l2", "squared_l2"]

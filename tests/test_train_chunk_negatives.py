@@ -9,7 +9,7 @@ import yaml
 
 from tbg.config import ConfigError, parse_config
 from tbg.model.scoring import RelationModel
-from tbg.train.step import Batch, BatchScorer
+from tbg.train.batch_scorer import Batch, BatchScorer
 
 NU, NT, B = 30, 25, 23
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from train_graphs import make_config, planted_graph, rank_quality
 
+from tbg import runtime
 from tbg.checkpoint import CheckpointStore
 from tbg.errors import TbgError
-from tbg.train import runtime
 from tbg.train.trainer import Trainer
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from train_graphs import make_config, planted_graph, rank_quality
 
-from tbg.train.edges import read_all
-from tbg.train.step import Batch
+from tbg.train.batch_scorer import Batch
+from tbg.train.edge_stream import read_all
 from tbg.train.trainer import Trainer
 from tbg.train.workers import Worker
 
@@ -168,7 +168,7 @@ def test_chunked_buckets_and_warm_start(graphs, tmp_path) -> None:
         str(tmp_path / "b"), gdir, partitions=4, **{"training.initial_checkpoint_dir": str(tmp_path / "a")}
     )
     trainer = Trainer(warm, progress=False)
-    assert "warm start" in trainer.start() and trainer.state["step"] == 0
+    assert "warm start" in trainer.start() and trainer.progress.step == 0
     trainer.store.need([("node", 2)])
     with h5py.File(tmp_path / "a" / "checkpoints" / "v0000000001" / "embeddings" / "node_2.h5") as f:
         assert np.array_equal(trainer.store.get(("node", 2)).table.numpy(), f["embeddings"][...])

@@ -18,7 +18,7 @@ tb.VARIANTS.update({"gpu_p1": ref, "gpu_p1_amp": {**ref, "runtime.enable_amp": T
                     "gpu_p4": {**ref, "partitions": 4}})
 rows = [tb.run_one(v, None, None) for v in ("gpu_p1", "gpu_p1_amp", "gpu_p4")]
 # the machine's CPU cores: Hogwild workers vs intra-op threads (2 epochs each), to check the auto cap of 4
-# workers (tbg/train/runtime.py), which was only measured on 2 cores
+# workers (tbg/runtime.py), which was only measured on 2 cores
 cores = os.cpu_count() or 1
 for w in sorted({1, 2, 4, 8, cores} & set(range(1, cores + 1))):
     tb.VARIANTS[f"cpu_w{w}"] = {"runtime.device": "cpu", "runtime.hogwild_workers": w}

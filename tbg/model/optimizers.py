@@ -24,9 +24,9 @@ MIN_EPS = 1e-10
 
 
 def _zeros(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """fp32 state; large CPU buffers on transparent huge pages (see tbg.train.runtime.hugepage_empty)."""
+    """fp32 state; large CPU buffers on transparent huge pages (see tbg.runtime.hugepage_empty)."""
     if device.type == "cpu":
-        from tbg.train.runtime import hugepage_empty
+        from tbg.runtime import hugepage_empty
 
         return hugepage_empty(shape, torch.float32).zero_()
     return torch.zeros(shape, dtype=torch.float32, device=device)

@@ -48,8 +48,8 @@ def train(cfg: Config, fresh: bool = False, progress: bool = True, log: Callable
         trainer = Trainer(cfg, progress=progress)
         how = trainer.start(fresh=fresh)
         if trainer.finished():
-            state = trainer.state
-            return {"already_finished": True, "steps": 0, "step": state["step"], "epoch": state["epoch"]}
+            p = trainer.progress
+            return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
         n, each = len(trainer.workers), trainer.threads_per_worker
         where = str(trainer.device)
         if trainer.device.type == "cpu":

@@ -1,29 +1,33 @@
-"""Hogwild training workers: threads that each run whole steps against the shared tables, without locks.
+"""Hogwild training workers: threads that each run whole step groups against the shared tables, without locks.
 
-One step on the reference CPU is a few dozen small tensor operations; spread over intra-op threads, each
-one pays a barrier.  Running whole steps side by side, one intra-op thread each, keeps every core busy
-instead (measured on 2 cores: 1.22x the edges/s of one worker with 2 threads, docs/training.md).  As in
-PBG's Hogwild training, workers read and update the embedding rows and relation parameters without locks;
-unlike PBG they are threads of one process, so nothing is copied into shared memory and the process's
-memory does not grow with the number of workers.
+One step on a CPU is a few dozen small tensor operations; spread over intra-op threads, each one pays a
+barrier.  Running whole steps side by side, one intra-op thread each, keeps every core busy instead
+(docs/benchmarks.md has the measurements).  As in PBG's Hogwild training, workers read and update the
+embedding rows and relation parameters without locks; unlike PBG they are threads of one process, so nothing
+is copied into shared memory and the process's memory does not grow with the number of workers.
 
 Each worker owns what must not be shared: a generator for its negatives, and a replica of the relation
 model (with a scorer bound to it) whose parameters share the real ones' storage but collect their own
 ``.grad`` (autograd accumulates into ``.grad``; two workers' backward passes must not mix).
+
+The pool keeps at most two groups per worker in flight and hands their results back in the order they were
+dispatched, on the dispatching thread, so the trainer books steps exactly as one worker would.
 """
 
 from __future__ import annotations
 
 import queue
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
+from tbg.config import Config
 from tbg.model.scoring import RelationModel
-from tbg.train.step import BatchScorer
+from tbg.train.batch_scorer import BatchScorer
 
 T = TypeVar("T")
 
@@ -50,31 +54,74 @@ def tied_replica(model: RelationModel, fresh: RelationModel) -> RelationModel:
     return fresh
 
 
+def make_workers(cfg: Config, scorer: BatchScorer, count: int) -> list[Worker]:
+    """``scorer``'s own worker, then ``count - 1`` more, each with a tied replica of its model."""
+    model, device = scorer.model, scorer.device
+    workers = [Worker(scorer, list(model.parameters()))]
+    for _ in range(count - 1):
+        replica = tied_replica(model, RelationModel.from_config(cfg).to(device))
+        workers.append(Worker(BatchScorer(cfg, replica, device, scorer.bf16), list(replica.parameters())))
+    return workers
+
+
 class WorkerPool:
-    """``threads`` OS threads, one intra-op thread budget each, every task run with a free :class:`Worker`."""
+    """Runs tasks (step groups) on free :class:`Worker` s: on the calling thread when there is one worker, else
+    on one OS thread per worker with ``intra_op_threads`` each.  Use as a context manager: leaving it waits
+    for every task in flight, so no worker touches the tables afterwards, even when a task failed."""
 
     def __init__(self, workers: list[Worker], intra_op_threads: int) -> None:
+        self.workers = workers
+        self.size = len(workers)
         self._free: queue.SimpleQueue[Worker] = queue.SimpleQueue()
         for w in workers:
             self._free.put(w)
-        # OpenMP thread counts are per calling thread: set them in every worker thread
-        self._pool = ThreadPoolExecutor(
-            max_workers=len(workers),
-            thread_name_prefix="tbg-hogwild",
-            initializer=torch.set_num_threads,
-            initargs=(intra_op_threads,),
-        )
-        self.size = len(workers)
+        self._threads: ThreadPoolExecutor | None = None
+        if self.size > 1:  # OpenMP thread counts are per calling thread: set them in every worker thread
+            self._threads = ThreadPoolExecutor(
+                max_workers=self.size,
+                thread_name_prefix="tbg-hogwild",
+                initializer=torch.set_num_threads,
+                initargs=(intra_op_threads,),
+            )
+        # tasks handed to the threads, oldest first, with what books their result
+        self._inflight: deque[tuple[Future[Any], Callable[[Any], None]]] = deque()
 
-    def submit(self, fn: Callable[[Worker], T]) -> Future[T]:
-        def task() -> T:
-            worker = self._free.get()
-            try:
-                return fn(worker)
-            finally:
-                self._free.put(worker)
+    def __enter__(self) -> WorkerPool:
+        return self
 
-        return self._pool.submit(task)
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def dispatch(self, task: Callable[[Worker], T], book: Callable[[T], None], barrier: bool = False) -> None:
+        """Run ``task`` on a free worker; ``book`` gets its result on this thread, in dispatch order.
+
+        Inline with one worker.  Otherwise the oldest tasks are waited for (and booked) while more than two
+        per worker are in flight, or, after a ``barrier`` task, until none is.
+        """
+        if self._threads is None:
+            book(task(self.workers[0]))
+            return
+        self._inflight.append((self._threads.submit(self._run, task), book))
+        self.drain(0 if barrier else 2 * self.size)
+
+    def drain(self, keep: int = 0) -> None:
+        """Wait for the oldest tasks in flight until ``keep`` remain, booking their results in order."""
+        while len(self._inflight) > keep:
+            future, book = self._inflight[0]
+            result = future.result()
+            self._inflight.popleft()
+            book(result)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the threads after the running tasks finish (queued ones are cancelled, nothing is booked)."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
+            self._threads = None
+        self._inflight.clear()
+
+    def _run(self, task: Callable[[Worker], T]) -> T:
+        worker = self._free.get()
+        try:
+            return task(worker)
+        finally:
+            self._free.put(worker)

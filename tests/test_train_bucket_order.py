@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tbg.train.schedule import bucket_order
+from tbg.train.bucket_order import bucket_order
 
 
 @pytest.mark.parametrize("order", ["inside_out", "affinity", "random"])

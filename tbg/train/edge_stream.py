@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tbg.graph import Graph
-from tbg.train.step import Batch
+from tbg.train.batch_scorer import Batch
 
 
 @dataclass
@@ -99,9 +99,6 @@ class EdgeSource:
             self.prefetch(epoch, bucket, index + 1)
             yield chunk
             index += 1
-
-    def drop_pending(self) -> None:
-        self._pending.clear()
 
 
 def batches(chunk: EdgeChunk, batch_size: int, position: int) -> Iterator[tuple[int, Batch]]:

@@ -22,8 +22,8 @@ from tbg.config import Config, EmbeddingTableConfig
 from tbg.consistency import check_shard
 from tbg.model.embeddings import init_partition, storage_dtype
 from tbg.model.optimizers import SparseOptimizer, build_sparse_optimizer
-from tbg.train.runtime import hugepage_empty
-from tbg.train.step import TableKey
+from tbg.runtime import hugepage_empty
+from tbg.train.batch_scorer import TableKey
 
 SWAP_DIR = "partitions"
 
@@ -134,9 +134,6 @@ class PartitionStore:
     # ------------------------------------------------------------------ access
     def get(self, key: TableKey) -> Resident:
         return self.resident[key]
-
-    def mark_dirty(self, key: TableKey) -> None:
-        self.resident[key].dirty = True
 
     def set_sources(self, sources: dict[TableKey, str], with_optimizer: bool = True) -> None:
         """Start from checkpoint shards (resume/warm start); drops anything resident."""

@@ -7,7 +7,7 @@ batch's own rows are autograd leaves, and each side is scored as
 - target lhs: queries from θy against shared lhs candidates,
 
 with the model's query/candidate functions (the ones eval uses) and one (batched) product per side
-(:func:`tbg.train.rows.candidate_scores`); negatives equal to the true entity are masked, and
+(:func:`tbg.train.gathered_rows.candidate_scores`); negatives equal to the true entity are masked, and
 ``relation.weight × edge weight × (loss_rhs + loss_lhs)`` is summed over the batch (PBG's reduction).
 After ``backward`` the rows' gradients are coalesced per table and handed to the sparse optimizers: only
 the rows the batch touched are read or written.
@@ -27,7 +27,7 @@ from tbg.model.losses import build_loss
 from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
 from tbg.model.optimizers import coalesce
 from tbg.model.scoring import RelationModel
-from tbg.train.rows import Gathered, TableKey, candidate_scores
+from tbg.train.gathered_rows import Gathered, TableKey, candidate_scores
 
 
 @dataclass

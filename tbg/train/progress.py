@@ -1,0 +1,65 @@
+"""Where a run stands, and how a checkpoint records it (progress.json) beside the trainer's torch state (state.pt).
+
+``position`` is the number of edges of the current bucket already trained in this epoch's deterministic
+shuffle, so a checkpoint taken mid-bucket resumes at exactly the next batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from tbg.checkpoint import Checkpoint, CheckpointWriter
+from tbg.errors import CheckpointError
+from tbg.model.optimizers import RelationOptimizer
+
+STATE_FILE = "state.pt"
+
+
+@dataclasses.dataclass
+class Progress:
+    epoch: int = 0
+    bucket_index: int = 0  # index into the epoch's bucket order
+    position: int = 0
+    step: int = 0  # steps completed (1-based numbering: step k is the k-th batch trained)
+    edges_seen: int = 0
+
+    def next_bucket(self) -> None:
+        self.bucket_index += 1
+        self.position = 0
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.bucket_index = 0
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """The progress.json record: these fields, then ``extra`` (finished, fingerprints, ...)."""
+        return {**dataclasses.asdict(self), **extra}
+
+    @classmethod
+    def of(cls, ckpt: Checkpoint) -> Progress:
+        """A checkpoint's progress; a missing or non-integer field is a CheckpointError naming progress.json."""
+        return cls(**ckpt.counters([f.name for f in dataclasses.fields(cls)]))
+
+
+def write_state(writer: CheckpointWriter, relation_optimizer: RelationOptimizer) -> None:
+    """state.pt: the relation optimizer's state (torch tensors, so not in the numpy/h5py shards)."""
+    torch.save({"relation_optimizer": relation_optimizer.state_dict()}, writer.path(STATE_FILE))
+
+
+def read_state(ckpt: Checkpoint, relation_optimizer: RelationOptimizer) -> None:
+    """Load state.pt into ``relation_optimizer``, where the checkpoint has one."""
+    path = ckpt.file(STATE_FILE)
+    if not os.path.exists(path):
+        return
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        relation_optimizer.load_state_dict(saved["relation_optimizer"])
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any damage to the zip/pickle: one line naming the file
+        problem = " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
+        raise CheckpointError(f"{path}: unreadable trainer state: {problem}") from None
