@@ -16,7 +16,7 @@ import h5py
 import yaml
 
 from tbg.checkpoint import Checkpoint
-from tbg.config import Config
+from tbg.config import Config, OptimizerConfig, converter
 from tbg.errors import CheckpointError, ConsistencyError
 from tbg.graph import Graph
 
@@ -108,6 +108,48 @@ def check_checkpoint(cfg: Config, graph: Graph, ckpt: Checkpoint, fix: str = "")
             f"model: the checkpoint {where} was trained with a different model"
             f" (tables/relations/operators/comparator/data types){suffix}"
         )
+
+
+def check_optimizers(cfg: Config, ckpt: Checkpoint, allow_change: bool = False) -> list[str]:
+    """Resume: every optimizer (kind, hyperparameters, learning-rate schedule) is the one the checkpoint was
+    trained with, since its saved state belongs to it.  A change is an error naming the key unless
+    ``allow_change`` (``tbg train --allow-optimizer-change``); then the changed keys are returned.
+    """
+    model = _checkpoint_model(ckpt)
+    if model is None:
+        return []
+    recorded = {t.get("name"): t.get("optimizer") for t in model.get("embeddings", {}).get("tables", [])}
+    ours = [(f"model.embeddings.tables[{i}].optimizer", t.optimizer, recorded.get(t.name))
+            for i, t in enumerate(cfg.model.embeddings.tables)]  # fmt: skip
+    ours.append(("model.translation_optimizer", cfg.model.translation_optimizer, model.get("translation_optimizer")))
+    changed = []
+    for key, optimizer, theirs in ours:
+        if theirs is None:  # a checkpoint that did not record it
+            continue
+        try:
+            same = converter.structure(theirs, OptimizerConfig) == optimizer
+        except Exception:  # noqa: BLE001 - an optimizer this tbg cannot read is not the configured one
+            same = False
+        if same:
+            continue
+        if not allow_change:
+            raise ConsistencyError(
+                f"{key}: {_describe(converter.unstructure(optimizer))} but the checkpoint {ckpt.path} was trained"
+                f" with {_describe(theirs)}; pass `tbg train --allow-optimizer-change` to resume with the new one"
+            )
+        changed.append(key)
+    return changed
+
+
+def _describe(optimizer: Any) -> str:
+    """An optimizer block as compact one-line YAML, unset keys left out."""
+
+    def drop_none(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: drop_none(v) for k, v in value.items() if v is not None}
+        return value
+
+    return yaml.safe_dump(drop_none(optimizer), default_flow_style=True, width=10**6).strip()
 
 
 def check_shards(cfg: Config, graph: Graph, ckpt: Checkpoint) -> None:

@@ -175,6 +175,8 @@ class _Builder:
             chunk_rows=self.g.chunk_rows,
             id_type="string" if self.names_mode else "int",
             rel_type="int" if self.g.relation_by == "index" else "string",
+            # one relation: a rel column named (by default `rel`) but absent means every edge is that relation
+            optional=("rel",) if len(self.relations) == 1 else (),
         )
 
     def _batches(self, split: str, data: DataConfig) -> tuple[SourceReader, Iterator[Any], list[dict[str, Any]]]:

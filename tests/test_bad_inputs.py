@@ -245,3 +245,130 @@ def test_export_on_a_bad_disk(run, bad_disk, capsys) -> None:
     rc, lines = cli(capsys, "export", str(run / "cfg.yaml"), "--format", "tsv", "--out", str(fs / "out"))
     assert_error(rc, lines, "export", str(fs), reason, "nothing exported")
     assert _leftovers(fs) == []
+
+
+# --------------------------------------------------------------------------------------------- source files
+
+SOURCE_CONFIG = """\
+model:
+  embeddings:
+    tables:
+      - {{name: user, embedding_dim: 4, optimizer: {{sgd: {{lr: 0.1}}}}}}
+      - {{name: tweet, embedding_dim: 4, optimizer: {{sgd: {{lr: 0.1}}}}}}
+  relations: {relations}
+  translation_optimizer: {{sgd: {{lr: 0.1}}}}
+train_data: {{data_root: {root}/train.{ext}}}
+validation_data: {{data_root: {root}/valid.{ext}}}
+graph: {{dir: {root}/graph, id_mode: names{graph}}}
+"""
+TWO_RELATIONS = "[{name: fav, lhs: user, rhs: tweet}, {name: reply, lhs: user, rhs: tweet}]"
+ONE_RELATION = "[{name: fav, lhs: user, rhs: tweet}]"
+
+
+def import_sources(
+    root: Path, capsys, train: str, valid: str = "u1\tfav\tt1\n", graph: str = "", relations: str = TWO_RELATIONS,
+    ext: str = "tsv",
+) -> tuple[int, list[str]]:  # fmt: skip
+    (root / f"train.{ext}").write_text(train)
+    (root / f"valid.{ext}").write_text(valid)
+    cfg = root / "c.yaml"
+    cfg.write_text(SOURCE_CONFIG.format(root=root, graph=graph, relations=relations, ext=ext))
+    return cli(capsys, "import", str(cfg), "--no-progress")
+
+
+def split_edges(root: Path) -> dict[str, int]:
+    manifest = json.loads((root / "graph" / "manifest.json").read_text())
+    return {name: split["num_edges"] for name, split in manifest["splits"].items()}
+
+
+def test_out_of_range_column_names_only_the_missing_one(tmp_path, capsys) -> None:
+    rc, lines = import_sources(tmp_path, capsys, "u1\tfav\tt1\n", graph=", columns: {lhs: 0, rel: 1, rhs: 5}")
+    assert_error(rc, lines, "import", "train.tsv: column 'rhs' at position 5 out of range (the file has 3 columns)")
+    assert "'lhs'" not in lines[-1] and "'rel'" not in lines[-1]
+
+
+def test_rel_may_be_omitted_with_one_relation(tmp_path, capsys) -> None:
+    rows = "u1\tt1\nu2\tt2\nu1\tt2\n"
+    rc, lines = import_sources(tmp_path, capsys, rows, "u3\tt1\n", ", columns: {lhs: 0, rhs: 1}", ONE_RELATION)
+    assert rc == 0 and lines == [], lines
+    assert split_edges(tmp_path) == {"train": 3, "valid": 1}
+
+
+def test_rel_column_is_still_checked_when_present(tmp_path, capsys) -> None:
+    header = "lhs\trel\trhs\n"
+    rows, valid = header + "u1\tfav\tt1\nu2\tbad\tt2\n", header + "u1\tfav\tt1\n"
+    rc, lines = import_sources(tmp_path, capsys, rows, valid, ", header: true", ONE_RELATION)
+    assert_error(rc, lines, "import", "train.tsv row 2: column 'rel': unknown relation 'bad'")
+
+
+def test_rel_is_needed_with_several_relations(tmp_path, capsys) -> None:
+    rc, lines = import_sources(tmp_path, capsys, "u1\tt1\n", "u1\tt1\n", ", columns: {lhs: 0, rhs: 1}")
+    assert_error(rc, lines, "import", "train.tsv: column 'rel' given by name")
+
+
+@pytest.mark.parametrize("ext", ["tsv", "csv"])
+@pytest.mark.parametrize("blank", ["", "\n", "\n\r\n\n"])
+def test_empty_and_blank_files_are_empty_splits(tmp_path, capsys, ext, blank) -> None:
+    """A file without rows is an empty split whether it has zero bytes or only line breaks (blank lines are
+    never rows); ``tbg train`` then refuses a graph without training edges."""
+    sep = "\t" if ext == "tsv" else ","
+    rc, lines = import_sources(tmp_path, capsys, sep.join(["u1", "fav", "t1"]) + "\n", blank, ext=ext)
+    assert rc == 0 and lines == [], lines
+    assert split_edges(tmp_path) == {"train": 1, "valid": 0}
+
+
+@pytest.mark.parametrize("row", ["\tfav\tt2", "u2\tfav\t"])
+def test_empty_name_is_an_error(tmp_path, capsys, row) -> None:
+    role = "lhs" if row.startswith("\t") else "rhs"
+    rc, lines = import_sources(tmp_path, capsys, f"u1\tfav\tt1\n{row}\n")
+    assert_error(rc, lines, "import", f"train.tsv row 2: column '{role}': empty entity name")
+    assert not (tmp_path / "graph").exists()
+
+
+@pytest.mark.parametrize(("weight", "problem"), [
+    ("nan", "not finite"), ("inf", "not finite"), ("-inf", "not finite"), ("-0.5", "negative"), ("", "cannot parse"),
+    ("x", "cannot parse"),
+])  # fmt: skip
+def test_weights_must_be_finite_and_non_negative(tmp_path, capsys, weight, problem) -> None:
+    graph = ", columns: {lhs: 0, rel: 1, rhs: 2, weight: 3}"
+    rc, lines = import_sources(tmp_path, capsys, f"u1\tfav\tt1\t1\nu2\tfav\tt2\t{weight}\n", "u1\tfav\tt1\t0\n", graph)
+    assert_error(rc, lines, "import", "train.tsv row 2: column 'weight'", problem)
+
+
+def test_zero_weight_is_accepted(tmp_path, capsys) -> None:
+    graph = ", columns: {lhs: 0, rel: 1, rhs: 2, weight: 3}"
+    rc, lines = import_sources(tmp_path, capsys, "u1\tfav\tt1\t0\nu2\tfav\tt2\t2.5\n", "u1\tfav\tt1\t0\n", graph)
+    assert rc == 0 and split_edges(tmp_path)["train"] == 2
+
+
+# --------------------------------------------------------------------------------------------- resume
+
+
+def _resume_with(run: Path, old: str, new: str) -> str:
+    cfg = run / "cfg.yaml"
+    text = cfg.read_text().replace("num_train_steps: 4", "num_train_steps: 6, num_epochs: 2")
+    assert old in text
+    cfg.write_text(text.replace(old, new, 1))
+    return str(cfg)
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ("{sgd: {lr: 0.1}}}", "{sgd: {lr: 0.2}}}", "model.embeddings.tables[0].optimizer"),
+    ("translation_optimizer: {sgd: {lr: 0.1}}", "translation_optimizer: {adam: {lr: 0.1}}",
+     "model.translation_optimizer"),
+])  # fmt: skip
+def test_optimizer_change_on_resume_needs_the_flag(run, capsys, old, new, key) -> None:
+    cfg = _resume_with(run, old, new)
+    rc, lines = cli(capsys, "train", cfg, "--no-progress")
+    assert_error(rc, lines, "train", f"{key}: ", "--allow-optimizer-change")
+    rc, lines = cli(capsys, "train", cfg, "--no-progress", "--allow-optimizer-change")
+    assert rc == 0 and f"at step 4 with a changed {key}" in lines[0], lines
+    progress = json.loads((run / "save/checkpoints/v0000000003/progress.json").read_text())
+    assert progress["step"] == 6
+    rc, lines = cli(capsys, "train", _resume_with(run, "num_train_steps: 6", "num_train_steps: 8"), "--no-progress")
+    assert rc == 0, lines  # the new optimizer is now the checkpoint's own
+
+
+def test_unchanged_optimizer_resumes(run, capsys) -> None:
+    rc, lines = cli(capsys, "train", _resume_with(run, "num_epochs: 2", "num_epochs: 2"), "--no-progress")
+    assert rc == 0 and "resumed from" in lines[0] and "with a changed" not in lines[0], lines

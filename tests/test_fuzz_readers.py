@@ -269,7 +269,6 @@ def test_random_parquet_schemas(data, mode: str, n: int, weighted: bool) -> None
 # ------------------------------------------------------------------------- known gaps (issue 10 item 6)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 item 6: empty names and negative weights must be errors")
 @pytest.mark.parametrize("row", [("", "fav", "t1", "1"), ("u1", "fav", "", "1"), ("u1", "fav", "t1", "-0.5")])
 def test_empty_names_and_negative_weights_are_one_line_errors(row) -> None:
     with tempfile.TemporaryDirectory() as work:

@@ -76,12 +76,18 @@ def int_ids(batch: SourceBatch, role: str) -> np.ndarray:
 
 
 def string_ids(batch: SourceBatch, role: str) -> pa.Array:
-    """Entity names (names mode): strings as-is, integers rendered as decimal strings."""
+    """Entity names (names mode): strings as-is (an empty one is an error), integers rendered as decimal strings."""
     arr = _column(batch, role)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
-    if pa.types.is_integer(arr.type) or _is_text(arr.type):
-        return arr if pa.types.is_string(arr.type) else arr.cast(pa.string())
+    if pa.types.is_integer(arr.type):
+        return arr.cast(pa.string())
+    if _is_text(arr.type):
+        arr = arr if pa.types.is_string(arr.type) else arr.cast(pa.string())
+        empty = pc.equal(pc.binary_length(arr), 0)
+        if pc.any(empty).as_py():
+            raise _fail(batch, int(np.flatnonzero(empty.to_numpy(zero_copy_only=False))[0]), role, "empty entity name")
+        return arr
     raise InputError(f"{batch.file.url}: column {role!r} has type {arr.type}; expected entity names (strings)")
 
 
