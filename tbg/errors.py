@@ -110,3 +110,7 @@ def storage_errors(where: str, context: str = "") -> Iterator[None]:
         if line is None:
             raise
         raise StorageError(line) from None
+
+
+class LockedError(TbgError):
+    """Another process is writing the directory (a second train/import/export); names the holder's pid/host."""

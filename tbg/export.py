@@ -31,6 +31,7 @@ from tbg.config import Config
 from tbg.consistency import check_checkpoint, check_graph, check_shards
 from tbg.errors import CheckpointError, ExportError, storage_errors
 from tbg.graph import Graph
+from tbg.locking import exclusive, remove_path
 from tbg.model.operators import OPERATORS
 
 FORMATS = ("tsv", "parquet", "npy")
@@ -235,7 +236,7 @@ def _publish(tmp: str, out: str) -> None:
             os.replace(old, out)  # the previous output stays where it was
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
+        remove_path(old)
 
 
 def export(
@@ -246,14 +247,19 @@ def export(
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = os.path.abspath(out.rstrip("/"))
     _claim_output(out, overwrite)
+    with storage_errors(out, f"nothing exported to {out}"), exclusive(out, "tbg export") as lock:
+        lock.remove_leftovers()  # of an interrupted export: its temp dir, an output moved aside
+        return _export_locked(cfg, fmt, out, checkpoint, overwrite)
+
+
+def _export_locked(cfg: Config, fmt: str, out: str, checkpoint: str | None, overwrite: bool) -> dict[str, object]:
     graph = Graph(cfg.graph_dir)
     check_graph(cfg, graph)
     ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
     check_checkpoint(cfg, graph, ckpt)
     check_shards(cfg, graph, ckpt)
     params = relation_params(cfg, ckpt)
-    with storage_errors(out, f"nothing exported to {out}"):
-        return _write(cfg, fmt, out, overwrite, graph, ckpt, params)
+    return _write(cfg, fmt, out, overwrite, graph, ckpt, params)
 
 
 def _write(

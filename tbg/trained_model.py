@@ -2,13 +2,14 @@
 
 Scores come from :class:`tbg.model.scoring.RelationModel`, the function training and ``tbg eval`` use, with the
 checkpoint's relation parameters; vectors are the checkpoint's shards in dense-id order (as ``tbg export``
-writes them).  A type's vectors are read on first use and then kept.
+writes them).  A type's vectors are read on first use and then kept.  ``neighbors``/``predict`` answer top-k
+queries through :mod:`tbg.query` (faiss indexes per partition, every score recomputed by the same function).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
@@ -18,15 +19,20 @@ from tbg.config import Config, parse_config
 from tbg.errors import CheckpointError, InputError
 from tbg.graph import Graph
 
+if TYPE_CHECKING:
+    from tbg.model.scoring import RelationModel
+    from tbg.query.engine import QueryEngine
+
 
 class TrainedModel:
     """Entity vectors and the score function of one checkpoint, addressed by entity and relation names."""
 
-    def __init__(self, cfg: Config, graph: Graph, checkpoint: Checkpoint, relation_model: object) -> None:
+    def __init__(self, cfg: Config, graph: Graph, checkpoint: Checkpoint, relation_model: RelationModel) -> None:
         self.config = cfg
         self.graph = graph
         self.checkpoint = checkpoint
         self._relation_model = relation_model
+        self._engines: dict[tuple, object] = {}
         self._vectors: dict[str, np.ndarray] = {}
         self._ids: dict[str, dict[str, int]] = {}
 
@@ -112,8 +118,50 @@ class TrainedModel:
         rhs = torch.from_numpy(self.vectors(relation.rhs)[self.ids(relation.rhs, rhs_names)])
         rels = torch.full((len(lhs_names),), r, dtype=torch.long)
         with torch.inference_mode():
-            scores = self._relation_model.score_positive(target, lhs, rhs, rels)  # type: ignore[attr-defined]
+            scores = self._relation_model.score_positive(target, lhs, rhs, rels)
         return scores.float().numpy()
+
+    # ------------------------------------------------------------------ queries (tbg/query, docs/queries.md)
+    def queries(
+        self, *, index: str = "auto", nprobe: int | None = None, nlist: int | None = None, cache: bool = True
+    ) -> QueryEngine:
+        """The query engine of this checkpoint: faiss indexes (flat or ivf; ``auto`` = ivf above 1M rows per
+        partition), IVF ones cached in the save_dir unless ``cache=False``.  Kept per option set."""
+        from tbg.query.engine import QueryEngine
+
+        key = (index, nprobe, nlist, cache)
+        if key not in self._engines:
+            self._engines[key] = QueryEngine(
+                self.config,
+                self.graph,
+                self.checkpoint,
+                self._relation_model,
+                index=index,
+                nprobe=nprobe,
+                nlist=nlist,
+                cache_dir="default" if cache else None,
+            )
+        return self._engines[key]  # type: ignore[return-value]
+
+    def neighbors(self, etype: str, names: str | Sequence[str], k: int = 10, **options: Any) -> Any:
+        """Most similar entities of ``etype`` to ``names`` by the comparator, best first, the entity itself excluded:
+        ``{"query": {...}, "results": [{"type", "name", "score"}, ...]}`` per name (one dict for one name).
+        ``options`` go to :meth:`queries`."""
+        return self.queries(**options).neighbors(etype, names, k)
+
+    def predict(
+        self,
+        relation: str,
+        *,
+        lhs: str | None = None,
+        rhs: str | None = None,
+        k: int = 10,
+        exclude_known: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Top rhs for (lhs, relation, ?) or top lhs for (?, relation, rhs) under the model's score (the ranking
+        ``tbg eval`` computes); ``exclude_known`` drops candidates of known edges.  ``options``: :meth:`queries`."""
+        return self.queries(**options).predict(relation, lhs=lhs, rhs=rhs, k=k, exclude_known=exclude_known)
 
     # ------------------------------------------------------------------ helpers
     def _type(self, etype: str) -> str:

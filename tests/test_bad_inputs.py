@@ -77,9 +77,22 @@ def run(trained, tmp_path) -> Path:
 
 
 def _edit_json(path: Path, edit) -> None:
+    """Edit a committed JSON file by hand (its own checksum dropped, as in a file written without one)."""
     data = json.loads(path.read_text())
+    data.pop("checksum", None)
     edit(data)
     path.write_text(json.dumps(data))
+
+
+def _unlisted(damage):
+    """``damage`` after removing the checkpoint's file list and checksum (a checkpoint written without them), so
+    the reader of the damaged file itself must notice, not the size/SHA-256 check."""
+
+    def apply(path: Path) -> None:
+        _edit_json(path.parent / "progress.json", lambda m: m.pop("files", None))
+        damage(path)
+
+    return apply
 
 
 def _splice(path: Path, old: bytes, new: bytes) -> None:
@@ -124,30 +137,34 @@ DAMAGE = {
     "manifest_no_count": (
         MANIFEST, lambda p: _edit_json(p, lambda m: m["entity_types"]["user"].pop("count")), "eval",
         "missing key 'entity_types.user.count'"),
-    "manifest_not_an_object": (MANIFEST, lambda p: p.write_text("[1, 2]"), "export", "expected an object"),
-    "state_truncated": (f"{V2}/state.pt", lambda p: p.write_bytes(p.read_bytes()[:100]), "train",
-                        "state.pt: unreadable trainer state"),
-    "state_garbage": (f"{V2}/state.pt", lambda p: p.write_bytes(b"garbage\n"), "train",
-                      "state.pt: unreadable trainer state"),
+    "manifest_not_an_object": (MANIFEST, lambda p: p.write_text("[1, 2]"), "export", "manifest.json: unreadable"),
+    "state_truncated": (f"{V2}/state.pt", lambda p: p.write_bytes(p.read_bytes()[:100]), "train", "state.pt: "),
+    "state_truncated_unlisted": (f"{V2}/state.pt", _unlisted(lambda p: p.write_bytes(p.read_bytes()[:100])),
+                                 "train", "state.pt: unreadable trainer state"),
+    "state_garbage_unlisted": (f"{V2}/state.pt", _unlisted(lambda p: p.write_bytes(b"garbage\n")), "train",
+                               "state.pt: unreadable trainer state"),
     "latest_not_utf8": ("save/checkpoints/latest", lambda p: p.write_bytes(b"\xff\xfe"), "train",
-                        "checkpoints/latest: unreadable"),
+                        "checkpoints/latest: damaged"),
     "latest_not_utf8_export": ("save/checkpoints/latest", lambda p: p.write_bytes(b"\xc8\xff"), "export",
-                               "checkpoints/latest: unreadable"),
+                               "checkpoints/latest: damaged"),
+    "ckpt_config_listed": (f"{V2}/config.yaml", lambda p: p.write_text("model: {}\n"), "export", "config.yaml: "),
     "progress_not_utf8": (f"{V2}/progress.json", lambda p: _splice(p, b"step", b"st\xffp"), "eval",
                           "progress.json: unreadable"),
     "progress_no_step": (f"{V2}/progress.json", lambda p: _edit_json(p, lambda m: m.pop("step")), "train",
                          "progress.json: missing key 'step'"),
     "progress_no_version": (f"{V2}/progress.json", lambda p: _edit_json(p, lambda m: m.pop("version")), "export",
-                            "progress.json: missing key 'version'"),
+                            "progress.json: no valid 'version'"),
     "progress_bad_position": (f"{V2}/progress.json", lambda p: _edit_json(p, lambda m: m.update(position="x")),
                               "train", "progress.json: position: expected an integer"),
-    "ckpt_config_not_utf8": (f"{V2}/config.yaml", lambda p: _splice(p, b"model", b"mod\xffl"), "train",
+    "ckpt_config_not_utf8": (f"{V2}/config.yaml", _unlisted(lambda p: _splice(p, b"model", b"mod\xffl")), "train",
                              "config.yaml: unreadable: not UTF-8"),
-    "ckpt_config_not_utf8_export": (f"{V2}/config.yaml", lambda p: _splice(p, b"model", b"mod\xffl"), "export",
+    "ckpt_config_not_utf8_export": (f"{V2}/config.yaml", _unlisted(lambda p: _splice(p, b"model", b"mod\xffl")),
+                                    "export",
                                     "config.yaml: unreadable: not UTF-8"),
-    "ckpt_config_bad_yaml": (f"{V2}/config.yaml", lambda p: p.write_text("model: [\n"), "eval",
+    "ckpt_config_bad_yaml": (f"{V2}/config.yaml", _unlisted(lambda p: p.write_text("model: [\n")), "eval",
                              "config.yaml: unreadable"),
-    "ckpt_config_bad_shape": (f"{V2}/config.yaml", lambda p: p.write_text("model: {embeddings: 3}\n"), "export",
+    "ckpt_config_bad_shape": (f"{V2}/config.yaml", _unlisted(lambda p: p.write_text("model: {embeddings: 3}\n")),
+                              "export",
                               "config.yaml: model.embeddings: expected a mapping"),
 }  # fmt: skip
 ARGS = {"train": ["--no-progress"], "export": ["--format", "tsv", "--out", "OUT"], "eval": ["--split", "valid"]}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from eval_fixtures import make_config, write_checkpoint, write_graph
+from builders import child_env, make_config, write_checkpoint, write_graph
 
 import tbg
 from tbg.config import dump_config
@@ -39,14 +38,17 @@ def _model(cfg, seed: int) -> RelationModel:
 def _build(tmp_path, comparator="dot", sides="both", parts=(1, 1), counts=(60, 45), seed=0):
     types = {"user": (counts[0], 8, parts[0]), "item": (counts[1], 8, parts[1])}
     rels = [(f"r_{op}", "user", "item", op) for op in OPERATORS] + [("ii", "item", "item", "translation")]
-    cfg = make_config(str(tmp_path / "run"), types, rels, comparator=comparator, sides=sides)
+    over = {"model.comparator": comparator, "model.relation_sides": sides, "runtime.num_threads": None}
+    cfg = make_config(
+        tmp_path / "run" / "graph", save_dir=tmp_path / "run", types=types, relations=rels, overrides=over
+    )
     rng = np.random.default_rng(seed)
     n = 400
     lhs_t = rng.integers(0, counts[0], n)
     rel = rng.integers(0, len(rels), n)
     lhs = np.where(rel == len(rels) - 1, rng.integers(0, counts[1], n), lhs_t)
-    splits = {"train": (lhs, rng.integers(0, counts[1], n), rel)}
-    perms = write_graph(cfg, splits, seed=seed)
+    splits = {"train": (lhs, rel, rng.integers(0, counts[1], n))}
+    perms = write_graph(cfg, splits, seed=seed, names=True)
     dense = {t.name: rng.standard_normal((t.num_embeddings, 8)).astype(np.float32) for t in cfg.model.embeddings.tables}
     model = _model(cfg, seed)
     write_checkpoint(cfg, perms, dense, model)
@@ -102,8 +104,9 @@ def test_predict_equals_brute_force(tmp_path, comparator, sides, parts):
 
 def test_predict_exclude_known_and_single(tmp_path):
     cfg, dense, model, splits = _build(tmp_path, "dot", "both", (2, 2))
-    engine = QueryEngine.open(cfg)
-    lhs, rhs, rel = splits["train"]
+    trained = tbg.load(cfg.training.save_dir)
+    engine = trained.queries()
+    lhs, rel, rhs = splits["train"]
     r = 0
     known = {}
     for a, b in zip(lhs[rel == r], rhs[rel == r]):
@@ -111,17 +114,21 @@ def test_predict_exclude_known_and_single(tmp_path):
     ids = np.array(sorted(known))
     answers = engine.predict_batch([Prediction("r_translation", "lhs", _name("user", i)) for i in ids], 10, True)
     _check(answers, _brute_predict(cfg, dense, model, r, "lhs", ids, 10, known))
-    one = engine.predict("r_translation", lhs=_name("user", int(ids[0])), k=10, exclude_known=True)
+    one = trained.predict("r_translation", lhs=_name("user", int(ids[0])), k=10, exclude_known=True)
     assert one == answers[0]
+    # the scores are the model's: tbg.load's score function gives the same numbers for those edges
+    names = [r["name"] for r in one["results"]]
+    again = trained.score([_name("user", int(ids[0]))] * len(names), "r_translation", names)
+    np.testing.assert_allclose([r["score"] for r in one["results"]], again, rtol=1e-5, atol=1e-5)
     assert not {res["name"] for res in one["results"]} & {_name("item", j) for j in known[int(ids[0])]}
 
 
 @pytest.mark.parametrize("comparator", ["dot", "cos", "l2"])
 def test_neighbors_equal_brute_force(tmp_path, comparator):
     cfg, dense, model, _ = _build(tmp_path, comparator, "both", (3, 1))
-    engine = QueryEngine.open(cfg)
+    trained = tbg.load(cfg.training.save_dir)
     ids = [0, 5, 59]
-    answers = engine.neighbors("user", [_name("user", i) for i in ids], k=5)
+    answers = trained.neighbors("user", [_name("user", i) for i in ids], k=5)
     comp = model.comparator
     with torch.no_grad():
         table = comp.prepare(torch.from_numpy(dense["user"]))
@@ -131,7 +138,7 @@ def test_neighbors_equal_brute_force(tmp_path, comparator):
         order = np.argsort(-row, kind="stable")[:5]
         assert [r["name"] for r in ans["results"]] == [_name("user", j) for j in order]
         np.testing.assert_allclose([r["score"] for r in ans["results"]], row[order], rtol=1e-5, atol=1e-5)
-    assert engine.neighbors("user", _name("user", 0), k=5) == answers[0]
+    assert trained.neighbors("user", _name("user", 0), k=5) == answers[0]
 
 
 def test_ivf_index_with_all_lists_is_exact(tmp_path):
@@ -219,9 +226,9 @@ def test_unknown_names_are_query_errors(tmp_path):
 
 def _tbg(*args, cwd):
     """``python -m tbg`` with this checkout's tbg first on the path, from an unrelated working dir."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(tbg.__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.run([sys.executable, "-m", "tbg", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "tbg", *args], capture_output=True, text=True, cwd=cwd, env=child_env()
+    )
 
 
 def _main(capsys, *args):

@@ -80,19 +80,13 @@ class QueryEngine:
     @classmethod
     def open(cls, cfg: Config, checkpoint: str | None = None, **kw: Any) -> QueryEngine:
         """The config's graph and latest checkpoint (or ``checkpoint``), checked to fit each other."""
-        from tbg.checkpoint import resolve_checkpoint
-        from tbg.consistency import check_checkpoint, check_graph, check_shards
-        from tbg.evaluation.checkpoint_eval import load_relation_model
+        from tbg.evaluation.checkpoint_eval import open_trained
 
-        graph = Graph(cfg.graph_dir)
-        check_graph(cfg, graph)
-        ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
-        check_checkpoint(cfg, graph, ckpt)
-        check_shards(cfg, graph, ckpt)
+        graph, ckpt, model = open_trained(cfg, checkpoint)
         if cfg.runtime.num_threads:
             torch.set_num_threads(cfg.runtime.num_threads)
             faiss_module().omp_set_num_threads(cfg.runtime.num_threads)
-        return cls(cfg, graph, ckpt, load_relation_model(cfg, ckpt), **kw)
+        return cls(cfg, graph, ckpt, model, **kw)
 
     # ------------------------------------------------------------------ helpers
     def _type(self, etype: str) -> str:
