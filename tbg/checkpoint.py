@@ -4,7 +4,7 @@
       v<version:010d>/                     one committed version, never modified after commit
         embeddings/<type>_<part>.h5        "embeddings" [rows, dim]; "optimizer/<name>" state arrays
         relations.h5                       relation operator parameters by state-dict name
-        state.pt                           trainer-private torch state (relation optimizer, RNG), optional
+        state.pt                           the relation optimizer's state (torch.save; the trainer's own)
         config.yaml                        the config that trained it
         progress.json                      version, step, epoch, bucket_index, edges_seen, finished, ...
       latest                               name of the newest committed version (replaced atomically)

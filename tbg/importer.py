@@ -360,8 +360,8 @@ def _encode(names: Any, rel: np.ndarray, types: list[str], dictionaries: dict[st
 def _release_arrow_memory() -> None:
     """Hand Arrow's freed batch buffers back to the OS after each batch.
 
-    Arrow's allocator otherwise keeps them cached, and peak RSS grew with the input: measured importing 20M vs
-    40M edges (indices Parquet, P=4), peak 410 vs 533 MB without this, 365 vs 385 MB with it.
+    Arrow's allocator otherwise keeps them cached, and peak RSS grows with the input instead of staying flat
+    (docs/benchmarks.md).
     """
     import pyarrow as pa
 

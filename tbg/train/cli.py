@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def bounded_omp_spin() -> None:
     """OpenMP threads spin briefly at barriers, then sleep (must be set before torch loads libgomp).
 
-    Measured on the 2-core machine (WordNet reference step, 2 threads): with other processes busy, the
-    default spin took 640 ms per step, passive waiting 37-44 ms; when nearly idle, passive cost 37 ms against
-    21-23 ms for a 10k-100k spin count.  10k keeps most of the idle speed and stays sane under contention.
+    libgomp's default long spin is fastest on an idle machine but very slow when other processes compete for
+    the cores, and passive waiting is slow on an idle one; a 10k spin count keeps most of the idle speed and
+    stays sane under contention (docs/benchmarks.md).
     Explicit OMP_WAIT_POLICY / GOMP_SPINCOUNT settings win.
     """
     if "OMP_WAIT_POLICY" not in os.environ:
