@@ -38,3 +38,7 @@ class SynthError(TbgError):
 
 class QueryError(TbgError):
     """A query names an unknown entity type, entity or relation, or asks for an impossible answer."""
+
+
+class LockedError(TbgError):
+    """Another process is writing the directory (a second train/import/export); names the holder's pid/host."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -91,6 +92,10 @@ def test_shard_shape_and_relations_file_mismatch(tmp_path):
     cfg = setup(tmp_path)
     ckpt = os.path.join(cfg.training.save_dir, "checkpoints", "v0000000001")
     os.remove(os.path.join(ckpt, "config.yaml"))
+    with open(os.path.join(ckpt, "progress.json")) as fh:  # as a format 1 checkpoint (no file list)
+        progress = {k: v for k, v in json.load(fh).items() if k not in ("files", "checksum")}
+    with open(os.path.join(ckpt, "progress.json"), "w") as fh:
+        json.dump({**progress, "format_version": 1}, fh)
     bad = config(cfg.training.save_dir, {"e": (20, 6, 1)})
     with pytest.raises(ConsistencyError, match=r"shard shape \(20, 4\), the graph and config need \(20, 6\)"):
         evaluate_checkpoint(bad, "test")

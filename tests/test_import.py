@@ -178,10 +178,15 @@ def test_manifest_fields(tmp_path: Path) -> None:
     )
     import_graph(cfg, progress=False)
     m = json.loads((tmp_path / "g" / "manifest.json").read_text())
-    assert m["format_version"] == 1 and m["id_mode"] == "indices" and m["seed"] == 0
+    assert m["format_version"] == 2 and m["id_mode"] == "indices" and m["seed"] == 0
     one = {"num_partitions": 1}
     assert m["entity_types"] == {"user": {"count": 50, **one}, "tweet": {"count": 30, **one}}
     assert [r["name"] for r in m["relations"]] == ["fav", "reply", "follow"]
+    assert sorted(m["files"]) == [
+        "entities/tweet.h5",
+        "entities/user.h5",
+        *(f"{s}/edges_0_0.h5" for s in ("train", "valid")),
+    ]
     valid = m["splits"]["valid"]
     assert valid["num_edges"] == 10 and valid["has_weight"] is False
     assert valid["sources"] == [{"path": str(tmp_path / "e.parquet"), "size": os.path.getsize(tmp_path / "e.parquet"),

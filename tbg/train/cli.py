@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tbg.locking import DirectoryLock, exclusive
+
 if TYPE_CHECKING:
     from tbg.config import Config
 
@@ -40,6 +42,26 @@ def train(cfg: Config, fresh: bool = False, progress: bool = True, log: Callable
     ``log`` receives the one-line start notes (how the run starts, device and threads).
     """
     bounded_omp_spin()
+    with exclusive_save_dir(cfg.training.save_dir):
+        return _train(cfg, fresh, progress, log)
+
+
+def exclusive_save_dir(save_dir: str) -> DirectoryLock:
+    """The save_dir's writer lock for a whole run; what a killed run left inside is removed once it is held."""
+    from tbg.checkpoint import CheckpointStore
+    from tbg.train.partition_store import SWAP_DIR, remove_swap_leftovers
+
+    lock = exclusive(save_dir, "tbg train").acquire()
+    try:
+        CheckpointStore(save_dir).remove_leftovers()
+        remove_swap_leftovers(os.path.join(save_dir, SWAP_DIR))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _train(cfg: Config, fresh: bool, progress: bool, log: Callable[[str], None] | None) -> dict:
     from tbg.train.trainer import Trainer
 
     trainer = Trainer(cfg, progress=progress)
