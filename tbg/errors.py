@@ -38,3 +38,7 @@ class SynthError(TbgError):
 
 class QueryError(TbgError):
     """A query names an unknown entity type, entity or relation, or asks for an impossible answer."""
+
+
+class NonFiniteError(TbgError):
+    """A non-finite loss or parameter stopped training, or a checkpoint holds non-finite values (export, eval)."""

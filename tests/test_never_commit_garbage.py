@@ -1,0 +1,173 @@
+"""Never commit garbage (issue 10 item 3): a non-finite loss or parameter stops `tbg train` with one line naming
+the step and the table, the last good checkpoint stays `latest`; export and eval refuse non-finite vectors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from train_graphs import full_table, make_config, planted_graph
+
+from tbg.checkpoint import CheckpointStore
+from tbg.cli import main
+from tbg.config import dump_config, parse_config
+from tbg.model.losses import LOSSES, Loss
+
+
+@LOSSES.register("test_poisoned")
+class PoisonedLoss(Loss):
+    """logistic, but NaN from training step ``nan_from_step`` on (two calls per step: one per side), or in
+    validation only (``nan_in_validation``): a plugin loss gone wrong (docs/extending.md)."""
+
+    nan_from_step: int | None = None
+    nan_in_validation = False
+    calls = 0
+
+    def __call__(self, logits, count):
+        import torch
+        import torch.nn.functional as F
+
+        out = F.softplus(-logits[:, 0]) + F.softplus(logits[:, 1:]).sum(-1) / count.clamp_min(1)
+        if torch.is_grad_enabled():
+            PoisonedLoss.calls += 1
+            step = (PoisonedLoss.calls + 1) // 2
+            if self.nan_from_step is not None and step >= self.nan_from_step:
+                return out * float("nan")
+        elif self.nan_in_validation:
+            return out * float("nan")
+        return out
+
+
+@pytest.fixture
+def poisoned():
+    PoisonedLoss.calls, PoisonedLoss.nan_from_step, PoisonedLoss.nan_in_validation = 0, None, False
+    yield PoisonedLoss
+    PoisonedLoss.calls, PoisonedLoss.nan_from_step, PoisonedLoss.nan_in_validation = 0, None, False
+
+
+def _project(tmp_path, table_lr: float | None = None, **over):
+    """A 60-step run (6000 edges, batches of 100) with ``over`` dotted settings; ``table_lr``: plain SGD."""
+    gdir = str(tmp_path / "g")
+    if not os.path.exists(gdir):
+        planted_graph(gdir)
+    settings = {"training.num_epochs": 1, "training.checkpoint_every_n": 10, "training.train_log_every_n": 5,
+                "model.loss": "test_poisoned", **over}  # fmt: skip
+    cfg = make_config(str(tmp_path / "save"), gdir, **settings)
+    if table_lr is not None:
+        data = cfg.to_dict()
+        data["model"]["embeddings"]["tables"][0]["optimizer"] = {"sgd": {"lr": table_lr}}
+        cfg = parse_config(data)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(dump_config(cfg))
+    return str(path), cfg
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if ": error:" in line]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys, poisoned) -> None:
+    path, cfg = _project(tmp_path)
+    poisoned.nan_from_step = 17  # checked at the step-20 checkpoint, before anything is written
+    assert main(["train", path, "--no-progress"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("tbg train: error: step 17: non-finite loss (bucket 0_0)"), line
+    store = CheckpointStore(cfg.training.save_dir)
+    latest = store.latest()
+    assert latest.progress["step"] == 10 and not latest.progress["finished"]
+    assert f"still {latest.path}, step 10" in line
+    table, _ = full_table(cfg.training.save_dir, cfg.graph_dir)
+    assert np.isfinite(table.numpy()).all()
+    # metrics.jsonl holds the records up to the step-15 log (before the stop), strict JSON
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "save" / "metrics.jsonl")]
+    assert steps == [5, 10, 15]
+
+    # the loss fixed, the rerun resumes at step 10: the metrics are cut back, no step twice
+    poisoned.nan_from_step = None
+    assert main(["train", path, "--no-progress"]) == 0
+    assert store.latest().progress["finished"]
+    records = [json.loads(line) for line in open(tmp_path / "save" / "metrics.jsonl")]
+    assert [r["step"] for r in records] == list(range(5, 61, 5))
+
+
+def test_overflowing_learning_rate_names_the_table(tmp_path, capsys, poisoned) -> None:
+    path, cfg = _project(tmp_path, table_lr=1e39, **{"model.loss": "logistic"})
+    assert main(["train", path, "--no-progress"]) == 2
+    line = _error_line(capsys)
+    assert "step 1: non-finite values in table 'node' partition 0" in line, line
+    assert "no checkpoint was committed" in line
+    assert CheckpointStore(cfg.training.save_dir).latest() is None
+
+
+def test_overflow_in_a_swapped_partition_is_caught_before_its_swap_file(tmp_path, capsys, poisoned) -> None:
+    """Two partitions: buckets swap tables out to files; the non-finite table is named before it is written."""
+    gdir = str(tmp_path / "g")
+    planted_graph(gdir, partitions=2)
+    path, cfg = _project(
+        tmp_path, table_lr=1e39, partitions=2,
+        **{"model.loss": "logistic", "training.checkpoint_every_n": 1000, "training.train_log_every_n": 1000},
+    )  # fmt: skip
+    assert main(["train", path, "--no-progress"]) == 2
+    line = _error_line(capsys)
+    assert "step 1: non-finite values in table 'node' partition" in line, line
+    swap = tmp_path / "save" / "partitions"
+    assert not swap.exists() or not any(name.endswith(".h5") for name in os.listdir(swap))
+
+
+def test_non_finite_validation_loss_is_null_with_a_flag(tmp_path, capsys, poisoned) -> None:
+    path, cfg = _project(tmp_path, **{"training.eval_log_every_n": 20, "training.report": True})
+    poisoned.nan_in_validation = True
+    assert main(["train", path, "--no-progress"]) == 0
+    text = open(tmp_path / "save" / "metrics.jsonl").read()
+    assert "NaN" not in text and "Infinity" not in text
+    records = [json.loads(line) for line in text.splitlines()]
+    val = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in val] == [20, 40, 60]
+    assert all(r["val_loss"] is None and r["nonfinite"] == ["val_loss"] for r in val)
+    assert all(np.isfinite(r["loss"]) and "nonfinite" not in r for r in records if "loss" in r)
+    assert (tmp_path / "save" / "report" / "index.md").exists()  # tbg report reads the null form
+
+
+def _nan_checkpoint(cfg, what: str) -> str:
+    """Commit, by hand through the checkpoint writer, a copy of the latest version with one NaN value."""
+    store = CheckpointStore(cfg.training.save_dir)
+    latest = store.latest()
+    writer = store.begin(latest.version + 1)
+    emb = latest.embeddings("node", 0).copy()
+    rel = latest.relations()
+    if what == "embeddings":
+        emb[7, 3] = np.nan
+    else:
+        key = sorted(rel)[0]
+        rel[key] = rel[key].copy()
+        rel[key].reshape(-1)[0] = np.inf
+    writer.write_embeddings("node", 0, emb, latest.optimizer_state("node", 0))
+    writer.write_relations(rel)
+    writer.write_file("config.yaml", latest.config_text())
+    keep = ("epoch", "bucket_index", "position", "step", "edges_seen", "finished", "model_fingerprint",
+            "graph_import_id")  # fmt: skip
+    writer.commit({k: latest.progress[k] for k in keep if k in latest.progress})
+    return os.path.join(store.latest().path, "embeddings", "node_0.h5" if what == "embeddings" else "")
+
+
+@pytest.mark.parametrize("what", ["embeddings", "relations"])
+def test_export_and_eval_refuse_non_finite_vectors(tmp_path, capsys, poisoned, what) -> None:
+    path, cfg = _project(tmp_path, **{"model.loss": "logistic", "training.num_train_steps": 20})
+    assert main(["train", path, "--no-progress"]) == 0
+    bad = _nan_checkpoint(cfg, what)
+    named = bad if what == "embeddings" else os.path.join(os.path.dirname(os.path.dirname(bad)), "relations.h5")
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["export", path, "--format", "npy", "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert named in line and "non-finite" in line, line
+    assert not out.exists()
+    assert main(["eval", path]) == 2
+    line = _error_line(capsys)
+    assert named in line and "non-finite" in line, line
