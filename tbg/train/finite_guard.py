@@ -1,12 +1,16 @@
 """Never commit garbage: a non-finite loss or parameter stops training with one line naming the step and the
 table, before anything after the last good checkpoint is written.
 
-The checks suit a GPU: each step group leaves one small device tensor (its batches' losses, and the float64 sum
-of the rows it updated in each table and of the relation parameters) and nothing is read back per step.  The
-trainer calls :meth:`FiniteGuard.check` where the host waits for the device anyway (a training log record,
-validation, a checkpoint, the end of a bucket), before it writes anything.  A float64 sum of float32/float16
-values is finite exactly when every value is (no overflow below 1e270 values), so one reduction per tensor
-answers.  :func:`check_tables` does the same for whole tables before a checkpoint or a swap file holds them.
+The checks suit a GPU: each step group leaves one small device tensor (its batches' losses, the sum of each
+table's update and of the relation parameters) and nothing is read back per step.  The trainer calls
+:meth:`FiniteGuard.check` where the host waits for the device anyway (a training log record, validation, a
+checkpoint, the end of a bucket), before it writes anything.  One fp32 sum per tensor answers: it is NaN or
+infinite when a value is, or when the values are so large (|sum| > 3e38) that the next products overflow
+anyway; both are garbage.  (A gather of the updated rows, or a float64 sum, cost several times more.)
+
+A finite update can still overflow a table (fp16 storage beyond 65504, say): the next step that reads those
+rows then has a non-finite loss, and :func:`check_tables` verifies every table (and the relation parameters)
+before a checkpoint or a swap file holds it, so nothing non-finite is ever written.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ RELATIONS = "relations"  # label of the relation parameters among a group's upda
 
 
 def finite_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """A 0-dim float64 device tensor that is finite exactly when every value of ``tensor`` is."""
-    return tensor.sum(dtype=torch.float64)
+    """A 0-dim fp32 device tensor that is non-finite when a value of ``tensor`` is (or their sum overflows)."""
+    return tensor.sum(dtype=torch.float32)
 
 
 def describe(what: TableKey | str) -> str:
@@ -43,7 +47,7 @@ class GroupChecks:
     losses: int
     updated: list[TableKey | str]
     bucket: tuple[int, int]
-    values: torch.Tensor  # float64 [losses + len(updated)], on the device
+    values: torch.Tensor  # fp32 [losses + len(updated)], on the device
 
     def blame(self, index: int) -> tuple[int, str]:
         """(step, what) of entry ``index``."""

@@ -178,7 +178,7 @@ class Trainer:
         step_group = self._open_group(worker, first_step, first_step + len(group) - 1)
         losses = [self._score(step_group, batch) for batch in group]
         updated = self._apply(step_group)
-        values = torch.stack(losses).double()
+        values = torch.stack(losses).float()
         if updated:
             values = torch.cat([values, torch.stack(list(updated.values()))])
         return losses, GroupChecks(first_step, len(losses), list(updated), self.bucket, values)
@@ -215,7 +215,7 @@ class Trainer:
     def _apply(self, group: StepGroup) -> dict[TableKey | str, torch.Tensor]:
         """Step the relation optimizer and the touched embedding rows with a group's gradients (coalesced per
         table, so an entity seen in several micro-batches gets one summed-gradient update); returns, per table
-        updated, the :func:`finite_sum` of its updated rows (and of the relation parameters)."""
+        updated, the :func:`finite_sum` of its rows' update (and of the relation parameters)."""
         lr_step = group.last_step - 1  # schedules count the steps completed before this one
         self.rel_opt.step(self.cfg.model.translation_optimizer.lr_at(lr_step), group.worker.params)
         params = [p for p in self.model.parameters() if p.numel()]
@@ -224,9 +224,10 @@ class Trainer:
             updated[RELATIONS] = torch.stack([finite_sum(p.detach()) for p in params]).sum()
         for key, (rows, grad) in coalesced_grads(group.gathered).items():
             res = self.store.get(key)
-            res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True)
+            delta = res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True)
             res.dirty = True
-            updated[key] = finite_sum(res.table.index_select(0, rows))
+            if delta is not None:
+                updated[key] = finite_sum(delta)
         return updated
 
     # ------------------------------------------------------------------ checkpoint
