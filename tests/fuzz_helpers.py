@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, settings
 from tbg.cli import main
 
 # seeded, CI-sized: every fuzz test together stays well under a minute on 2 cores
+# (TBG_FUZZ_EXAMPLES=1000 for a longer local hunt)
 FUZZ = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("TBG_FUZZ_EXAMPLES", "60")),
     derandomize=True,
     deadline=None,
     database=None,
@@ -70,7 +71,8 @@ def import_with(work: str, cfg: dict[str, Any] | str | bytes) -> tuple[int, str]
 
 
 def assert_one_error_line(rc: int, stderr: str, mentions: str | None = None) -> None:
-    lines = [x for x in stderr.splitlines() if x.strip()]
+    """Exit 2 and one line (split at \\n/\\r only: other Unicode separators are not line breaks on a terminal)."""
+    lines = [x for x in stderr.replace("\r", "\n").split("\n") if x.strip()]
     assert rc == 2, f"exit {rc}, stderr:\n{stderr}"
     assert len(lines) == 1 and lines[0].startswith("tbg import: error: "), f"not one error line:\n{stderr}"
     assert "Traceback" not in stderr

@@ -341,7 +341,7 @@ ERRORS = [
     ("training.bucket_order", "sorted", "training.bucket_order: must be one of inside_out, affinity, random"),
     ("graph", {"id_mode": "ids"}, "graph.id_mode: must be one of indices, names, got 'ids'"),
     ("graph", {"format": "json"}, "graph.format: must be one of parquet, tsv, csv, got 'json'"),
-    ("eval", {"candidates": "some"}, "eval.candidates: must be one of all, sampled, got 'some'"),
+    ("eval", {"candidates": "some"}, "eval.candidates: must be one of all, seen, sampled, got 'some'"),
     ("runtime.device", "tpu", "runtime.device: must be auto, cpu, cuda or cuda:N, got 'tpu'"),
     (
         "train_data.in_batch_scope",

@@ -61,9 +61,12 @@ def fix_types(edges, types):
     return lhs, rhs, rel
 
 
-def reference(cfg, splits, dense, model, split="test", filtered=True):
-    """Per-edge Python loops: score every candidate, drop known true ones, count greater/equal."""
+def reference(cfg, splits, dense, model, split="test", filtered=True, seen_only=False):
+    """Per-edge Python loops: score every candidate, drop known true ones (and, with ``seen_only``, entities
+    in no edge of any split), count greater/equal."""
     known = {(int(a), int(r), int(b)) for s in splits.values() for a, b, r in zip(s[0], s[1], s[2])}
+    seen = {(RELS[r][1], int(a)) for s in splits.values() for a, r in zip(s[0], s[2])}
+    seen |= {(RELS[r][2], int(b)) for s in splits.values() for b, r in zip(s[1], s[2])}
     lhs, rhs, rel = splits[split]
     out = {}
     with torch.no_grad():
@@ -84,6 +87,8 @@ def reference(cfg, splits, dense, model, split="test", filtered=True):
                         continue
                     triple = (x, r, c) if target == "rhs" else (c, r, y)
                     if filtered and triple in known:
+                        continue
+                    if seen_only and (ct, c) not in seen:
                         continue
                     cnt += 1
                     gt += sc > s
@@ -120,6 +125,35 @@ def test_matches_reference(tmp_path, sides, filtered, comparator):
     assert o["optimistic"]["mrr"] > o["mrr"] > o["pessimistic"]["mrr"]
     assert got["protocol"]["filtered"] is filtered
     assert got["counts"]["edges"] == 61
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize("filtered", [True, False])
+def test_seen_candidates_skip_ids_in_no_edge(tmp_path, partitions, filtered):
+    """Indices mode, tables declaring ids no edge mentions: ``all`` ranks them, ``seen`` does not."""
+    types = {k: (c, d, partitions) for k, (c, d, _) in TYPES.items()}  # 37 users, 23 items declared
+    used = {"user": (30,), "item": (17,)}  # edges use only the first 30 users and 17 items
+    cfg = make_config(str(tmp_path / f"seen_p{partitions}"), types, RELS, "dot", "rhs", batch_size=6)
+    rng = np.random.default_rng(4)
+    splits = {s: random_edges(rng, n, used, RELS) for s, n in (("train", 150), ("test", 40))}
+    perms = write_graph(cfg, splits, names=False)
+    dense = {k: rng.integers(-2, 3, size=(c, d)).astype(np.float32) for k, (c, d, _) in types.items()}
+    model = integer_model(cfg, 2)
+    write_checkpoint(cfg, perms, dense, model)
+    seen = evaluate_checkpoint(cfg, "test", candidates="seen", filtered=filtered)
+    every = evaluate_checkpoint(cfg, "test", candidates="all", filtered=filtered)
+    assert_metrics_equal(seen["metrics"], reference(cfg, splits, dense, model, filtered=filtered, seen_only=True))
+    assert_metrics_equal(every["metrics"], reference(cfg, splits, dense, model, filtered=filtered))
+    occurring: dict[str, set[int]] = {"user": set(), "item": set()}
+    for lhs, rhs, rel in splits.values():
+        for x, y, r in zip(lhs.tolist(), rhs.tolist(), rel.tolist()):
+            occurring[RELS[r][1]].add(x)
+            occurring[RELS[r][2]].add(y)
+    assert seen["counts"]["candidates"] == {t: len(ids) for t, ids in occurring.items()}
+    assert every["counts"]["candidates"] == {"user": 37, "item": 23}
+    assert seen["protocol"]["candidates"] == "seen" and "any imported split" in seen["protocol"]["candidate_set"]
+    assert every["protocol"]["candidates"] == "all" and "every declared" in every["protocol"]["candidate_set"]
+    assert seen["metrics"]["overall"]["mean"]["mrr"] > every["metrics"]["overall"]["mean"]["mrr"]
 
 
 def test_filtering_raises_ranks(tmp_path):
@@ -228,6 +262,10 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
     assert data["metrics"]["overall"]["mean"]["optimistic"]["mrr"] >= data["metrics"]["overall"]["mean"]["mrr"]
     assert main(["eval", str(path), "--no-filter", "--json-out", str(tmp_path / "x.json")]) == 0
     assert json.loads((tmp_path / "x.json").read_text())["protocol"]["filtered"] is False
+    capsys.readouterr()
+    assert main(["eval", str(path), "--candidates", "seen", "--json-out", str(tmp_path / "s.json")]) == 0
+    assert "candidates: entities seen in any split" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s.json").read_text())["protocol"]["candidates"] == "seen"
 
 
 def test_validation_metrics_for_training(tmp_path):

@@ -3,6 +3,7 @@
 
     apt-get update && apt-get install -y wordnet-base
     python tools/build_wordnet.py            # -> data/wordnet/{train,valid,test}.tsv
+    python tools/build_wordnet.py --typed    # also data/wordnet_typed/{train,valid,test}.tsv (same split)
 
 Choices (they fix the counts the benchmark notes quote):
 
@@ -20,6 +21,11 @@ Choices (they fix the counts the benchmark notes quote):
 - Split: edges are shuffled with ``--seed``; walking that order, an edge is held out while both its
   entities and its relation keep at least one other train edge, until 5,000 valid + 5,000 test edges are
   taken.  So every held-out entity and relation occurs in train.  Train is written reshuffled.
+
+- Typed variant (``--typed``): the same edges and split, with entity type = part of speech (tables ``n``,
+  ``v``, ``a``, ``r``; satellites are ``a``) and each relation split by its (lhs, rhs) parts of speech, named
+  ``<symbol>:<lhs pos><rhs pos>`` (e.g. ``+:nv``), so relations have different candidate sets.
+  :func:`typed_config_relations` lists them for configs/wordnet_typed.yaml.
 
 Output: ``lhs<TAB>rel<TAB>rhs`` per line, no header, each file written to a temp name and renamed.
 """
@@ -142,8 +148,44 @@ def _write_tsv(path: Path, edges: np.ndarray, entities: np.ndarray, relations: l
     os.replace(tmp, path)
 
 
-def build(wordnet_dir: str, out_dir: str, num_valid: int = 5000, num_test: int = 5000, seed: int = 0) -> dict:
-    """Parse, deduplicate, split and write; returns the counts."""
+POS_TABLES = ("n", "v", "a", "r")
+
+
+def typed_relations(edges: np.ndarray, entities: np.ndarray, relations: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Relation ids and names of the typed variant: each relation split by its (lhs, rhs) parts of speech,
+    in :data:`RELATIONS` order, then pos order."""
+    pos = np.array([POS_TABLES.index(name.rsplit(".", 1)[1]) for name in entities.tolist()], dtype=np.int64)
+    key = (edges[:, 1] * len(POS_TABLES) + pos[edges[:, 0]]) * len(POS_TABLES) + pos[edges[:, 2]]
+    keys, typed = np.unique(key, return_inverse=True)
+    names = []
+    for k in keys.tolist():
+        rel, rest = divmod(k, len(POS_TABLES) ** 2)
+        lp, rp = divmod(rest, len(POS_TABLES))
+        names.append(f"{relations[rel]}:{POS_TABLES[lp]}{POS_TABLES[rp]}")
+    return typed.reshape(-1), names
+
+
+def typed_config_relations(names: list[str]) -> str:
+    """The ``model.relations`` YAML block of configs/wordnet_typed.yaml for typed relation ``names``."""
+    lines = []
+    for name in names:
+        symbol, pair = name.rsplit(":", 1)
+        quoted = "'" + name.replace("'", "''") + "'"
+        lines.append(
+            f"    - {{name: {quoted}, lhs: {pair[0]}, rhs: {pair[1]}, operator: translation}}  # {RELATIONS[symbol]}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def build(
+    wordnet_dir: str,
+    out_dir: str,
+    num_valid: int = 5000,
+    num_test: int = 5000,
+    seed: int = 0,
+    typed_dir: str | None = None,
+) -> dict:
+    """Parse, deduplicate, split and write (the typed variant too when ``typed_dir``); returns the counts."""
     raw: list[tuple[str, str, str]] = []
     for pos in POS_FILES:
         path = Path(wordnet_dir) / f"data.{pos}"
@@ -164,6 +206,21 @@ def build(wordnet_dir: str, out_dir: str, num_valid: int = 5000, num_test: int =
     for split, edges in (("train", train), ("valid", valid), ("test", test)):
         _write_tsv(out / f"{split}.tsv", edges, names, relations)
     used = np.unique(np.concatenate([train[:, 0], train[:, 2]]))
+    typed_counts = {}
+    if typed_dir is not None:
+        splits = {"train": train, "valid": valid, "test": test}
+        stacked = np.concatenate(list(splits.values()))
+        typed_rel, typed_names = typed_relations(stacked, entities, relations)
+        typed_out = Path(typed_dir)
+        typed_out.mkdir(parents=True, exist_ok=True)
+        start = 0
+        for split, edges in splits.items():
+            retyped = edges.copy()
+            retyped[:, 1] = typed_rel[start : start + len(edges)]
+            start += len(edges)
+            _write_tsv(typed_out / f"{split}.tsv", retyped, names, typed_names)
+        train_rels = np.unique(typed_rel[: len(train)])
+        typed_counts = {"typed_relations": len(typed_names), "typed_relations_in_train": int(len(train_rels))}
     return {
         "pointers": n,
         "edges": len(ids),
@@ -173,6 +230,7 @@ def build(wordnet_dir: str, out_dir: str, num_valid: int = 5000, num_test: int =
         "valid": len(valid),
         "test": len(test),
         "seed": seed,
+        **typed_counts,
     }
 
 
@@ -183,14 +241,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--valid", type=int, default=5000, help="validation edges (default 5000)")
     ap.add_argument("--test", type=int, default=5000, help="test edges (default 5000)")
     ap.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    ap.add_argument("--typed", action="store_true", help="also write the typed variant to --typed-out")
+    ap.add_argument("--typed-out", default="data/wordnet_typed", help="typed output dir (default data/wordnet_typed)")
+    ap.add_argument("--print-typed-relations", action="store_true", help="print the typed model.relations YAML")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     try:
-        counts = build(args.wordnet_dir, args.out, args.valid, args.test, args.seed)
+        typed_dir = args.typed_out if args.typed else None
+        counts = build(args.wordnet_dir, args.out, args.valid, args.test, args.seed, typed_dir)
     except (FileNotFoundError, ValueError) as exc:
         print(f"build_wordnet: error: {exc}", file=sys.stderr)
         return 2
     counts["wall_s"] = round(time.perf_counter() - start, 2)
+    if args.typed and args.print_typed_relations:
+        names = sorted(
+            {
+                line.split("\t")[1]
+                for split in ("train", "valid", "test")
+                for line in open(Path(args.typed_out) / f"{split}.tsv", encoding="utf-8")
+            }
+        )
+        order = {name: i for i, name in enumerate(RELATIONS)}
+        names.sort(key=lambda n: (order[n.rsplit(":", 1)[0]], n))
+        print(typed_config_relations(names), end="")
     print(json.dumps(counts))
     return 0
 

@@ -182,6 +182,7 @@ class SourceFormat(_StrEnum):
 
 class Candidates(_StrEnum):
     all = "all"
+    seen = "seen"
     sampled = "sampled"
 
 
@@ -745,7 +746,10 @@ class EvalConfig:
     """tbg extension: how `tbg eval` ranks."""
 
     candidates: Candidates = setting(
-        "`all`: every entity of the right type; `sampled`: PBG-style sampled negatives", default=Candidates.all
+        "`all`: every declared entity of the right type (indices mode: ids no edge mentions too); `seen`: only"
+        " entities in an edge of any imported split (PBG's, PyKEEN's and OGB's set); `sampled`: PBG-style sampled"
+        " negatives, never comparable with the other two (docs/evaluation.md says when each is right)",
+        default=Candidates.all,
     )
     filtered: bool = setting("remove other known true edges (train+valid+test) from the candidates", default=True)
     hits_at: list[int] = setting("the k of the reported Hits@k", factory=lambda: [1, 3, 10])

@@ -8,7 +8,7 @@ import os
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("test", "valid", "train"), help="split to rank (default: eval.split)")
-    parser.add_argument("--candidates", choices=("all", "sampled"), help="default: eval.candidates")
+    parser.add_argument("--candidates", choices=("all", "seen", "sampled"), help="default: eval.candidates")
     parser.add_argument("--no-filter", action="store_true", help="raw protocol: keep other true edges as candidates")
     parser.add_argument("--checkpoint", help="save_dir, checkpoints dir or version dir (default: latest of save_dir)")
     parser.add_argument("--json-out", help="where to write the JSON (default: save_dir/eval_<split>.json)")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tbg.errors import CheckpointError
-from tbg.evaluation.eval_edges import EvalEdges, TypeLayout
+from tbg.evaluation.eval_edges import CandidateSet, EvalEdges, TypeLayout
 from tbg.evaluation.filter import FilterIndex
 from tbg.evaluation.ranking import SideCounts
 from tbg.model.scoring import RelationModel
@@ -146,8 +146,13 @@ def _rank_chunk(
     tp: int,
     toff: np.ndarray,
     block_cols: int,
+    excluded: list[tuple[np.ndarray, torch.Tensor]],
+    num_candidates: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(#greater, #equal, #negatives) of one chunk of queries sharing candidate type and truth partition."""
+    """(#greater, #equal, #negatives) of one chunk of queries sharing candidate type and truth partition.
+
+    ``excluded[p]`` = (sorted offsets, the same on the device) of partition ``p``'s non-candidates, and
+    ``num_candidates`` how many entities of the type are candidates (see :class:`CandidateSet`)."""
     known_side = _other(target)
     dev = cache.device
     ct_name = layout.type_names[ctype]
@@ -181,10 +186,15 @@ def _rank_chunk(
         cands = first if p == tp else cache.prepared(target, ct_name, p, rel_key)
         lo_p, hi_p = np.searchsorted(mpart, [p, p + 1])
         part_off = moff[lo_p:hi_p]
+        ex_np, ex_dev = excluded[p]
         for j0 in range(0, cands.shape[0], block_cols):
             j1 = min(cands.shape[0], j0 + block_cols)
             lo, hi = lo_p + np.searchsorted(part_off, [j0, j1])
             scores = model.comparator.matrix(query, cands[j0:j1])
+            if len(ex_np):  # non-candidate columns (one fill per block, no per-row work)
+                x0, x1 = np.searchsorted(ex_np, [j0, j1])
+                if x1 > x0:
+                    scores.index_fill_(1, ex_dev[x0:x1] - j0, float("-inf"))
             if hi > lo:
                 r = torch.from_numpy(mrows[lo:hi]).to(dev)
                 scores[r, torch.from_numpy(moff[lo:hi] - j0).to(dev)] = float("-inf")
@@ -192,7 +202,7 @@ def _rank_chunk(
             gt += g
             ge += e
     gt_np = gt.cpu().numpy()
-    return gt_np, ge.cpu().numpy() - gt_np, layout.counts[ct_name] - 1 - removed
+    return gt_np, ge.cpu().numpy() - gt_np, num_candidates - 1 - removed
 
 
 def _count(scores: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,11 +231,12 @@ def rank_all(
     batch_size: int = 1000,
     block_cols: int = 512,
     workers: int = 1,
+    candidate_set: CandidateSet | None = None,
 ) -> SideCounts:
     """Rank every edge's true ``target`` entity among all entities of its type (all partitions)."""
-    return rank_all_sides(model, edges, (target,), layout, cache, {target: filt}, batch_size, block_cols, workers)[
-        target
-    ]
+    return rank_all_sides(
+        model, edges, (target,), layout, cache, {target: filt}, batch_size, block_cols, workers, candidate_set
+    )[target]
 
 
 def rank_all_sides(
@@ -238,12 +249,18 @@ def rank_all_sides(
     batch_size: int = 1000,
     block_cols: int = 512,
     workers: int = 1,
+    candidate_set: CandidateSet | None = None,
 ) -> dict[str, SideCounts]:
     """All-candidate ranking of several target sides, their chunks sharing one pool of workers.
 
-    ``workers`` > 1 (CPU) runs chunks in that many threads with one intra-op thread each: coarse-grained
-    parallelism has no per-operation barrier, which matters on a busy or small machine.
+    ``candidate_set`` says which entities are candidates (default :meth:`CandidateSet.all`: every declared
+    one).  ``workers`` > 1 (CPU) runs chunks in that many threads with one intra-op thread each:
+    coarse-grained parallelism has no per-operation barrier, which matters on a busy or small machine.
     """
+    cset = candidate_set or CandidateSet.all(layout)
+    excluded = {
+        name: [(ex, torch.from_numpy(ex).to(cache.device)) for ex in parts] for name, parts in cset.excluded.items()
+    }
     n = len(edges)
     if workers > 1:  # at least ~4 chunks per worker so that threads finish together
         batch_size = min(batch_size, max(64, -(-n * len(targets) // (4 * workers))))
@@ -270,6 +287,8 @@ def rank_all_sides(
                         int(tpart[idx[0]]),
                         toff[idx],
                         block_cols,
+                        excluded[layout.type_names[int(ctype[idx[0]])]],
+                        cset.counts[layout.type_names[int(ctype[idx[0]])]],
                     )
                 counts.greater[idx], counts.equal[idx], counts.num_candidates[idx] = g, e, c
 

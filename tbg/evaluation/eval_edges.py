@@ -85,6 +85,40 @@ def iter_split(graph: Graph, layout: TypeLayout, split: str, chunk_edges: int = 
             yield EvalEdges(lb + block.lhs, rb + block.rhs, rel)
 
 
+@dataclass
+class CandidateSet:
+    """Which entities of each type are candidates: ``excluded[type][p]`` holds the sorted offsets of partition
+    ``p`` that are *not* (their scores are set to -inf), ``counts[type]`` how many are."""
+
+    name: str
+    excluded: dict[str, list[np.ndarray]]
+    counts: dict[str, int]
+
+    @staticmethod
+    def all(layout: TypeLayout) -> CandidateSet:
+        """Every declared entity (in indices mode that includes ids no edge mentions)."""
+        empty = np.zeros(0, dtype=np.int64)
+        excluded = {name: [empty] * (len(b) - 1) for name, b in layout.bounds.items()}
+        return CandidateSet("all", excluded, dict(layout.counts))
+
+    @staticmethod
+    def seen(graph: Graph, layout: TypeLayout, chunk_edges: int = 1 << 20) -> CandidateSet:
+        """Entities that occur in an edge of any imported split (PBG's, PyKEEN's and OGB's candidate set)."""
+        seen = {name: np.zeros(count, dtype=bool) for name, count in layout.counts.items()}
+        for split in graph.splits:
+            for block in iter_split(graph, layout, split, chunk_edges):
+                for side in ("lhs", "rhs"):
+                    types = layout.type_of[side][block.rel]
+                    pos = block.side(side)
+                    for t in np.unique(types):
+                        seen[layout.type_names[t]][pos if len(layout.type_names) == 1 else pos[types == t]] = True
+        excluded = {
+            name: [np.flatnonzero(~seen[name][b[p] : b[p + 1]]) for p in range(len(b) - 1)]
+            for name, b in layout.bounds.items()
+        }
+        return CandidateSet("seen", excluded, {name: int(m.sum()) for name, m in seen.items()})
+
+
 def load_split(graph: Graph, split: str, limit: int | None = None) -> EvalEdges:
     """All edges of ``split`` (or its first ``limit`` edges in bucket order); an empty split is an error."""
     layout = TypeLayout(graph)

@@ -15,14 +15,22 @@ import numpy as np
 import torch
 
 from tbg.config import Config
+from tbg.errors import ConfigError
 from tbg.evaluation.engine import EmbeddingSource, TableCache, rank_all_sides, rank_sampled
-from tbg.evaluation.eval_edges import EvalEdges, TypeLayout, load_split
+from tbg.evaluation.eval_edges import CandidateSet, EvalEdges, TypeLayout, load_split
 from tbg.evaluation.filter import build_filters
 from tbg.evaluation.ranking import summarize
 from tbg.graph import Graph
 from tbg.model.scoring import RelationModel
 
 DEFAULT_CACHE_BYTES = 4 << 30
+
+# eval.candidates -> what the JSON's protocol.candidate_set says about it (docs/evaluation.md: when each is right)
+CANDIDATE_SETS = {
+    "all": "every declared entity of the target type (indices mode: ids no edge mentions included)",
+    "seen": "entities of the target type that occur in an edge of any imported split (PBG, PyKEEN, OGB)",
+    "sampled": "per-chunk sample: the chunk's truths plus uniform draws from the truth's partition",
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,6 +64,8 @@ def evaluate_model(
     t0 = time.perf_counter()
     ev = cfg.eval
     mode = str(candidates or ev.candidates)
+    if mode not in CANDIDATE_SETS:
+        raise ConfigError(f"eval candidates must be one of {', '.join(CANDIDATE_SETS)}, got {mode!r}")
     do_filter = ev.filtered if filtered is None else filtered
     dev = resolve_device(cfg.runtime.device) if device is None else torch.device(device)
     if edges is None:
@@ -70,9 +80,22 @@ def evaluate_model(
         relation_model = copy.deepcopy(relation_model).to(dev)
     cache = TableCache(embeddings, relation_model, dev, cache_bytes)
     workers = torch.get_num_threads() if dev.type == "cpu" else 1
-    if mode == "all":
+    if mode == "sampled":
+        cset = None
+    else:
+        cset = CandidateSet.seen(graph, layout) if mode == "seen" else CandidateSet.all(layout)
+    t_cands = time.perf_counter() - t0 - t_filter
+    if cset is not None:
         counts = rank_all_sides(
-            relation_model, edges, ("lhs", "rhs"), layout, cache, filters, ev.batch_size, workers=workers
+            relation_model,
+            edges,
+            ("lhs", "rhs"),
+            layout,
+            cache,
+            filters,
+            ev.batch_size,
+            workers=workers,
+            candidate_set=cset,
         )
     else:
         counts = {}
@@ -94,6 +117,7 @@ def evaluate_model(
     metrics = summarize(counts["lhs"], counts["rhs"], edges.rel, [r.name for r in graph.relations], ev.hits_at)
     protocol: dict[str, Any] = {
         "candidates": mode,
+        "candidate_set": CANDIDATE_SETS[mode],
         "filtered": bool(do_filter),
         "filter_splits": used_splits,
         "rank": "realistic (mean of optimistic and pessimistic; optimistic/pessimistic also reported)",
@@ -116,11 +140,16 @@ def evaluate_model(
             "edges": len(edges),
             "queries": 2 * len(edges),
             "entities": {name: int(t.count) for name, t in graph.entity_types.items()},
+            "candidates": dict(cset.counts) if cset is not None else None,
             "filter_entries": {t: (f.keys.size if f is not None else 0) for t, f in filters.items()},
         },
         "metrics": metrics,
         "device": str(dev),
-        "seconds": {"filter_index": round(t_filter, 4), "total": round(time.perf_counter() - t0, 4)},
+        "seconds": {
+            "filter_index": round(t_filter, 4),
+            "candidate_set": round(t_cands, 4),
+            "total": round(time.perf_counter() - t0, 4),
+        },
     }
 
 

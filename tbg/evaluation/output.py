@@ -41,7 +41,11 @@ def format_table(result: dict[str, Any]) -> str:
         for r in [header, *rows]
     ]
     lines.insert(1, "-" * len(lines[0]))
-    kind = "SAMPLED candidates (not all-entity)" if proto["candidates"] == "sampled" else "all entities"
+    kind = {
+        "sampled": "SAMPLED candidates (not all-entity)",
+        "seen": "candidates: entities seen in any split",
+        "all": "candidates: all declared entities",
+    }.get(proto["candidates"], f"candidates: {proto['candidates']}")
     filt = f"filtered ({'+'.join(proto['filter_splits'])})" if proto["filtered"] else "raw (unfiltered)"
     title = (
         f"{result['split']}: {result['counts']['edges']} edges, {kind}, {filt}, realistic ranks,"

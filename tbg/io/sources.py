@@ -174,11 +174,17 @@ class SourceReader:
 # ----------------------------------------------------------------------------- parquet
 
 
+# what a damaged Parquet file raises (non-UTF-8 bytes in its schema's names give UnicodeDecodeError)
+_PARQUET_ERRORS = (pa.ArrowException, OSError, UnicodeDecodeError)
+
+
 def _open_parquet(fs: fsspec.AbstractFileSystem, file: SourceFile) -> pq.ParquetFile:
     try:
         source: Any = file.path if isinstance(fs, LocalFileSystem) else fs.open(file.path, "rb")
-        return pq.ParquetFile(source)
-    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        pf = pq.ParquetFile(source)
+        pf.schema_arrow  # noqa: B018 - decode the schema here, where a damaged one is reported
+        return pf
+    except _PARQUET_ERRORS as exc:
         raise InputError(f"{file.url}: not a readable Parquet file: {_first_line(exc)}") from None
 
 
@@ -210,15 +216,23 @@ class _ParquetFileReader:
         wanted = list(dict.fromkeys(self.columns.values()))
         try:
             it = self.pf.iter_batches(batch_size=self.spec.chunk_rows, row_groups=groups, columns=wanted)
+            it = (_checked(rb) for rb in it)
             for item, n in _window(self.file, it, self.columns, skip, remaining, first_row):
                 yield item, n
                 first_row += n
-        except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        except _PARQUET_ERRORS as exc:
             raise InputError(
                 f"{self.file.url}: not a readable Parquet file: near row {first_row + 1}: {_first_line(exc)}"
             ) from None
         finally:
             self.close()
+
+
+def _checked(rb: pa.RecordBatch) -> pa.RecordBatch:
+    """Parquet readers do not check that string data is valid UTF-8: a damaged page fails here (one clear
+    line) instead of in a later cast or error message."""
+    rb.validate(full=True)
+    return rb
 
 
 def _window(
@@ -248,15 +262,18 @@ def _window(
             return
 
 
+def _listed(names: list[str]) -> str:
+    """Column names for a one-line message: unprintable ones (a newline in a damaged schema) as repr."""
+    return ", ".join(n if n.isprintable() else repr(n) for n in names)
+
+
 def _column_name(file: SourceFile, names: list[str], col: str | int) -> str:
     if isinstance(col, int):
         if col >= len(names):
-            raise InputError(
-                f"{file.url}: column position {col} out of range ({len(names)} columns: {', '.join(names)})"
-            )
+            raise InputError(f"{file.url}: column position {col} out of range ({len(names)} columns: {_listed(names)})")
         return names[col]
     if col not in names:
-        raise InputError(f"{file.url}: column {col!r} not found (columns: {', '.join(names)})")
+        raise InputError(f"{file.url}: column {col!r} not found (columns: {_listed(names)})")
     return col
 
 

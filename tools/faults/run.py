@@ -30,7 +30,7 @@ import trials  # noqa: E402
 # one cycle of trial kinds: every kind appears in any 20 consecutive trials
 CYCLE = ["kill_train", "corrupt", "kill_import", "corrupt", "kill_train", "concurrent", "corrupt", "kill_export",
          "diskfull", "corrupt", "kill_train", "corrupt", "kill_import", "concurrent", "kill_train", "corrupt",
-         "kill_export", "diskfull", "corrupt", "kill_train"]  # fmt: skip
+         "kill_export", "diskfull", "reader", "kill_train"]  # fmt: skip
 FAST_SCENARIOS = ["names_tsv_p2", "indices_pq_p1"]
 OUTCOMES = ["recovered", "clear_error", "traceback", "silent_loss", "corruption", "hang"]
 SUMMARY_KEY = {"recovered": "recovered", "clear_error": "clear_errors", "traceback": "tracebacks",
