@@ -5,78 +5,95 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import yaml
 from train_graphs import full_table, make_config, planted_graph
 
 from tbg.checkpoint import CheckpointStore
 from tbg.cli import main
 from tbg.config import dump_config, parse_config
+
+PLUGIN = '''"""logistic, but NaN from training step TBG_TEST_NAN_FROM (two loss calls per step: one per side), or in
+validation only (TBG_TEST_NAN_IN_VALIDATION): a plugin loss gone wrong (docs/extending.md)."""
+
+import os
+
+import torch
+import torch.nn.functional as F
+
 from tbg.model.losses import LOSSES, Loss
 
 
-@LOSSES.register("test_poisoned")
+@LOSSES.register("poisoned")
 class PoisonedLoss(Loss):
-    """logistic, but NaN from training step ``nan_from_step`` on (two calls per step: one per side), or in
-    validation only (``nan_in_validation``): a plugin loss gone wrong (docs/extending.md)."""
-
-    nan_from_step: int | None = None
-    nan_in_validation = False
     calls = 0
 
     def __call__(self, logits, count):
-        import torch
-        import torch.nn.functional as F
-
         out = F.softplus(-logits[:, 0]) + F.softplus(logits[:, 1:]).sum(-1) / count.clamp_min(1)
         if torch.is_grad_enabled():
             PoisonedLoss.calls += 1
-            step = (PoisonedLoss.calls + 1) // 2
-            if self.nan_from_step is not None and step >= self.nan_from_step:
+            start = os.environ.get("TBG_TEST_NAN_FROM")
+            if start and (PoisonedLoss.calls + 1) // 2 >= int(start):
                 return out * float("nan")
-        elif self.nan_in_validation:
+        elif os.environ.get("TBG_TEST_NAN_IN_VALIDATION"):
             return out * float("nan")
         return out
+'''
+
+DRIVER = "import sys, poisoned_loss; from tbg.cli import main; raise SystemExit(main(sys.argv[1:]))"
 
 
-@pytest.fixture
-def poisoned():
-    PoisonedLoss.calls, PoisonedLoss.nan_from_step, PoisonedLoss.nan_in_validation = 0, None, False
-    yield PoisonedLoss
-    PoisonedLoss.calls, PoisonedLoss.nan_from_step, PoisonedLoss.nan_in_validation = 0, None, False
-
-
-def _project(tmp_path, table_lr: float | None = None, **over):
-    """A 60-step run (6000 edges, batches of 100) with ``over`` dotted settings; ``table_lr``: plain SGD."""
+def _project(tmp_path, table_lr: float | None = None, poisoned: bool = False, **over):
+    """A 60-step run (6000 edges, batches of 100) with ``over`` dotted settings; ``table_lr``: plain SGD;
+    ``poisoned``: the plugin loss above (the config names it; only :func:`_train_poisoned` registers it)."""
     gdir = str(tmp_path / "g")
     if not os.path.exists(gdir):
         planted_graph(gdir)
     settings = {"training.num_epochs": 1, "training.checkpoint_every_n": 10, "training.train_log_every_n": 5,
-                "model.loss": "test_poisoned", **over}  # fmt: skip
+                "model.loss": "logistic", **over}  # fmt: skip
     cfg = make_config(str(tmp_path / "save"), gdir, **settings)
+    data = cfg.to_dict()
     if table_lr is not None:
-        data = cfg.to_dict()
         data["model"]["embeddings"]["tables"][0]["optimizer"] = {"sgd": {"lr": table_lr}}
         cfg = parse_config(data)
+    text = dump_config(cfg)
+    if poisoned:
+        data = yaml.safe_load(text)
+        data["model"]["loss"] = "poisoned"
+        text = yaml.safe_dump(data)
     path = tmp_path / "cfg.yaml"
-    path.write_text(dump_config(cfg))
+    path.write_text(text)
     return str(path), cfg
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
+def _train_poisoned(tmp_path, path: str, **env: str) -> subprocess.CompletedProcess:
+    """`tbg train` in a process that registered the plugin loss (as docs/extending.md runs plugins)."""
+    (tmp_path / "poisoned_loss.py").write_text(PLUGIN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), **env}
+    cmd = [sys.executable, "-c", DRIVER, "train", path, "--no-progress"]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _one_error(err: str) -> str:
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if ": error:" in line]
     assert len(errors) == 1, err
     return errors[0]
 
 
-def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys, poisoned) -> None:
-    path, cfg = _project(tmp_path)
-    poisoned.nan_from_step = 17  # checked at the step-20 checkpoint, before anything is written
-    assert main(["train", path, "--no-progress"]) == 2
-    line = _error_line(capsys)
+def _error_line(capsys) -> str:
+    return _one_error(capsys.readouterr().err)
+
+
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path) -> None:
+    path, cfg = _project(tmp_path, poisoned=True)
+    run = _train_poisoned(tmp_path, path, TBG_TEST_NAN_FROM="17")  # seen at the step-20 checkpoint, before it
+    assert run.returncode == 2, run.stderr
+    line = _one_error(run.stderr)
     assert line.startswith("tbg train: error: step 17: non-finite loss (bucket 0_0)"), line
     store = CheckpointStore(cfg.training.save_dir)
     latest = store.latest()
@@ -89,15 +106,15 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path,
     assert steps == [5, 10, 15]
 
     # the loss fixed, the rerun resumes at step 10: the metrics are cut back, no step twice
-    poisoned.nan_from_step = None
-    assert main(["train", path, "--no-progress"]) == 0
+    run = _train_poisoned(tmp_path, path)
+    assert run.returncode == 0, run.stderr
     assert store.latest().progress["finished"]
     records = [json.loads(line) for line in open(tmp_path / "save" / "metrics.jsonl")]
     assert [r["step"] for r in records] == list(range(5, 61, 5))
 
 
-def test_overflowing_learning_rate_names_the_table(tmp_path, capsys, poisoned) -> None:
-    path, cfg = _project(tmp_path, table_lr=1e39, **{"model.loss": "logistic"})
+def test_overflowing_learning_rate_names_the_table(tmp_path, capsys) -> None:
+    path, cfg = _project(tmp_path, table_lr=1e39)
     assert main(["train", path, "--no-progress"]) == 2
     line = _error_line(capsys)
     assert "step 1: non-finite values in table 'node' partition 0" in line, line
@@ -105,13 +122,13 @@ def test_overflowing_learning_rate_names_the_table(tmp_path, capsys, poisoned) -
     assert CheckpointStore(cfg.training.save_dir).latest() is None
 
 
-def test_overflow_in_a_swapped_partition_is_caught_before_its_swap_file(tmp_path, capsys, poisoned) -> None:
+def test_overflow_in_a_swapped_partition_is_caught_before_its_swap_file(tmp_path, capsys) -> None:
     """Two partitions: buckets swap tables out to files; the non-finite table is named before it is written."""
     gdir = str(tmp_path / "g")
     planted_graph(gdir, partitions=2)
     path, cfg = _project(
         tmp_path, table_lr=1e39, partitions=2,
-        **{"model.loss": "logistic", "training.checkpoint_every_n": 1000, "training.train_log_every_n": 1000},
+        **{"training.checkpoint_every_n": 1000, "training.train_log_every_n": 1000},
     )  # fmt: skip
     assert main(["train", path, "--no-progress"]) == 2
     line = _error_line(capsys)
@@ -120,10 +137,10 @@ def test_overflow_in_a_swapped_partition_is_caught_before_its_swap_file(tmp_path
     assert not swap.exists() or not any(name.endswith(".h5") for name in os.listdir(swap))
 
 
-def test_non_finite_validation_loss_is_null_with_a_flag(tmp_path, capsys, poisoned) -> None:
-    path, cfg = _project(tmp_path, **{"training.eval_log_every_n": 20, "training.report": True})
-    poisoned.nan_in_validation = True
-    assert main(["train", path, "--no-progress"]) == 0
+def test_non_finite_validation_loss_is_null_with_a_flag(tmp_path) -> None:
+    path, cfg = _project(tmp_path, poisoned=True, **{"training.eval_log_every_n": 20, "training.report": True})
+    run = _train_poisoned(tmp_path, path, TBG_TEST_NAN_IN_VALIDATION="1")
+    assert run.returncode == 0, run.stderr
     text = open(tmp_path / "save" / "metrics.jsonl").read()
     assert "NaN" not in text and "Infinity" not in text
     records = [json.loads(line) for line in text.splitlines()]
@@ -157,8 +174,8 @@ def _nan_checkpoint(cfg, what: str) -> str:
 
 
 @pytest.mark.parametrize("what", ["embeddings", "relations"])
-def test_export_and_eval_refuse_non_finite_vectors(tmp_path, capsys, poisoned, what) -> None:
-    path, cfg = _project(tmp_path, **{"model.loss": "logistic", "training.num_train_steps": 20})
+def test_export_and_eval_refuse_non_finite_vectors(tmp_path, capsys, what) -> None:
+    path, cfg = _project(tmp_path, **{"training.num_train_steps": 20})
     assert main(["train", path, "--no-progress"]) == 0
     bad = _nan_checkpoint(cfg, what)
     named = bad if what == "embeddings" else os.path.join(os.path.dirname(os.path.dirname(bad)), "relations.h5")
