@@ -26,7 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tbg.errors import CheckpointError, NonFiniteError
+from tbg.errors import CheckpointError
 
 FORMAT_VERSION = 1
 CHECKPOINTS = "checkpoints"
@@ -171,7 +171,7 @@ class Checkpoint:
         if not os.path.isfile(path):
             raise CheckpointError(f"{self.path}: no embeddings for entity type {etype!r} partition {part}")
         emb = read_embedding_file(path)[0]
-        require_finite(emb, path, NonFiniteError)
+        require_finite(emb, path)
         return emb
 
     def optimizer_state(self, etype: str, part: int) -> dict[str, np.ndarray]:
@@ -186,7 +186,7 @@ class Checkpoint:
             raise CheckpointError(f"{path}: unreadable relation parameters: {exc}") from None
         for name, arr in params.items():
             if arr.size:
-                require_finite(arr, f"{path} ({name})", NonFiniteError)
+                require_finite(arr, f"{path} ({name})")
         return params
 
     def config_text(self) -> str:
@@ -266,8 +266,8 @@ def resolve_checkpoint(save_dir: str, path: str | None) -> Checkpoint:
     return CheckpointStore(save_dir).require_latest()
 
 
-def require_finite(array: np.ndarray, source: str, error: type[Exception] = CheckpointError) -> None:
-    """Raise ``error`` naming ``source`` and the first row holding a NaN or infinity (readers refuse garbage:
+def require_finite(array: np.ndarray, source: str) -> None:
+    """Raise CheckpointError naming ``source`` and the first row holding a NaN or infinity (readers refuse garbage:
     training never commits it, so it means a damaged or hand-made file).  Row blocks bound the scratch memory."""
     rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
     block = max(1, (1 << 24) // max(1, rows.shape[1]))
@@ -275,4 +275,4 @@ def require_finite(array: np.ndarray, source: str, error: type[Exception] = Chec
         finite = np.isfinite(rows[lo : lo + block]).all(axis=1)
         if not finite.all():
             row = lo + int(np.argmin(finite))
-            raise error(f"{source}: non-finite values (NaN or infinity) in row {row}; refusing to use them")
+            raise CheckpointError(f"{source}: non-finite values (NaN or inf) in row {row}; refusing to use them")

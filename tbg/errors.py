@@ -41,4 +41,5 @@ class QueryError(TbgError):
 
 
 class NonFiniteError(TbgError):
-    """A non-finite loss or parameter stopped training, or a checkpoint holds non-finite values (export, eval)."""
+    """A non-finite loss or parameter stopped training (names the step and the table); readers that find
+    non-finite values in a checkpoint raise CheckpointError."""
