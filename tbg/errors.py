@@ -40,6 +40,10 @@ class QueryError(TbgError):
     """A query names an unknown entity type, entity or relation, or asks for an impossible answer."""
 
 
+class LockedError(TbgError):
+    """Another process is writing the directory (a second train/import/export); names the holder's pid/host."""
+
+
 class NonFiniteError(TbgError):
     """A non-finite loss or parameter stopped training (names the step and the table); readers that find
     non-finite values in a checkpoint raise CheckpointError."""

@@ -31,6 +31,7 @@ from tbg.config import Config
 from tbg.consistency import check_checkpoint, check_graph, check_shards
 from tbg.errors import CheckpointError, ExportError
 from tbg.graph import Graph
+from tbg.locking import exclusive, remove_path
 from tbg.model.operators import OPERATORS
 
 FORMATS = ("tsv", "parquet", "npy")
@@ -226,7 +227,7 @@ def _publish(tmp: str, out: str) -> None:
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
+        remove_path(old)
 
 
 def export(
@@ -237,6 +238,12 @@ def export(
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = os.path.abspath(out.rstrip("/"))
     _claim_output(out, overwrite)
+    with exclusive(out, "tbg export") as lock:
+        lock.remove_leftovers()  # of an interrupted export: its temp dir, an output moved aside
+        return _export_locked(cfg, fmt, out, checkpoint, overwrite)
+
+
+def _export_locked(cfg: Config, fmt: str, out: str, checkpoint: str | None, overwrite: bool) -> dict[str, object]:
     graph = Graph(cfg.graph_dir)
     check_graph(cfg, graph)
     ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)

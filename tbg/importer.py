@@ -34,6 +34,7 @@ from tbg.io import columns
 from tbg.io.bucket_spill import BucketRouter, ShuffledType, record_dtype
 from tbg.io.dictionary import EntityDictionary
 from tbg.io.sources import ReadSpec, SourceReader, resolve
+from tbg.locking import exclusive, remove_path
 
 _ID_RECORD = np.dtype([("lhs", np.int64), ("rhs", np.int64), ("rel", np.int32), ("weight", np.float32)])
 
@@ -97,8 +98,16 @@ def import_graph(
     splits: list[str] | None = None,
 ) -> ImportSummary:
     """Import every split of ``cfg`` into ``cfg.graph_dir``; nothing is left behind on failure."""
-    start = time.perf_counter()
     target = _local_dir(cfg.graph_dir)
+    with exclusive(target, "tbg import") as lock:
+        lock.remove_leftovers()  # of an interrupted import: its temp dir, a graph dir moved aside
+        return _import_locked(cfg, target, overwrite, progress, splits)
+
+
+def _import_locked(
+    cfg: Config, target: str, overwrite: bool, progress: bool, splits: list[str] | None
+) -> ImportSummary:
+    start = time.perf_counter()
     if os.path.exists(target) and not overwrite:
         raise InputError(f"{target}: graph dir already exists; pass --overwrite to replace it")
     chosen = cfg.splits()
@@ -143,7 +152,7 @@ def _commit(tmp: str, target: str) -> None:
     except BaseException:
         os.rename(old, target)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    remove_path(old)
 
 
 class _Builder:
@@ -360,8 +369,8 @@ def _encode(names: Any, rel: np.ndarray, types: list[str], dictionaries: dict[st
 def _release_arrow_memory() -> None:
     """Hand Arrow's freed batch buffers back to the OS after each batch.
 
-    Arrow's allocator otherwise keeps them cached, and peak RSS grew with the input: measured importing 20M vs
-    40M edges (indices Parquet, P=4), peak 410 vs 533 MB without this, 365 vs 385 MB with it.
+    Arrow's allocator otherwise keeps them cached, and peak RSS grows with the input instead of staying flat
+    (docs/benchmarks.md).
     """
     import pyarrow as pa
 

@@ -11,11 +11,12 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from train_graphs import full_table, make_config, planted_graph
+from builders import child_env, make_config, planted_graph
+from readback import full_table
 
 from tbg.checkpoint import CheckpointStore
 from tbg.cli import main
-from tbg.config import dump_config, parse_config
+from tbg.config import dump_config
 
 PLUGIN = '''"""logistic, but NaN from training step TBG_TEST_NAN_FROM (two loss calls per step: one per side), or in
 validation only (TBG_TEST_NAN_IN_VALIDATION): a plugin loss gone wrong (docs/extending.md)."""
@@ -47,19 +48,17 @@ class PoisonedLoss(Loss):
 DRIVER = "import sys, poisoned_loss; from tbg.cli import main; raise SystemExit(main(sys.argv[1:]))"
 
 
-def _project(tmp_path, table_lr: float | None = None, poisoned: bool = False, **over):
+def _project(tmp_path, table_lr: float | None = None, poisoned: bool = False, partitions: int = 1, **over):
     """A 60-step run (6000 edges, batches of 100) with ``over`` dotted settings; ``table_lr``: plain SGD;
     ``poisoned``: the plugin loss above (the config names it; only :func:`_train_poisoned` registers it)."""
-    gdir = str(tmp_path / "g")
-    if not os.path.exists(gdir):
-        planted_graph(gdir)
     settings = {"training.num_epochs": 1, "training.checkpoint_every_n": 10, "training.train_log_every_n": 5,
                 "model.loss": "logistic", **over}  # fmt: skip
-    cfg = make_config(str(tmp_path / "save"), gdir, **settings)
-    data = cfg.to_dict()
-    if table_lr is not None:
-        data["model"]["embeddings"]["tables"][0]["optimizer"] = {"sgd": {"lr": table_lr}}
-        cfg = parse_config(data)
+    cfg = make_config(
+        tmp_path / "g", save_dir=tmp_path / "save", partitions=partitions, overrides=settings,
+        optimizer=None if table_lr is None else {"sgd": {"lr": table_lr}},
+    )  # fmt: skip
+    if not os.path.exists(tmp_path / "g"):
+        planted_graph(cfg)
     text = dump_config(cfg)
     if poisoned:
         data = yaml.safe_load(text)
@@ -73,7 +72,8 @@ def _project(tmp_path, table_lr: float | None = None, poisoned: bool = False, **
 def _train_poisoned(tmp_path, path: str, **env: str) -> subprocess.CompletedProcess:
     """`tbg train` in a process that registered the plugin loss (as docs/extending.md runs plugins)."""
     (tmp_path / "poisoned_loss.py").write_text(PLUGIN)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), **env}
+    base = child_env()
+    env = {**base, "PYTHONPATH": os.pathsep.join([str(tmp_path), base["PYTHONPATH"]]), **env}
     cmd = [sys.executable, "-c", DRIVER, "train", path, "--no-progress"]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
@@ -99,7 +99,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path)
     latest = store.latest()
     assert latest.progress["step"] == 10 and not latest.progress["finished"]
     assert f"still {latest.path}, step 10" in line
-    table, _ = full_table(cfg.training.save_dir, cfg.graph_dir)
+    table, _ = full_table(cfg.training.save_dir, cfg.graph_dir)  # (latest)
     assert np.isfinite(table.numpy()).all()
     # metrics.jsonl holds the records up to the step-15 log (before the stop), strict JSON
     steps = [json.loads(line)["step"] for line in open(tmp_path / "save" / "metrics.jsonl")]
@@ -124,8 +124,6 @@ def test_overflowing_learning_rate_names_the_table(tmp_path, capsys) -> None:
 
 def test_overflow_in_a_swapped_partition_is_caught_before_its_swap_file(tmp_path, capsys) -> None:
     """Two partitions: buckets swap tables out to files; the non-finite table is named before it is written."""
-    gdir = str(tmp_path / "g")
-    planted_graph(gdir, partitions=2)
     path, cfg = _project(
         tmp_path, table_lr=1e39, partitions=2,
         **{"training.checkpoint_every_n": 1000, "training.train_log_every_n": 1000},

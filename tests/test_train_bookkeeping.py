@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from train_graphs import make_config, planted_graph
+from builders import make_config, planted_graph
 
 from tbg.checkpoint import CheckpointStore
 from tbg.cli import main
@@ -13,8 +13,8 @@ from tbg.config import dump_config
 
 
 def _project(tmp_path, **over):
-    planted_graph(str(tmp_path / "g"))  # 6000 train edges: 60 steps of 100 per epoch
-    cfg = make_config(str(tmp_path / "save"), str(tmp_path / "g"), **over)
+    cfg = make_config(tmp_path / "g", save_dir=tmp_path / "save", overrides=over)
+    planted_graph(cfg)  # 6000 train edges: 60 steps of 100 per epoch
     path = tmp_path / "cfg.yaml"
     path.write_text(dump_config(cfg))
     return str(path), cfg

@@ -120,12 +120,6 @@ def file_format(file: SourceFile, configured: str | None) -> tuple[str, str | No
     return "parquet", None  # TwHIN's edge files (e.g. part-00000) are Parquet without an extension
 
 
-def parquet_num_rows(fs: fsspec.AbstractFileSystem, file: SourceFile) -> int:
-    """Row count from the footer only (used to skip whole files outside the window)."""
-    with _open_parquet(fs, file) as pf:
-        return pf.metadata.num_rows
-
-
 class SourceReader:
     """Iterates record batches of the files' row window, keeping per-file row counts for the manifest."""
 
@@ -337,8 +331,8 @@ def _text_batches(
         """TSV parsed one block of whole lines at a time.
 
         Arrow's streaming reader reads up to 32 blocks ahead of its consumer, so import memory grew with the
-        size of each source file (names-mode TSV, 40M edges: 454 MB peak); here one block of text and its
-        columns are held.  Quoted CSV keeps the streaming reader: its quoted fields may contain newlines.
+        size of each source file; here one block of text and its columns are held.  Quoted CSV keeps the
+        streaming reader: its quoted fields may contain newlines.
         """
         stream = _open_text(fs, file, compression)
         carry, first = b"", True

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tbg.locking import DirectoryLock, exclusive
+
 if TYPE_CHECKING:
     from tbg.config import Config
 
@@ -23,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def bounded_omp_spin() -> None:
     """OpenMP threads spin briefly at barriers, then sleep (must be set before torch loads libgomp).
 
-    Measured on the 2-core machine (WordNet reference step, 2 threads): with other processes busy, the
-    default spin took 640 ms per step, passive waiting 37-44 ms; when nearly idle, passive cost 37 ms against
-    21-23 ms for a 10k-100k spin count.  10k keeps most of the idle speed and stays sane under contention.
+    libgomp's default long spin is fastest on an idle machine but very slow when other processes compete for
+    the cores, and passive waiting is slow on an idle one; a 10k spin count keeps most of the idle speed and
+    stays sane under contention (docs/benchmarks.md).
     Explicit OMP_WAIT_POLICY / GOMP_SPINCOUNT settings win.
     """
     if "OMP_WAIT_POLICY" not in os.environ:
@@ -39,6 +41,26 @@ def train(cfg: Config, fresh: bool = False, progress: bool = True, log: Callable
     ``log`` receives the one-line start notes (how the run starts, device and threads).
     """
     bounded_omp_spin()
+    with exclusive_save_dir(cfg.training.save_dir):
+        return _train(cfg, fresh, progress, log)
+
+
+def exclusive_save_dir(save_dir: str) -> DirectoryLock:
+    """The save_dir's writer lock for a whole run; what a killed run left inside is removed once it is held."""
+    from tbg.checkpoint import CheckpointStore
+    from tbg.train.partition_store import SWAP_DIR, remove_swap_leftovers
+
+    lock = exclusive(save_dir, "tbg train").acquire()
+    try:
+        CheckpointStore(save_dir).remove_leftovers()
+        remove_swap_leftovers(os.path.join(save_dir, SWAP_DIR))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _train(cfg: Config, fresh: bool, progress: bool, log: Callable[[str], None] | None) -> dict:
     from tbg.train.trainer import Trainer
 
     trainer = Trainer(cfg, progress=progress)

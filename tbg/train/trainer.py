@@ -22,7 +22,7 @@ import torch
 from tbg import runtime
 from tbg.checkpoint import Checkpoint, CheckpointStore, open_checkpoint
 from tbg.config import Config, dump_config
-from tbg.consistency import check_checkpoint, check_trainable, model_fingerprint
+from tbg.consistency import check_checkpoint, check_shards, check_trainable, model_fingerprint
 from tbg.graph import Graph
 from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
@@ -115,7 +115,8 @@ class Trainer:
             "use `tbg train --fresh` or another training.save_dir" if resume else "fix training.initial_checkpoint_dir"
         )
         check_checkpoint(self.cfg, self.graph, ckpt, fix)
-        sources = {key: ckpt.embedding_path(*key) for key in self.store.keys if ckpt.has_embeddings(*key)}
+        check_shards(self.cfg, self.graph, ckpt)  # a missing shard is an error, never a re-initialised partition
+        sources = {key: ckpt.embedding_path(*key) for key in self.store.keys}
         self.store.set_sources(sources, with_optimizer=resume)
         rel = {k: torch.from_numpy(v) for k, v in ckpt.relations().items()}
         self.model.load_state_dict(rel)
