@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_graphs import make_config, planted_graph, rank_quality
+from builders import make_config, planted_graph
+from readback import rank_quality
 
 pytestmark = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -17,11 +18,13 @@ def test_cuda_training_learns_and_checkpoints(tmp_path, amp: bool, parts: int) -
     from tbg.train.trainer import Trainer
 
     gdir = str(tmp_path / "g")
-    splits, _ = planted_graph(gdir, partitions=parts)
+    splits, _ = planted_graph(make_config(gdir, partitions=parts))
     cfg = make_config(
-        str(tmp_path / "run"), gdir, partitions=parts,
-        **{"runtime.device": "cuda", "runtime.enable_amp": amp, "training.num_epochs": 6},
-    )  # fmt: skip
+        gdir,
+        save_dir=str(tmp_path / "run"),
+        partitions=parts,
+        overrides={"runtime.device": "cuda", "runtime.enable_amp": amp, "training.num_epochs": 6},
+    )
     trainer = Trainer(cfg, progress=False)
     trainer.start()
     assert trainer.device.type == "cuda" and trainer.bf16 == amp

@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 import pytest
-from train_graphs import full_table, make_config, planted_graph, rank_quality
+from builders import child_env, make_config, planted_graph
+from readback import full_table, rank_quality
 
 from tbg.checkpoint import CheckpointStore
 from tbg.config import dump_config
@@ -20,17 +21,16 @@ EPOCHS, STEPS_PER_EPOCH = 25, 60
 
 
 def _run(cfg_path: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
     return subprocess.Popen(
-        [sys.executable, "-m", "tbg", "train", cfg_path, "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw,
+        [sys.executable, "-m", "tbg", "train", cfg_path, "--no-progress"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=child_env(), cwd=os.path.dirname(cfg_path), **kw,
     )  # fmt: skip
 
 
 def _write(tmp_path, name: str, gdir: str, workers: int = 1) -> tuple[str, object]:
     over = {"training.num_epochs": EPOCHS, "training.checkpoint_every_n": 40, "runtime.hogwild_workers": workers,
             "runtime.num_threads": workers}  # fmt: skip
-    cfg = make_config(str(tmp_path / name), gdir, **over)
+    cfg = make_config(gdir, save_dir=str(tmp_path / name), overrides=over)
     path = str(tmp_path / f"{name}.yaml")
     with open(path, "w") as fh:
         fh.write(dump_config(cfg))
@@ -42,7 +42,7 @@ def test_kill_9_then_resume_finishes_like_an_uninterrupted_run(tmp_path, workers
     """One worker: the resumed run equals the uninterrupted one.  Two Hogwild workers (not bit-reproducible):
     it resumes at the checkpoint's step and finishes every step with the same quality."""
     gdir = str(tmp_path / "g")
-    splits, _ = planted_graph(gdir)
+    splits, _ = planted_graph(make_config(gdir))
     killed_path, killed_cfg = _write(tmp_path, "killed", gdir, workers)
     store = CheckpointStore(killed_cfg.training.save_dir)
     proc = _run(killed_path)

@@ -51,7 +51,7 @@ def negative_bias(
     In-batch columns count only for edges of the same relation (``batch_rel=None``: in_batch_scope batch,
     any relation counts); any sample equal to the true entity
     (the positive itself included) is masked, so the positive is never its own negative.  Built as a
-    float tensor by comparisons written straight into it (bool masked_fill/where are ~4x slower on CPU),
+    float tensor by comparisons written straight into it (bool masked_fill/where are several times slower on CPU),
     and applied by addition, whose backward is free.
     """
     size, k = true_ids.shape[0], batch_ids.shape[0]

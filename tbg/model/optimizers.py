@@ -47,8 +47,8 @@ class SparseOptimizer:
 
     def step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float, owned: bool = False) -> None:
         """Move the (unique) ``rows`` by their update: one ``index_add_`` on fp32 tables (the rows are never
-        gathered: measured 1.6 vs 3.5 ms for 35k rows of 100 against gather + write back), else in fp32 and
-        written back in the table's dtype.  ``owned``: the caller gives ``grad`` up, so it is used as scratch
+        gathered and written back, which costs about twice as much), else in fp32 and written back in the
+        table's dtype.  ``owned``: the caller gives ``grad`` up, so it is used as scratch
         instead of copied."""
         if rows.numel() == 0:
             return
@@ -147,8 +147,9 @@ class RelationOptimizer:
     """The relation parameters' optimizer (``model.translation_optimizer``): the row optimizers above, stepping
     every row of each small parameter — the semantics of ``torch.optim``'s SGD/Adam/Adagrad on dense gradients.
 
-    Not ``torch.optim`` itself: constructing one imports ~73 MB of compiler modules (measured RSS), more than
-    the WordNet embedding table.  ``row_adagrad`` means elementwise Adagrad here (the parameters are tiny).
+    Not ``torch.optim`` itself: constructing one imports torch's compiler modules, which cost more resident
+    memory than the WordNet embedding table (docs/benchmarks.md).  ``row_adagrad`` means elementwise Adagrad
+    here (the parameters are tiny).
     """
 
     def __init__(self, params: list[torch.nn.Parameter], cfg: OptimizerConfig) -> None:

@@ -54,10 +54,10 @@ class Negatives:
 
     @classmethod
     def of(cls, data: DataConfig) -> Negatives:
+        scope, in_batch = data.negative_scheme()  # in_batch_scope auto resolved
         return cls(
-            data.in_batch_negatives, data.global_negatives, data.in_batch_scope, data.global_negatives_scope,
-            data.global_negatives_chunks_per_draw,
-        )  # fmt: skip
+            in_batch, data.global_negatives, scope, data.global_negatives_scope, data.global_negatives_chunks_per_draw
+        )
 
 
 @dataclass
@@ -134,7 +134,7 @@ class BatchScorer:
         return StepResult(total, gathered)
 
     def _gather(self, table: torch.Tensor, ids: torch.Tensor, grad: bool) -> torch.Tensor:
-        rows = torch.nn.functional.embedding(ids, table)  # measured faster than index_select for row gathers
+        rows = torch.nn.functional.embedding(ids, table)  # a faster row gather than index_select
         rows = rows.float() if rows.dtype != torch.float32 else rows
         return rows.requires_grad_(grad)
 

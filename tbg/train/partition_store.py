@@ -144,14 +144,15 @@ class PartitionStore:
         for key, source in sources.items():
             # link into the swap dir: pruning old checkpoints must never remove a partition's only copy
             path = os.path.join(self.swap_dir, f"{key[0]}_{key[1]}.h5")
-            tmp = f"{path}.tmp-link"
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            try:
-                os.link(source, tmp)
-            except OSError:
-                shutil.copyfile(source, tmp)
-            os.replace(tmp, path)
+            if not _same_file(source, path):  # (renaming a link onto the same inode would do nothing)
+                tmp = f"{path}.tmp-link"
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                try:
+                    os.link(source, tmp)
+                except OSError:
+                    shutil.copyfile(source, tmp)
+                os.replace(tmp, path)
             self.sources[key] = path
         self._weights_only = set() if with_optimizer else set(self.sources)
 
@@ -167,3 +168,20 @@ class PartitionStore:
             else:  # never trained yet: write its deterministic initial value
                 emb, _ = self.read(key)
                 writer.write_embeddings(key[0], key[1], emb.numpy() if isinstance(emb, torch.Tensor) else emb)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except FileNotFoundError:
+        return False
+
+
+def remove_swap_leftovers(swap_dir: str) -> None:
+    """Remove temp files an interrupted run left in the swap dir (``*.tmp-*``); the save_dir's lock holder
+    calls this before training, when no other writer can be using them."""
+    if not os.path.isdir(swap_dir):
+        return
+    for name in os.listdir(swap_dir):
+        if ".tmp-" in name:
+            os.remove(os.path.join(swap_dir, name))

@@ -9,8 +9,8 @@ chunks of 50 edges with 1000 uniform samples each, one draw per 5 chunks, batch 
 10 epochs).
 Data is built with tools/build_wordnet.py
 (needs Debian's wordnet-base) and imported under runs/bench/ when missing.  Each variant trains in its own
-subprocess so peak RSS is its own; RSS is measured right after training, before evaluation.
-PyTorch-BigGraph on the same 2-core machine and config: 29.7k edges/s, 119 s, 515 MB, filtered MRR 0.577.
+subprocess so peak RSS is its own; RSS is taken right after training, before evaluation.  Results, and
+PyTorch-BigGraph's on the same machine and config (tools/bench/pbg_wordnet.py), are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ VARIANTS: dict[str, dict[str, object]] = {
         "train_data.in_batch_scope": "batch", "train_data.global_negatives_scope": "batch",
         "train_data.global_negatives_chunks_per_draw": 1,
     },
-    # the whole batch as one chunk (each positive against the other 999 + 1000 uniform), as DESIGN.md measured
+    # the whole batch as one chunk (each positive against the other 999 + 1000 uniform), DESIGN.md's scheme
     "whole_batch": {
         "train_data.in_batch_scope": "batch", "train_data.global_negatives_scope": "batch",
         "train_data.global_negatives_chunks_per_draw": 1, "train_data.in_batch_negatives": 1000,
