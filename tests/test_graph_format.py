@@ -9,6 +9,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from builders import child_env
 
 from tbg.graph import EdgeArrays, Graph, GraphWriter, PartitionLayout
 
@@ -59,4 +60,4 @@ def test_old_graph_dirs_with_a_bounds_dataset_still_load(tmp_path) -> None:
 
 def test_import_export_and_consistency_do_not_import_torch() -> None:
     code = "import sys, tbg.export, tbg.importer, tbg.consistency; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], env=child_env()).returncode == 0

@@ -54,10 +54,10 @@ class Negatives:
 
     @classmethod
     def of(cls, data: DataConfig) -> Negatives:
+        scope, in_batch = data.negative_scheme()  # in_batch_scope auto resolved
         return cls(
-            data.in_batch_negatives, data.global_negatives, data.in_batch_scope, data.global_negatives_scope,
-            data.global_negatives_chunks_per_draw,
-        )  # fmt: skip
+            in_batch, data.global_negatives, scope, data.global_negatives_scope, data.global_negatives_chunks_per_draw
+        )
 
 
 @dataclass
