@@ -79,6 +79,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 
 def _remove_quietly(path: str) -> None:
+    """Drop a temp file of a failed write (disk full, interrupted); it may not exist."""
     try:
         os.remove(path)
     except OSError:
@@ -188,6 +189,20 @@ class Checkpoint:
         verify_files(path, self.progress.get(FILES_KEY, {}), progress_path, CheckpointError)
         self.name = os.path.basename(os.path.normpath(path))
 
+    def counters(self, keys: list[str]) -> dict[str, int]:
+        """Integer progress fields (version, and where training resumes: step, epoch, bucket_index, position,
+        edges_seen); a missing or non-integer one is a :class:`CheckpointError` naming progress.json."""
+        path = os.path.join(self.path, "progress.json")
+        out = {}
+        for key in keys:
+            if key not in self.progress:
+                raise CheckpointError(f"{path}: missing key {key!r}")
+            value = self.progress[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise CheckpointError(f"{path}: {key}: expected an integer >= 0, got {value!r:.40}")
+            out[key] = value
+        return out
+
     def embedding_path(self, etype: str, part: int) -> str:
         return os.path.join(self.path, "embeddings", f"{etype}_{part}.h5")
 
@@ -218,7 +233,7 @@ class Checkpoint:
             with open(path, encoding="utf-8") as fh:
                 return fh.read()
         except UnicodeDecodeError as exc:
-            raise CheckpointError(f"{path}: unreadable: {exc}") from None
+            raise CheckpointError(f"{path}: unreadable: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import signal
 import sys
 import threading
@@ -54,17 +55,28 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: str) -> str:
+    """Control characters (a newline in a config name or a file name) escaped, so an error stays one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
-    from tbg.errors import TbgError
+    from tbg.errors import TbgError, storage_problem
 
     try:
         with _sigterm_interrupts():
             return int(importlib.import_module(args._module).run(args) or 0)
     except TbgError as exc:
-        print(f"tbg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"tbg {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:  # a failing file system outside any storage_errors block
+        problem = storage_problem(exc)
+        if problem is None:
+            raise
+        print(f"tbg {args.command}: error: {_one_line(problem)}", file=sys.stderr)
         return 2
     except Terminated:
         print(f"tbg {args.command}: terminated (SIGTERM); committed state kept", file=sys.stderr)

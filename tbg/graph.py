@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -118,6 +119,7 @@ class Graph:
         version = self.manifest.get("format_version")
         if version not in READABLE_VERSIONS:
             raise GraphError(f"{manifest_path}: format_version {version!r}, this tbg reads {READABLE_VERSIONS}")
+        check_manifest(self.manifest, manifest_path)
         verify_files(path, self.manifest.get(FILES_KEY, {}), manifest_path, GraphError)
         self.id_mode: str = self.manifest["id_mode"]
         self.entity_types: dict[str, EntityType] = {
@@ -247,6 +249,48 @@ class Graph:
             return ids.astype(str)
         names = self._entity_array(etype, "names")
         return names if ids is None else names[ids]
+
+
+_JSON_NAMES = {dict: "an object", list: "an array", int: "an integer", str: "a string"}
+
+
+def check_manifest(manifest: dict[str, Any], path: str) -> None:
+    """The manifest's structure, key by key: a damaged or hand-edited manifest is one :class:`GraphError`
+    naming the file and the key, never a KeyError later."""
+
+    def need(value: Any, key: str, kind: type) -> Any:
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise GraphError(f"{path}: {key}: expected {_JSON_NAMES[kind]}, got {value!r:.40}")
+        return value
+
+    def get(obj: dict[str, Any], where: str, key: str, kind: type) -> Any:
+        full = f"{where}.{key}" if where else key
+        if key not in obj:
+            raise GraphError(f"{path}: missing key {full!r}")
+        value = need(obj[key], full, kind)
+        if kind is int and value < 0:
+            raise GraphError(f"{path}: {full}: must be >= 0, got {value}")
+        return value
+
+    get(manifest, "", "id_mode", str)
+    for name, t in get(manifest, "", "entity_types", dict).items():
+        need(t, f"entity_types.{name}", dict)
+        get(t, f"entity_types.{name}", "count", int)
+        if get(t, f"entity_types.{name}", "num_partitions", int) < 1:
+            raise GraphError(f"{path}: entity_types.{name}.num_partitions: must be >= 1")
+    for i, r in enumerate(get(manifest, "", "relations", list)):
+        need(r, f"relations[{i}]", dict)
+        for key in ("name", "lhs", "rhs"):
+            if get(r, f"relations[{i}]", key, str) not in manifest["entity_types"] and key != "name":
+                raise GraphError(f"{path}: relations[{i}].{key}: unknown entity type {r[key]!r}")
+    for split, info in get(manifest, "", "splits", dict).items():
+        where = f"splits.{split}"
+        need(info, where, dict)
+        get(info, where, "num_edges", int)
+        for bucket, count in get(info, where, "buckets", dict).items():
+            if not re.fullmatch(r"\d+_\d+", bucket):
+                raise GraphError(f"{path}: {where}.buckets: bad bucket key {bucket!r} (expected 'i_j')")
+            need(count, f"{where}.buckets.{bucket}", int)
 
 
 # ----------------------------------------------------------------------------- writing

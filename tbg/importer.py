@@ -28,7 +28,7 @@ import numpy as np
 
 from tbg import __version__
 from tbg.config import Config, DataConfig, IdMode, load_config
-from tbg.errors import InputError
+from tbg.errors import InputError, storage_errors
 from tbg.graph import GraphWriter, PartitionLayout, offset_dtype
 from tbg.io import columns
 from tbg.io.bucket_spill import BucketRouter, ShuffledType, record_dtype
@@ -99,7 +99,7 @@ def import_graph(
 ) -> ImportSummary:
     """Import every split of ``cfg`` into ``cfg.graph_dir``; nothing is left behind on failure."""
     target = _local_dir(cfg.graph_dir)
-    with exclusive(target, "tbg import") as lock:
+    with storage_errors(target, f"nothing imported into {target}"), exclusive(target, "tbg import") as lock:
         lock.remove_leftovers()  # of an interrupted import: its temp dir, a graph dir moved aside
         return _import_locked(cfg, target, overwrite, progress, splits)
 
@@ -116,9 +116,8 @@ def _import_locked(
         if unknown:
             raise InputError(f"--splits: unknown or unconfigured split(s) {unknown} (config has {list(chosen)})")
         chosen = {k: v for k, v in chosen.items() if k in splits}
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
     tmp = f"{os.path.abspath(target)}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    os.makedirs(os.path.dirname(tmp), exist_ok=True)
     os.makedirs(tmp)
     try:
         manifest = _Builder(cfg, tmp, progress).build(chosen)
@@ -184,6 +183,8 @@ class _Builder:
             chunk_rows=self.g.chunk_rows,
             id_type="string" if self.names_mode else "int",
             rel_type="int" if self.g.relation_by == "index" else "string",
+            # one relation: a rel column named (by default `rel`) but absent means every edge is that relation
+            optional=("rel",) if len(self.relations) == 1 else (),
         )
 
     def _batches(self, split: str, data: DataConfig) -> tuple[SourceReader, Iterator[Any], list[dict[str, Any]]]:

@@ -269,17 +269,7 @@ def test_random_parquet_schemas(data, mode: str, n: int, weighted: bool) -> None
 # ------------------------------------------------------------------------- known gaps (issue 10 item 6)
 
 
-EMPTY_NAMES = pytest.mark.xfail(strict=False, reason="issue 10 item 6: an empty name must be an error")
-
-
-@pytest.mark.parametrize(
-    "row",
-    [
-        pytest.param(("", "fav", "t1", "1"), marks=EMPTY_NAMES),
-        pytest.param(("u1", "fav", "", "1"), marks=EMPTY_NAMES),
-        ("u1", "fav", "t1", "-0.5"),
-    ],
-)
+@pytest.mark.parametrize("row", [("", "fav", "t1", "1"), ("u1", "fav", "", "1"), ("u1", "fav", "t1", "-0.5")])
 def test_empty_names_and_negative_weights_are_one_line_errors(row) -> None:
     with tempfile.TemporaryDirectory() as work:
         source = os.path.join(work, "train.tsv")

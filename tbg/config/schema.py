@@ -718,7 +718,9 @@ class ColumnsConfig:
 
     lhs: str | int = setting("source entity column", default="lhs")
     rel: str | int | None = setting(
-        "relation column; may be omitted (null) when the model has exactly one relation", default="rel"
+        "relation column; with exactly one relation it is optional: omitted, null, or a name the file lacks means"
+        " every edge is that relation (a file that has the column is still checked)",
+        default="rel",
     )
     rhs: str | int = setting("destination entity column", default="rhs")
     weight: str | int | None = setting(

@@ -76,7 +76,7 @@ def int_ids(batch: SourceBatch, role: str) -> np.ndarray:
 
 
 def string_ids(batch: SourceBatch, role: str) -> pa.Array:
-    """Entity names (names mode): strings as-is, integers rendered as decimal strings."""
+    """Entity names (names mode): strings as-is (an empty one is an error), integers rendered as decimal strings."""
     arr = _column(batch, role)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
@@ -88,7 +88,12 @@ def string_ids(batch: SourceBatch, role: str) -> pa.Array:
 
 
 def _check_names(batch: SourceBatch, role: str, names: pa.Array) -> None:
-    """Names must be valid UTF-8 without NUL characters (the graph dir stores them as HDF5 UTF-8 strings)."""
+    """Names must be non-empty (an empty cell is a broken row, not the entity ''), valid UTF-8 and without NUL
+    characters (the graph dir stores them as HDF5 UTF-8 strings)."""
+    empty = pc.equal(pc.binary_length(names), 0)
+    if pc.any(empty).as_py():
+        k = int(np.argmax(empty.fill_null(False).to_numpy(zero_copy_only=False)))
+        raise InputError(f"{batch.file.url} row {batch.row(k)}: column {role!r}: empty entity name")
     try:
         names.validate(full=True)  # one C++ pass: UTF-8 validity of every value
     except pa.ArrowInvalid:

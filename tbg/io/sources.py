@@ -56,6 +56,8 @@ class ReadSpec:
     chunk_rows: int = 1 << 20
     id_type: str = "int"
     rel_type: str = "int"
+    # roles whose column, when given by name, a file may lack (``rel`` with exactly one relation)
+    optional: tuple[str, ...] = ()
 
 
 @dataclass
@@ -189,7 +191,11 @@ class _ParquetFileReader:
         self.num_rows = self.pf.metadata.num_rows
         names = self.pf.schema_arrow.names
         wanted = spec.columns or _DEFAULT_NAMES
-        self.columns = {role: _column_name(file, names, col) for role, col in wanted.items() if col is not None}
+        self.columns = {
+            role: _column_name(file, names, col)
+            for role, col in wanted.items()
+            if col is not None and not (role in spec.optional and isinstance(col, str) and col not in names)
+        }
 
     def close(self) -> None:
         self.pf.close()
@@ -289,7 +295,7 @@ def _text_batches(
     columns: dict[str, str] = {}
     wanted = spec.columns or (_DEFAULT_NAMES if spec.header else _DEFAULT_POSITIONS)
     for role, col in wanted.items():
-        if col is None:
+        if col is None or (role in spec.optional and isinstance(col, str) and (names is None or col not in names)):
             continue
         if names is None:
             if isinstance(col, str):
@@ -347,6 +353,8 @@ def _text_batches(
                     carry = buf
                     continue
                 text, carry = buf[:cut], buf[cut:]
+                if not text.strip(b"\r\n"):  # only blank lines: no rows (Arrow cannot parse an empty block)
+                    continue
                 ro = read_options(True, max(1 << 20, len(text) // 4 + 1), at_start=first)
                 first = False
                 table = pacsv.read_csv(
@@ -360,12 +368,13 @@ def _text_batches(
         reader = line_blocks() if fmt == "tsv" else open_reader(True)
         yield from _window(file, reader, columns, skip, remaining)
     except pa.ArrowKeyError:
-        missing = [r for r, c in columns.items() if c.startswith("f")] if names is None else []
-        where = ", ".join(f"{r!r} at position {columns[r][1:]}" for r in missing)
-        raise InputError(
-            f"{file.url}: column {where or 'not found'} out of range (the file has fewer columns)"
-        ) from None
+        have = _count_columns(fs, file, compression, delimiter, quoted=fmt == "csv")
+        missing = [r for r, c in columns.items() if names is None and int(c[1:]) >= have]
+        where = ", ".join(f"{r!r} at position {columns[r][1:]}" for r in missing) or "not found"
+        raise InputError(f"{file.url}: column {where} out of range (the file has {have} columns)") from None
     except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc) and _blank(fs, file, compression):
+            return  # a file of blank lines has no rows, like an empty one
         raise _text_error(file, exc, columns, names, spec.header, lambda: open_reader(False)) from None
     except (OSError, EOFError) as exc:
         raise InputError(f"{file.url}: cannot read: {_first_line(exc)}") from None
@@ -377,6 +386,29 @@ def _open_text(fs: fsspec.AbstractFileSystem, file: SourceFile, compression: str
     else:
         stream = pa.PythonFile(fs.open(file.path, "rb"), mode="r")
     return pa.CompressedInputStream(stream, compression) if compression else stream
+
+
+def _blank(fs: fsspec.AbstractFileSystem, file: SourceFile, compression: str | None) -> bool:
+    """The file holds nothing but line breaks."""
+    with fs.open(file.path, "rb", compression=compression) as fh:
+        while data := fh.read(1 << 20):
+            if data.strip(b"\r\n"):
+                return False
+    return True
+
+
+def _count_columns(
+    fs: fsspec.AbstractFileSystem, file: SourceFile, compression: str | None, delimiter: str, quoted: bool
+) -> int:
+    """Fields of the first non-blank line (what Arrow infers the column count from; error path only)."""
+    with fs.open(file.path, "rb", compression=compression) as fh:
+        head = fh.read(1 << 20).decode("utf-8", errors="replace")
+    line = next((x for x in head.splitlines() if x), "")
+    try:
+        quoting = csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
+        return len(next(csv.reader([line], delimiter=delimiter, quoting=quoting), []))
+    except csv.Error:
+        return line.count(delimiter) + 1
 
 
 def _read_header(fs: fsspec.AbstractFileSystem, file: SourceFile, compression: str | None, delimiter: str) -> list[str]:

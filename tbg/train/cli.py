@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar (metrics.jsonl is always written)")
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    parser.add_argument(
+        "--allow-optimizer-change",
+        action="store_true",
+        help="resume although an optimizer (kind, lr, schedule) differs from the checkpoint's; state of the same"
+        " kind is kept, a new kind starts from zero",
+    )
 
 
 def bounded_omp_spin() -> None:
@@ -35,15 +41,25 @@ def bounded_omp_spin() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
-def train(cfg: Config, fresh: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+def train(
+    cfg: Config,
+    fresh: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    allow_optimizer_change: bool = False,
+) -> dict:
     """Train (or resume) ``cfg`` into ``training.save_dir`` and return the run summary (``tbg train``, ``tbg.train``).
 
     A run that already finished trains nothing: its summary has ``already_finished: true`` and zero steps.
     ``log`` receives the one-line start notes (how the run starts, device and threads).
     """
     bounded_omp_spin()
-    with exclusive_save_dir(cfg.training.save_dir):
-        return _train(cfg, fresh, progress, log)
+    from tbg.errors import storage_errors
+
+    save_dir = cfg.training.save_dir
+    with storage_errors(save_dir, "the checkpoint being written was discarded (checkpoints/latest unchanged)"):
+        with exclusive_save_dir(save_dir):
+            return _train(cfg, fresh, progress, log, allow_optimizer_change)
 
 
 def exclusive_save_dir(save_dir: str) -> DirectoryLock:
@@ -61,11 +77,13 @@ def exclusive_save_dir(save_dir: str) -> DirectoryLock:
     return lock
 
 
-def _train(cfg: Config, fresh: bool, progress: bool, log: Callable[[str], None] | None) -> dict:
+def _train(
+    cfg: Config, fresh: bool, progress: bool, log: Callable[[str], None] | None, allow_optimizer_change: bool
+) -> dict:
     from tbg.train.trainer import Trainer
 
     trainer = Trainer(cfg, progress=progress)
-    how = trainer.start(fresh=fresh)
+    how = trainer.start(fresh=fresh, allow_optimizer_change=allow_optimizer_change)
     if trainer.finished():
         p = trainer.progress
         return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
@@ -82,7 +100,13 @@ def run(args: argparse.Namespace) -> int:
     from tbg.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, fresh=args.fresh, progress=not args.no_progress, log=_note)
+    summary = train(
+        cfg,
+        fresh=args.fresh,
+        progress=not args.no_progress,
+        log=_note,
+        allow_optimizer_change=args.allow_optimizer_change,
+    )
     if summary.get("already_finished"):
         _note(f"already finished (step {summary['step']}, epoch {summary['epoch']}) in {cfg.training.save_dir};"
               " nothing to do (use --fresh to retrain)")  # fmt: skip

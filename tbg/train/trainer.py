@@ -22,7 +22,8 @@ import torch
 from tbg import runtime
 from tbg.checkpoint import Checkpoint, CheckpointStore, open_checkpoint
 from tbg.config import Config, dump_config
-from tbg.consistency import check_checkpoint, check_shards, check_trainable, model_fingerprint
+from tbg.consistency import check_checkpoint, check_optimizers, check_shards, check_trainable, model_fingerprint
+from tbg.errors import CheckpointError
 from tbg.graph import Graph
 from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
@@ -84,8 +85,10 @@ class Trainer:
         self._open: StepGroup | None = None  # train_step's group, until its update is applied
 
     # ------------------------------------------------------------------ start
-    def start(self, fresh: bool = False) -> str:
-        """Resume from the latest checkpoint, else warm-start or initialise; returns what happened."""
+    def start(self, fresh: bool = False, allow_optimizer_change: bool = False) -> str:
+        """Resume from the latest checkpoint, else warm-start or initialise; returns what happened.
+
+        Resuming with another optimizer than the checkpoint's is refused unless ``allow_optimizer_change``."""
         if fresh:
             for sub in (self.ckpts.root, os.path.join(self.save_dir, SWAP_DIR)):
                 shutil.rmtree(sub, ignore_errors=True)
@@ -94,7 +97,9 @@ class Trainer:
         latest = self.ckpts.latest()
         if latest is not None:
             self._load(latest, resume=True)
-            return f"resumed from {latest.path} at step {self.progress.step}"
+            changed = check_optimizers(self.cfg, latest, allow_optimizer_change)
+            note = f" with a changed {', '.join(changed)}" if changed else ""
+            return f"resumed from {latest.path} at step {self.progress.step}{note}"
         init = self.cfg.training.initial_checkpoint_dir
         if init:
             ckpt = open_checkpoint(init)
@@ -111,7 +116,11 @@ class Trainer:
         sources = {key: ckpt.embedding_path(*key) for key in self.store.keys}
         self.store.set_sources(sources, with_optimizer=resume)
         rel = {k: torch.from_numpy(v) for k, v in ckpt.relations().items()}
-        self.model.load_state_dict(rel)
+        try:
+            self.model.load_state_dict(rel)
+        except RuntimeError as exc:  # missing/unexpected/mis-shaped parameters
+            problem = " ".join(str(exc).split())
+            raise CheckpointError(f"{ckpt.file('relations.h5')}: relation parameters do not fit: {problem}") from None
         if resume:
             read_state(ckpt, self.rel_opt)
             self.progress = Progress.of(ckpt)
