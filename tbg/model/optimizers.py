@@ -56,17 +56,19 @@ class SparseOptimizer:
 
     def step(
         self, rows: torch.Tensor, grad: torch.Tensor, lr: float, owned: bool = False, live: torch.Tensor | None = None
-    ) -> None:
+    ) -> torch.Tensor | None:
         """Move ``rows`` (unique, or padded as above with ``live``) by their update: one ``index_add_`` (the rows
         are never gathered and written back, which costs about twice as much); tables in fp16/bf16 add the fp32
         update rounded to their dtype.  ``owned``: the caller gives ``grad`` up, so it is used as scratch
-        instead of copied."""
+        instead of copied.  Returns the update applied (fp32, [rows, dim], zero in padding slots; None for no
+        rows), which the trainer checks for non-finite values without gathering the rows again."""
         if rows.numel() == 0:
-            return
+            return None
         grad = grad.float() if owned else grad.to(torch.float32, copy=True)
         mask = None if live is None else live.to(torch.float32).unsqueeze(-1)
         delta = self._delta(rows, grad, lr, mask)
         self.table.index_add_(0, rows, delta if self.table.dtype == torch.float32 else delta.to(self.table.dtype))
+        return delta
 
     def dense_step(self, grad: torch.Tensor, lr: float) -> None:
         """Update every row with ``grad`` (same shape as the table): plain in-place tensor ops, no row ids."""
