@@ -67,7 +67,12 @@ def import_with(work: str, cfg: dict[str, Any] | str | bytes) -> tuple[int, str]
     data = cfg if isinstance(cfg, bytes) else (cfg if isinstance(cfg, str) else yaml.safe_dump(cfg)).encode()
     with open(path, "wb") as fh:
         fh.write(data)
-    return run_cli(["import", path, "--no-progress", "--overwrite"])
+    here = os.getcwd()
+    os.chdir(work)  # a fuzzed relative graph.dir or data_root must land in the temp dir, never in the repo
+    try:
+        return run_cli(["import", path, "--no-progress", "--overwrite"])
+    finally:
+        os.chdir(here)
 
 
 def assert_one_error_line(rc: int, stderr: str, mentions: str | None = None) -> None:
