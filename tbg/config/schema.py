@@ -673,6 +673,8 @@ class DataConfig:
         "who shares one draw of the G uniform samples: the whole batch (TwHIN), or chunks"
         " (needs `in_batch_scope: chunk`)",
         default=GlobalNegativesScope.batch,
+        default_doc="`batch`: the scheme `in_batch_scope: auto` picks was measured with one draw per batch (G"
+        " sampled rows a step; a draw per chunk costs C·G)",
         ext=True,
     )
     global_negatives_chunks_per_draw: int = setting(
