@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,s3,ann]'
+	$(BIN)/pip install -q -e '.[test,s3,query]'
 	touch $@
 
 # --fresh: the sample was just regenerated and re-imported, so an earlier demo's checkpoints no longer apply

@@ -46,11 +46,13 @@ def import_graph(
     return run_import(load_config(cfg), overwrite=overwrite, progress=progress, splits=chosen)
 
 
-def train(cfg: ConfigLike, *, fresh: bool = False, progress: bool = False) -> dict[str, Any]:
+def train(
+    cfg: ConfigLike, *, fresh: bool = False, progress: bool = False, allow_optimizer_change: bool = False
+) -> dict[str, Any]:
     """``tbg train``: train or resume into ``training.save_dir``; returns the run summary (steps, loss, speed)."""
     from tbg.train.cli import train as run_training
 
-    return run_training(load_config(cfg), fresh=fresh, progress=progress)
+    return run_training(load_config(cfg), fresh=fresh, progress=progress, allow_optimizer_change=allow_optimizer_change)
 
 
 def evaluate(

@@ -4,14 +4,18 @@
       v<version:010d>/                     one committed version, never modified after commit
         embeddings/<type>_<part>.h5        "embeddings" [rows, dim]; "optimizer/<name>" state arrays
         relations.h5                       relation operator parameters by state-dict name
-        state.pt                           trainer-private torch state (relation optimizer, RNG), optional
+        state.pt                           the relation optimizer's state (torch.save; the trainer's own)
         config.yaml                        the config that trained it
         progress.json                      version, step, epoch, bucket_index, edges_seen, finished, ...
       latest                               name of the newest committed version (replaced atomically)
 
 A version is built in ``.tmp-v…`` and renamed into place, then ``latest`` is replaced by rename: a crash at
 any moment leaves the previous ``latest`` valid.  Readers trust only ``latest`` (or an explicit version dir),
-never a directory listing.  This module is numpy/h5py only, so export does not pay for ``import torch``.
+never a directory listing.  ``latest`` says ``none`` until the first commit, so a missing, empty, unreadable
+or dangling ``latest`` is an error, never "no checkpoint" (which would start fresh over committed work).
+Every file is verified when read (tbg/integrity.py): progress.json carries its own checksum and lists each
+file with its size (small files with a SHA-256), HDF5 datasets carry fletcher32.  Version 1 checkpoints
+(no checksums) stay readable.  This module is numpy/h5py only, so export does not pay for ``import torch``.
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ import h5py
 import numpy as np
 
 from tbg.errors import CheckpointError
+from tbg.integrity import FILES_KEY, checked_dataset, list_files, load_json, verify_files, with_checksum
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+NO_VERSION = "none"  # what ``latest`` says before the first commit
+PROGRESS = "progress.json"
 
 
 def version_name(version: int) -> str:
@@ -58,12 +66,24 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write a small file by temp + fsync + rename, so readers see the old or the new content."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
     _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _remove_quietly(path: str) -> None:
+    """Drop a temp file of a failed write (disk full, interrupted); it may not exist."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def write_embedding_file(
@@ -71,12 +91,16 @@ def write_embedding_file(
 ) -> None:
     """One partition's table + optimizer state, written to ``path`` (temp + rename)."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.create_dataset("embeddings", data=embeddings)
-        for name, arr in (optimizer_state or {}).items():
-            f.create_dataset(f"optimizer/{name}", data=arr)
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format_version"] = FORMAT_VERSION
+            checked_dataset(f, "embeddings", embeddings)
+            for name, arr in (optimizer_state or {}).items():
+                checked_dataset(f, f"optimizer/{name}", np.asarray(arr))
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
 
 
 def read_embedding_file(path: str, with_optimizer: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -85,7 +109,7 @@ def read_embedding_file(path: str, with_optimizer: bool = False) -> tuple[np.nda
             emb = f["embeddings"][...]
             state = {name: f["optimizer"][name][...] for name in f.get("optimizer", {})} if with_optimizer else {}
     except (OSError, KeyError) as exc:
-        raise CheckpointError(f"{path}: unreadable embedding shard: {exc}") from None
+        raise CheckpointError(f"{path}: damaged or unreadable embedding shard: {exc}") from None
     return emb, state
 
 
@@ -117,7 +141,7 @@ class CheckpointWriter:
     def write_relations(self, params: dict[str, np.ndarray]) -> None:
         with h5py.File(os.path.join(self.tmp, "relations.h5"), "w") as f:
             for name, arr in params.items():
-                f.create_dataset(name, data=arr)
+                checked_dataset(f, name, np.asarray(arr))
 
     def write_file(self, name: str, data: bytes | str) -> None:
         mode = "w" if isinstance(data, str) else "wb"
@@ -130,7 +154,8 @@ class CheckpointWriter:
     def commit(self, progress: dict[str, Any]) -> str:
         """Publish: write progress, rename into place, move ``latest``, prune old versions."""
         progress = {"format_version": FORMAT_VERSION, "version": self.version, "time": time.time(), **progress}
-        self.write_file("progress.json", json.dumps(progress, indent=1, sort_keys=True))
+        progress[FILES_KEY] = list_files(self.tmp, digest=lambda name: not name.endswith(".h5"), skip=(PROGRESS,))
+        self.write_file(PROGRESS, json.dumps(with_checksum(progress), indent=1, sort_keys=True))
         final = os.path.join(self.store.root, version_name(self.version))
         if os.path.exists(final):  # a crashed run may have committed this version number without `latest`
             shutil.rmtree(final)
@@ -149,16 +174,34 @@ class Checkpoint:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        progress_path = os.path.join(path, "progress.json")
+        progress_path = os.path.join(path, PROGRESS)
         try:
-            with open(progress_path) as fh:
-                self.progress: dict[str, Any] = json.load(fh)
+            self.progress: dict[str, Any] = load_json(progress_path, CheckpointError, "progress")
         except FileNotFoundError:
-            raise CheckpointError(f"{path}: not a committed checkpoint (no progress.json)") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{progress_path}: unreadable: {exc}") from None
-        self.version = int(self.progress["version"])
+            raise CheckpointError(f"{path}: not a committed checkpoint (no {PROGRESS})") from None
+        version = self.progress.get("format_version")
+        if version not in READABLE_VERSIONS:
+            raise CheckpointError(f"{progress_path}: format_version {version!r}, this tbg reads {READABLE_VERSIONS}")
+        try:
+            self.version = int(self.progress["version"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{progress_path}: no valid 'version'") from None
+        verify_files(path, self.progress.get(FILES_KEY, {}), progress_path, CheckpointError)
         self.name = os.path.basename(os.path.normpath(path))
+
+    def counters(self, keys: list[str]) -> dict[str, int]:
+        """Integer progress fields (version, and where training resumes: step, epoch, bucket_index, position,
+        edges_seen); a missing or non-integer one is a :class:`CheckpointError` naming progress.json."""
+        path = os.path.join(self.path, "progress.json")
+        out = {}
+        for key in keys:
+            if key not in self.progress:
+                raise CheckpointError(f"{path}: missing key {key!r}")
+            value = self.progress[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise CheckpointError(f"{path}: {key}: expected an integer >= 0, got {value!r:.40}")
+            out[key] = value
+        return out
 
     def embedding_path(self, etype: str, part: int) -> str:
         return os.path.join(self.path, "embeddings", f"{etype}_{part}.h5")
@@ -170,7 +213,9 @@ class Checkpoint:
         path = self.embedding_path(etype, part)
         if not os.path.isfile(path):
             raise CheckpointError(f"{self.path}: no embeddings for entity type {etype!r} partition {part}")
-        return read_embedding_file(path)[0]
+        emb = read_embedding_file(path)[0]
+        require_finite(emb, path)
+        return emb
 
     def optimizer_state(self, etype: str, part: int) -> dict[str, np.ndarray]:
         return read_embedding_file(self.embedding_path(etype, part), with_optimizer=True)[1]
@@ -179,13 +224,22 @@ class Checkpoint:
         path = os.path.join(self.path, "relations.h5")
         try:
             with h5py.File(path, "r") as f:
-                return {name: f[name][...] for name in f}
-        except OSError as exc:
-            raise CheckpointError(f"{path}: unreadable relation parameters: {exc}") from None
+                params = {name: f[name][...] for name in f}
+        except (OSError, KeyError) as exc:
+            raise CheckpointError(f"{path}: damaged or unreadable relation parameters: {exc}") from None
+        for name, arr in params.items():
+            if arr.size:
+                require_finite(arr, f"{path} ({name})")
+        return params
 
     def config_text(self) -> str:
-        with open(os.path.join(self.path, "config.yaml")) as fh:
-            return fh.read()
+        """The config.yaml it was trained with (FileNotFoundError for checkpoints written without one)."""
+        path = os.path.join(self.path, "config.yaml")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"{path}: unreadable: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -200,12 +254,36 @@ class CheckpointStore:
         self.max_to_keep = max_to_keep
 
     def latest_name(self) -> str | None:
+        """The committed version ``latest`` names; None only when nothing was ever committed.
+
+        A missing ``latest`` beside committed versions, an unreadable one, or one naming a version that is not
+        there is an error: treating it as "no checkpoint" would start fresh over committed work.
+        """
+        path = os.path.join(self.root, LATEST)
         try:
-            with open(os.path.join(self.root, LATEST)) as fh:
-                name = fh.read().strip()
+            with open(path, "rb") as fh:
+                raw = fh.read()
         except FileNotFoundError:
+            committed = [v for v in self.versions() if os.path.isfile(os.path.join(self.root, v, PROGRESS))]
+            if committed:
+                raise CheckpointError(
+                    f"{path}: missing, but committed versions exist ({committed[-1]} the newest); restore it"
+                    f" (e.g. echo {committed[-1]} > {path}) or start over with `tbg train --fresh`"
+                ) from None
             return None
-        return name if name and os.path.isdir(os.path.join(self.root, name)) else None
+        except OSError as exc:
+            raise CheckpointError(f"{path}: unreadable: {exc}") from None
+        try:
+            name = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            name = ""
+        if name == NO_VERSION:
+            return None  # (a version renamed into place by a run killed before it moved `latest` is not committed)
+        if not name.startswith("v") or not name[1:].isdigit():
+            raise CheckpointError(f"{path}: damaged (expected a version name such as v0000000001, got {raw[:40]!r})")
+        if not os.path.isdir(os.path.join(self.root, name)):
+            raise CheckpointError(f"{path}: names {name}, which is not in {self.root} (deleted?)")
+        return name
 
     def latest(self) -> Checkpoint | None:
         name = self.latest_name()
@@ -219,6 +297,8 @@ class CheckpointStore:
 
     def begin(self, version: int) -> CheckpointWriter:
         os.makedirs(self.root, exist_ok=True)
+        if not os.path.exists(os.path.join(self.root, LATEST)):  # before the first version can appear
+            atomic_write_text(os.path.join(self.root, LATEST), NO_VERSION + "\n")
         return CheckpointWriter(self, version)
 
     def versions(self) -> list[str]:
@@ -226,15 +306,22 @@ class CheckpointStore:
             return []
         return sorted(n for n in os.listdir(self.root) if n.startswith("v") and n[1:].isdigit())
 
-    def prune(self) -> None:
-        """Drop old versions beyond ``max_to_keep`` and leftovers of crashed writes; never ``latest``."""
-        latest = self.latest_name()
+    def remove_leftovers(self) -> None:
+        """Remove what interrupted writes left (``.tmp-v…`` dirs, ``latest.tmp-…``); only the save_dir's lock
+        holder may call this, since a running writer's temp dir looks the same."""
+        if not os.path.isdir(self.root):
+            return
         for name in os.listdir(self.root):
             path = os.path.join(self.root, name)
             if name.startswith(".tmp-"):
                 shutil.rmtree(path, ignore_errors=True)
             elif name.startswith(f"{LATEST}.tmp-"):
                 os.remove(path)
+
+    def prune(self) -> None:
+        """Drop old versions beyond ``max_to_keep`` and leftovers of crashed writes; never ``latest``."""
+        latest = self.latest_name()
+        self.remove_leftovers()
         if self.max_to_keep is None:
             return
         keep = [v for v in self.versions() if latest is None or v <= latest][-self.max_to_keep :]
@@ -258,3 +345,15 @@ def resolve_checkpoint(save_dir: str, path: str | None) -> Checkpoint:
             raise CheckpointError(f"{path}: checkpoint not found")
         return open_checkpoint(path)
     return CheckpointStore(save_dir).require_latest()
+
+
+def require_finite(array: np.ndarray, source: str) -> None:
+    """Raise CheckpointError naming ``source`` and the first row holding a NaN or infinity (readers refuse garbage:
+    training never commits it, so it means a damaged or hand-made file).  Row blocks bound the scratch memory."""
+    rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)  # (0-dim: one row)
+    block = max(1, (1 << 24) // max(1, rows.shape[1]))
+    for lo in range(0, rows.shape[0], block):
+        finite = np.isfinite(rows[lo : lo + block]).all(axis=1)
+        if not finite.all():
+            row = lo + int(np.argmin(finite))
+            raise CheckpointError(f"{source}: non-finite values (NaN or inf) in row {row}; refusing to use them")

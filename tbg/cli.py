@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # subcommand -> (module, help); each module defines add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -50,17 +55,53 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: str) -> str:
+    """Control characters (a newline in a config name or a file name) escaped, so an error stays one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
-    from tbg.errors import TbgError
+    from tbg.errors import TbgError, storage_problem
 
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        with _sigterm_interrupts():
+            return int(importlib.import_module(args._module).run(args) or 0)
     except TbgError as exc:
-        print(f"tbg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"tbg {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as exc:  # a failing file system outside any storage_errors block
+        problem = storage_problem(exc)
+        if problem is None:
+            raise
+        print(f"tbg {args.command}: error: {_one_line(problem)}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print(f"tbg {args.command}: terminated (SIGTERM); committed state kept", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print(f"tbg {args.command}: interrupted", file=sys.stderr)
+        print(f"tbg {args.command}: interrupted; committed state kept", file=sys.stderr)
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every command unwinds the same way (temp dirs removed, locks released)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a command runs, SIGTERM stops it as SIGINT does (only the main thread can install handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

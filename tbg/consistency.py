@@ -16,7 +16,7 @@ import h5py
 import yaml
 
 from tbg.checkpoint import Checkpoint
-from tbg.config import Config
+from tbg.config import Config, OptimizerConfig, converter
 from tbg.errors import CheckpointError, ConsistencyError
 from tbg.graph import Graph
 
@@ -110,6 +110,48 @@ def check_checkpoint(cfg: Config, graph: Graph, ckpt: Checkpoint, fix: str = "")
         )
 
 
+def check_optimizers(cfg: Config, ckpt: Checkpoint, allow_change: bool = False) -> list[str]:
+    """Resume: every optimizer (kind, hyperparameters, learning-rate schedule) is the one the checkpoint was
+    trained with, since its saved state belongs to it.  A change is an error naming the key unless
+    ``allow_change`` (``tbg train --allow-optimizer-change``); then the changed keys are returned.
+    """
+    model = _checkpoint_model(ckpt)
+    if model is None:
+        return []
+    recorded = {t.get("name"): t.get("optimizer") for t in model.get("embeddings", {}).get("tables", [])}
+    ours = [(f"model.embeddings.tables[{i}].optimizer", t.optimizer, recorded.get(t.name))
+            for i, t in enumerate(cfg.model.embeddings.tables)]  # fmt: skip
+    ours.append(("model.translation_optimizer", cfg.model.translation_optimizer, model.get("translation_optimizer")))
+    changed = []
+    for key, optimizer, theirs in ours:
+        if theirs is None:  # a checkpoint that did not record it
+            continue
+        try:
+            same = converter.structure(theirs, OptimizerConfig) == optimizer
+        except Exception:  # noqa: BLE001 - an optimizer this tbg cannot read is not the configured one
+            same = False
+        if same:
+            continue
+        if not allow_change:
+            raise ConsistencyError(
+                f"{key}: {_describe(converter.unstructure(optimizer))} but the checkpoint {ckpt.path} was trained"
+                f" with {_describe(theirs)}; pass `tbg train --allow-optimizer-change` to resume with the new one"
+            )
+        changed.append(key)
+    return changed
+
+
+def _describe(optimizer: Any) -> str:
+    """An optimizer block as compact one-line YAML, unset keys left out."""
+
+    def drop_none(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: drop_none(v) for k, v in value.items() if v is not None}
+        return value
+
+    return yaml.safe_dump(drop_none(optimizer), default_flow_style=True, width=10**6).strip()
+
+
 def check_shards(cfg: Config, graph: Graph, ckpt: Checkpoint) -> None:
     """Every partition of every table has an embedding shard of the shape the graph and config need."""
     for t in cfg.model.embeddings.tables:
@@ -139,8 +181,30 @@ def _checkpoint_model(ckpt: Checkpoint) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except yaml.YAMLError as exc:
-        raise CheckpointError(f"{ckpt.path}/config.yaml: unreadable: {exc}") from None
-    return (data or {}).get("model") if isinstance(data, dict) else None
+        problem = " ".join(str(exc).split())
+        raise CheckpointError(f"{ckpt.path}/config.yaml: unreadable: {problem}") from None
+    model = (data or {}).get("model") if isinstance(data, dict) else None
+    if model is None:
+        return None
+    _shape(ckpt, model, "model", dict)
+    _shape(ckpt, model.get("embeddings", {}), "model.embeddings", dict)
+    for key, value in (("model.embeddings.tables", model.get("embeddings", {}).get("tables", [])),
+                       ("model.relations", model.get("relations", []))):  # fmt: skip
+        for i, item in enumerate(_shape(ckpt, value, key, list)):
+            _shape(ckpt, item, f"{key}[{i}]", dict)
+    for i, t in enumerate(model.get("embeddings", {}).get("tables", [])):
+        for field in ("embedding_dim", "num_partitions"):
+            if field in t:
+                _shape(ckpt, t[field], f"model.embeddings.tables[{i}].{field}", int)
+    return model
+
+
+def _shape(ckpt: Checkpoint, value: Any, key: str, kind: type) -> Any:
+    """The checkpoint's recorded config holds a ``kind`` at ``key`` (else it is damaged: CheckpointError)."""
+    if not isinstance(value, kind) or isinstance(value, bool):
+        what = {dict: "a mapping", list: "a list", int: "an integer"}[kind]
+        raise CheckpointError(f"{ckpt.path}/config.yaml: {key}: expected {what}, got {value!r:.40}")
+    return value
 
 
 def _check_model(cfg: Config, model: dict[str, Any], where: str, suffix: str) -> None:

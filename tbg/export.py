@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tbg.checkpoint import Checkpoint, resolve_checkpoint
+from tbg.checkpoint import Checkpoint, require_finite, resolve_checkpoint
 from tbg.config import Config
 from tbg.consistency import check_checkpoint, check_graph, check_shards
-from tbg.errors import CheckpointError, ExportError
+from tbg.errors import CheckpointError, ExportError, storage_errors
 from tbg.graph import Graph
+from tbg.locking import exclusive, remove_path
 from tbg.model.operators import OPERATORS
 
 FORMATS = ("tsv", "parquet", "npy")
@@ -83,6 +84,7 @@ def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str) -> np.ndarray:
                 ds.read_direct(shard)  # converts fp16 shards on read, no intermediate copy
         except (OSError, KeyError) as exc:
             raise CheckpointError(f"{path}: unreadable embedding shard: {exc}") from None
+        require_finite(shard, path)
         if out is None:
             out = np.empty((et.count, shard.shape[1]), dtype=np.float32)
         out[graph.partition_ids(etype, p)] = shard
@@ -213,6 +215,11 @@ def write_npz_relations(path: str, params: list[RelationParam]) -> None:
 
 
 def _claim_output(out: str, overwrite: bool) -> None:
+    parent = os.path.dirname(out)
+    while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ExportError(f"--out {out}: {parent} is a file, not a directory")
     if os.path.exists(out) and not overwrite and not (os.path.isdir(out) and not os.listdir(out)):
         raise ExportError(f"{out}: already exists; pass --overwrite to replace it")
 
@@ -223,9 +230,14 @@ def _publish(tmp: str, out: str) -> None:
     if os.path.exists(out):
         old = f"{out}.old-{uuid.uuid4().hex[:8]}"
         os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)  # the previous output stays where it was
+        raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if os.path.isdir(old) else os.remove(old)
+        remove_path(old)
 
 
 def export(
@@ -236,12 +248,25 @@ def export(
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = os.path.abspath(out.rstrip("/"))
     _claim_output(out, overwrite)
+    with storage_errors(out, f"nothing exported to {out}"), exclusive(out, "tbg export") as lock:
+        lock.remove_leftovers()  # of an interrupted export: its temp dir, an output moved aside
+        return _export_locked(cfg, fmt, out, checkpoint, overwrite)
+
+
+def _export_locked(cfg: Config, fmt: str, out: str, checkpoint: str | None, overwrite: bool) -> dict[str, object]:
     graph = Graph(cfg.graph_dir)
     check_graph(cfg, graph)
     ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
     check_checkpoint(cfg, graph, ckpt)
     check_shards(cfg, graph, ckpt)
     params = relation_params(cfg, ckpt)
+    return _write(cfg, fmt, out, overwrite, graph, ckpt, params)
+
+
+def _write(
+    cfg: Config, fmt: str, out: str, overwrite: bool, graph: Graph, ckpt: Checkpoint, params: list[RelationParam]
+) -> dict[str, object]:
+    """Every file in a temp dir beside ``out``, renamed into place at the end (removed on any failure)."""
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
     os.makedirs(tmp)

@@ -1,6 +1,6 @@
 """The graph dir format: its reader (:class:`Graph`) and its writer (:class:`GraphWriter`), side by side.
 
-Layout (format version 1, see docs/graph-format.md)::
+Layout (format version 2, see docs/graph-format.md)::
 
     graph_dir/
       manifest.json                 format_version, id_mode, entity types, relations, splits, sources
@@ -11,7 +11,10 @@ Layout (format version 1, see docs/graph-format.md)::
 Partition ``p`` of a type covers shuffled positions ``[bounds[p], bounds[p+1])`` (:class:`PartitionLayout`);
 the entity at offset ``o`` of partition ``p`` has dense id ``perm[bounds[p] + o]``.  No other module knows
 these file names or datasets.  A graph dir exists only when complete: the importer builds it in a temp dir
-and renames it into place, so a dir with a manifest is always whole.
+and renames it into place, so a dir with a manifest is always whole.  Every file is verified when read
+(tbg/integrity.py): the manifest carries its own checksum and lists each file with its size, datasets carry
+fletcher32 (names: a SHA-256), and each file's counts are checked against the manifest's.  Version 1 dirs
+(no checksums) stay readable.
 
 This module never imports torch: import and export must start fast.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,8 +33,10 @@ import h5py
 import numpy as np
 
 from tbg.errors import GraphError
+from tbg.integrity import FILES_KEY, checked_dataset, list_files, load_json, read_strings, verify_files, with_checksum
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 SPLITS = ("train", "valid", "test")
 _BUCKET_KEYS = ("lhs", "rhs", "rel", "weight")
@@ -109,14 +115,12 @@ class Graph:
         manifest_path = os.path.join(path, MANIFEST)
         if not os.path.isfile(manifest_path):
             raise GraphError(f"{path}: no imported graph here (missing {MANIFEST}); run `tbg import` first")
-        try:
-            with open(manifest_path) as fh:
-                self.manifest: dict[str, Any] = json.load(fh)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise GraphError(f"{manifest_path}: unreadable manifest: {exc}") from None
+        self.manifest: dict[str, Any] = load_json(manifest_path, GraphError, "manifest")
         version = self.manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise GraphError(f"{manifest_path}: format_version {version!r}, this tbg reads {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise GraphError(f"{manifest_path}: format_version {version!r}, this tbg reads {READABLE_VERSIONS}")
+        check_manifest(self.manifest, manifest_path)
+        verify_files(path, self.manifest.get(FILES_KEY, {}), manifest_path, GraphError)
         self.id_mode: str = self.manifest["id_mode"]
         self.entity_types: dict[str, EntityType] = {
             name: EntityType(count=int(t["count"]), num_partitions=int(t["num_partitions"]), name=name)
@@ -170,13 +174,19 @@ class Graph:
             empty = np.zeros(0, dtype=np.int64)
             return EdgeArrays(empty, empty, empty, np.zeros(0, np.float32) if self.has_weights(split) else None)
         path = self.bucket_path(split, i, j)
+        want = self.bucket_count(split, i, j)
         try:
             with h5py.File(path, "r") as f:
                 sl = slice(start, stop)
+                for key in ("lhs", "rhs", "rel", *(("weight",) if self.has_weights(split) else ())):
+                    if f[key].shape != (want,):
+                        raise GraphError(
+                            f"{path}: dataset {key!r} holds {f[key].shape[0]} edges, the manifest says {want}"
+                        )
                 weight = f["weight"][sl] if "weight" in f else None
                 return EdgeArrays(f["lhs"][sl], f["rhs"][sl], f["rel"][sl], weight)
         except (OSError, KeyError) as exc:
-            raise GraphError(f"{path}: unreadable bucket file: {exc}") from None
+            raise GraphError(f"{path}: damaged or unreadable bucket file: {exc}") from None
 
     def iter_bucket(self, split: str, i: int, j: int, chunk_edges: int) -> Iterator[EdgeArrays]:
         """Bucket (i, j) in contiguous chunks (buckets are shuffled, so each chunk is an unbiased sample)."""
@@ -199,16 +209,29 @@ class Graph:
     def perm(self, etype: str) -> np.ndarray:
         """perm[k] = dense id at shuffled position k."""
         if etype not in self._perm:
-            with h5py.File(self._entity_file(etype), "r") as f:
-                self._perm[etype] = f["perm"][:]
+            self._perm[etype] = self._entity_array(etype, "perm")
         return self._perm[etype]
 
     def position(self, etype: str) -> np.ndarray:
         """position[id] = shuffled position of dense id (inverse of perm)."""
         if etype not in self._position:
-            with h5py.File(self._entity_file(etype), "r") as f:
-                self._position[etype] = f["position"][:]
+            self._position[etype] = self._entity_array(etype, "position")
         return self._position[etype]
+
+    def _entity_array(self, etype: str, key: str) -> np.ndarray:
+        """One dataset of an entity file, checked against the manifest's entity count."""
+        path = self._entity_file(etype)
+        count = self.entity_types[etype].count
+        try:
+            with h5py.File(path, "r") as f:
+                ds = f[key]
+                if ds.shape != (count,):
+                    raise GraphError(f"{path}: dataset {key!r} holds {ds.shape[0]} entities, the manifest says {count}")
+                if key == "names":
+                    return read_strings(ds, path, GraphError)
+                return ds[:]
+        except (OSError, KeyError) as exc:
+            raise GraphError(f"{path}: damaged or unreadable entity file: {exc}") from None
 
     def partition_ids(self, etype: str, p: int) -> np.ndarray:
         """Dense ids of the entities of partition p, by offset."""
@@ -224,9 +247,50 @@ class Graph:
         if self.id_mode != "names":
             ids = np.arange(self.entity_types[etype].count) if ids is None else ids
             return ids.astype(str)
-        with h5py.File(self._entity_file(etype), "r") as f:
-            ds = f["names"].asstr()
-            return np.asarray(ds[:] if ids is None else ds[:][ids], dtype=object)
+        names = self._entity_array(etype, "names")
+        return names if ids is None else names[ids]
+
+
+_JSON_NAMES = {dict: "an object", list: "an array", int: "an integer", str: "a string"}
+
+
+def check_manifest(manifest: dict[str, Any], path: str) -> None:
+    """The manifest's structure, key by key: a damaged or hand-edited manifest is one :class:`GraphError`
+    naming the file and the key, never a KeyError later."""
+
+    def need(value: Any, key: str, kind: type) -> Any:
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise GraphError(f"{path}: {key}: expected {_JSON_NAMES[kind]}, got {value!r:.40}")
+        return value
+
+    def get(obj: dict[str, Any], where: str, key: str, kind: type) -> Any:
+        full = f"{where}.{key}" if where else key
+        if key not in obj:
+            raise GraphError(f"{path}: missing key {full!r}")
+        value = need(obj[key], full, kind)
+        if kind is int and value < 0:
+            raise GraphError(f"{path}: {full}: must be >= 0, got {value}")
+        return value
+
+    get(manifest, "", "id_mode", str)
+    for name, t in get(manifest, "", "entity_types", dict).items():
+        need(t, f"entity_types.{name}", dict)
+        get(t, f"entity_types.{name}", "count", int)
+        if get(t, f"entity_types.{name}", "num_partitions", int) < 1:
+            raise GraphError(f"{path}: entity_types.{name}.num_partitions: must be >= 1")
+    for i, r in enumerate(get(manifest, "", "relations", list)):
+        need(r, f"relations[{i}]", dict)
+        for key in ("name", "lhs", "rhs"):
+            if get(r, f"relations[{i}]", key, str) not in manifest["entity_types"] and key != "name":
+                raise GraphError(f"{path}: relations[{i}].{key}: unknown entity type {r[key]!r}")
+    for split, info in get(manifest, "", "splits", dict).items():
+        where = f"splits.{split}"
+        need(info, where, dict)
+        get(info, where, "num_edges", int)
+        for bucket, count in get(info, where, "buckets", dict).items():
+            if not re.fullmatch(r"\d+_\d+", bucket):
+                raise GraphError(f"{path}: {where}.buckets: bad bucket key {bucket!r} (expected 'i_j')")
+            need(count, f"{where}.buckets.{bucket}", int)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -263,10 +327,10 @@ class GraphWriter:
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["count"] = count
             f.attrs["num_partitions"] = num_partitions
-            f.create_dataset("perm", data=np.asarray(perm, dtype=np.int64))
-            f.create_dataset("position", data=position)
+            checked_dataset(f, "perm", np.asarray(perm, dtype=np.int64))
+            checked_dataset(f, "position", position)
             if names is not None:
-                f.create_dataset("names", data=np.asarray(names, dtype=object), dtype=h5py.string_dtype("utf-8"))
+                checked_dataset(f, "names", np.asarray(names, dtype=object), dtype=h5py.string_dtype("utf-8"))
         return position
 
     def bucket_path(self, split: str, i: int, j: int) -> str:
@@ -295,7 +359,8 @@ class GraphWriter:
         """``manifest.json`` (fsynced); entity_types: name -> (count, num_partitions); relations: (name, lhs, rhs).
 
         ``splits`` maps a split to its entry (``num_edges``, ``buckets`` {"i_j": count}, ``has_weight``, and
-        whatever the importer records about its sources); ``metadata`` adds top-level keys.
+        whatever the importer records about its sources); ``metadata`` adds top-level keys.  Written last: it
+        lists every file already under ``root`` with its size, and carries its own checksum.
         """
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -307,6 +372,8 @@ class GraphWriter:
             },
             **metadata,
         }
+        manifest[FILES_KEY] = list_files(self.root, digest=lambda name: False, skip=(MANIFEST,))
+        manifest = with_checksum(manifest)
         with open(os.path.join(self.root, MANIFEST), "w") as fh:
             json.dump(manifest, fh, indent=1)
             fh.flush()
@@ -331,7 +398,7 @@ class BucketWriter:
         self._pos = 0
         for key in _BUCKET_KEYS:
             if key in dtypes:
-                self._file.create_dataset(key, shape=(count,), dtype=dtypes[key], chunks=(chunk,) if count else None)
+                checked_dataset(self._file, key, shape=(count,), dtype=dtypes[key], chunks=(chunk,) if count else None)
 
     def append(self, edges: EdgeArrays) -> None:
         end = self._pos + len(edges)

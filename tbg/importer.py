@@ -28,12 +28,13 @@ import numpy as np
 
 from tbg import __version__
 from tbg.config import Config, DataConfig, IdMode, load_config
-from tbg.errors import InputError
+from tbg.errors import InputError, storage_errors
 from tbg.graph import GraphWriter, PartitionLayout, offset_dtype
 from tbg.io import columns
 from tbg.io.bucket_spill import BucketRouter, ShuffledType, record_dtype
 from tbg.io.dictionary import EntityDictionary
 from tbg.io.sources import ReadSpec, SourceReader, resolve
+from tbg.locking import exclusive, remove_path
 
 _ID_RECORD = np.dtype([("lhs", np.int64), ("rhs", np.int64), ("rel", np.int32), ("weight", np.float32)])
 
@@ -97,8 +98,16 @@ def import_graph(
     splits: list[str] | None = None,
 ) -> ImportSummary:
     """Import every split of ``cfg`` into ``cfg.graph_dir``; nothing is left behind on failure."""
-    start = time.perf_counter()
     target = _local_dir(cfg.graph_dir)
+    with storage_errors(target, f"nothing imported into {target}"), exclusive(target, "tbg import") as lock:
+        lock.remove_leftovers()  # of an interrupted import: its temp dir, a graph dir moved aside
+        return _import_locked(cfg, target, overwrite, progress, splits)
+
+
+def _import_locked(
+    cfg: Config, target: str, overwrite: bool, progress: bool, splits: list[str] | None
+) -> ImportSummary:
+    start = time.perf_counter()
     if os.path.exists(target) and not overwrite:
         raise InputError(f"{target}: graph dir already exists; pass --overwrite to replace it")
     chosen = cfg.splits()
@@ -107,9 +116,8 @@ def import_graph(
         if unknown:
             raise InputError(f"--splits: unknown or unconfigured split(s) {unknown} (config has {list(chosen)})")
         chosen = {k: v for k, v in chosen.items() if k in splits}
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
     tmp = f"{os.path.abspath(target)}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    os.makedirs(os.path.dirname(tmp), exist_ok=True)
     os.makedirs(tmp)
     try:
         manifest = _Builder(cfg, tmp, progress).build(chosen)
@@ -143,7 +151,7 @@ def _commit(tmp: str, target: str) -> None:
     except BaseException:
         os.rename(old, target)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    remove_path(old)
 
 
 class _Builder:
@@ -175,6 +183,8 @@ class _Builder:
             chunk_rows=self.g.chunk_rows,
             id_type="string" if self.names_mode else "int",
             rel_type="int" if self.g.relation_by == "index" else "string",
+            # one relation: a rel column named (by default `rel`) but absent means every edge is that relation
+            optional=("rel",) if len(self.relations) == 1 else (),
         )
 
     def _batches(self, split: str, data: DataConfig) -> tuple[SourceReader, Iterator[Any], list[dict[str, Any]]]:
@@ -360,8 +370,8 @@ def _encode(names: Any, rel: np.ndarray, types: list[str], dictionaries: dict[st
 def _release_arrow_memory() -> None:
     """Hand Arrow's freed batch buffers back to the OS after each batch.
 
-    Arrow's allocator otherwise keeps them cached, and peak RSS grew with the input: measured importing 20M vs
-    40M edges (indices Parquet, P=4), peak 410 vs 533 MB without this, 365 vs 385 MB with it.
+    Arrow's allocator otherwise keeps them cached, and peak RSS grows with the input instead of staying flat
+    (docs/benchmarks.md).
     """
     import pyarrow as pa
 

@@ -1,16 +1,18 @@
 """Process-level performance settings: allocator, threads, device, bf16 support.
 
-Measured on the 2-core reference CPU (docs/training.md): glibc's default returns every >= 128 KiB
-temporary to the OS so each step re-faults its score buffers; the mallopt settings below cut a step
-from 29 to 17.5 ms.  bf16 GEMMs run 3.5-4x faster than fp32 only where the CPU has native bf16
-(avx512_bf16 / amx_bf16); elsewhere bf16 is emulated and slower, so it is detected, not assumed.
+glibc's default returns every >= 128 KiB temporary to the OS, so each step would re-fault its score
+buffers; the mallopt settings below keep them.  bf16 GEMMs are much faster than fp32 only where the CPU has
+native bf16 (avx512_bf16 / amx_bf16); elsewhere bf16 is emulated and slower, so it is detected, not assumed.
+The measurements behind these choices are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -25,9 +27,9 @@ M_ARENA_MAX = -8
 def tune_malloc() -> bool:
     """Keep large temporaries in the heap (32 MiB mmap threshold, 1 GiB trim, 256 MiB top pad), in one arena.
 
-    One arena: with the trim threshold raised, every thread's arena keeps its own peak of step scratch; with
-    two Hogwild workers that cost 35-40 MB of peak RSS on WordNet (427 vs 468 MB at P=1, 445 vs 487 at P=4)
-    for no measurable speed (a step makes few, large allocations, so the shared arena's lock is cheap)."""
+    One arena: with the trim threshold raised, every thread's arena keeps its own peak of step scratch, so
+    peak RSS grows with the Hogwild workers for no speed (a step makes few, large allocations, so the shared
+    arena's lock is cheap)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return False
@@ -119,16 +121,18 @@ AUTO_MAX_WORKERS = 4
 def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
     """(training workers, intra-op threads per worker) for ``runtime.hogwild_workers``.
 
-    Measured on the 2-core reference CPU (WordNet reference config, docs/training.md): two workers with one
-    intra-op thread each trained 1.25-1.40x faster than one worker with two threads, because a step's many small
-    operations do not split well across threads (each has a barrier) while whole steps run side by side.
+    Whole steps side by side, one intra-op thread each, beat one worker using every thread, because a step's
+    many small operations do not split well across threads (each pays a barrier; docs/benchmarks.md).
     Workers are threads sharing the tables, so memory does not grow with them; they contend for the GIL
-    between operations, which is why auto stops at 4 (not measured beyond 2 cores).  CUDA: one worker.
+    between operations, which is why auto stops at 4 (a reasoned limit, not measured).
+
+    CUDA: one worker (a step is one stream of kernels; threads would only interleave launches).  Several
+    workers asked for with ``device: auto`` mean "on a CPU host": on a GPU host they are not an error.
     """
     threads = cpu_threads(cfg)
     want = cfg.runtime.hogwild_workers
     if device.type != "cpu":
-        if want is not None and want > 1:
+        if want is not None and want > 1 and cfg.runtime.device != "auto":
             from tbg.errors import TbgError
 
             raise TbgError(f"runtime.hogwild_workers: {want} workers need device cpu, got {device}")
@@ -138,11 +142,26 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
 
 
 def setup(cfg: Config) -> tuple[torch.device, bool]:
-    """Apply allocator/thread/TF32 settings; return the device and whether score GEMMs use bf16."""
+    """Apply allocator/thread settings; return the device and whether score GEMMs use bf16.
+
+    TF32 is not set here (it is process-wide): training steps scope it with :func:`tf32`."""
     tune_malloc()
     threads = cpu_threads(cfg)
     torch.set_num_threads(threads)
     device = select_device(cfg)
-    if device.type == "cuda" and cfg.runtime.enable_tensorfloat32:
-        torch.backends.cuda.matmul.allow_tf32 = True
     return device, use_bf16(cfg, device)
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """CUDA matmuls in TF32 while inside (``runtime.enable_tensorfloat32`` for training steps), restored after,
+    so evaluation and validation ranking in the same process keep full fp32 products."""
+    if not enabled:
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

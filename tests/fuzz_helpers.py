@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, settings
 from tbg.cli import main
 
 # seeded, CI-sized: every fuzz test together stays well under a minute on 2 cores
+# (TBG_FUZZ_EXAMPLES=1000 for a longer local hunt)
 FUZZ = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("TBG_FUZZ_EXAMPLES", "60")),
     derandomize=True,
     deadline=None,
     database=None,
@@ -66,11 +67,17 @@ def import_with(work: str, cfg: dict[str, Any] | str | bytes) -> tuple[int, str]
     data = cfg if isinstance(cfg, bytes) else (cfg if isinstance(cfg, str) else yaml.safe_dump(cfg)).encode()
     with open(path, "wb") as fh:
         fh.write(data)
-    return run_cli(["import", path, "--no-progress", "--overwrite"])
+    here = os.getcwd()
+    os.chdir(work)  # a fuzzed relative graph.dir or data_root must land in the temp dir, never in the repo
+    try:
+        return run_cli(["import", path, "--no-progress", "--overwrite"])
+    finally:
+        os.chdir(here)
 
 
 def assert_one_error_line(rc: int, stderr: str, mentions: str | None = None) -> None:
-    lines = [x for x in stderr.splitlines() if x.strip()]
+    """Exit 2 and one line (split at \\n/\\r only: other Unicode separators are not line breaks on a terminal)."""
+    lines = [x for x in stderr.replace("\r", "\n").split("\n") if x.strip()]
     assert rc == 2, f"exit {rc}, stderr:\n{stderr}"
     assert len(lines) == 1 and lines[0].startswith("tbg import: error: "), f"not one error line:\n{stderr}"
     assert "Traceback" not in stderr

@@ -346,7 +346,7 @@ ERRORS = [
     (
         "train_data.in_batch_scope",
         "edge",
-        "train_data.in_batch_scope: must be one of relation, batch, chunk, got 'edge'",
+        "train_data.in_batch_scope: must be one of auto, relation, batch, chunk, got 'edge'",
     ),
     (
         "train_data.global_negatives_scope",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
+from builders import make_config
 
 from tbg.cli import main
+from tbg.config import dump_config
 
 PAIRS = 200  # edge i links node i to node PAIRS + i: every node is in exactly one edge
 HEAVY = 4.0
@@ -26,24 +27,21 @@ def _write_run(tmp, name: str, edge_weights, heavy_relation_weight: float = 1.0)
     (run / "valid.tsv").write_text("\n".join(lines[:4]) + "\n")
     opt = {"sgd": {"lr": 0.05}}
     data = {"per_replica_batch_size": 50, "in_batch_negatives": 20, "global_negatives": 10}
-    cfg = {
-        "runtime": {"seed": 0, "num_threads": 1, "device": "cpu"},
-        "training": {"save_dir": str(run / "model"), "num_train_steps": 1000, "num_epochs": 2,
-                     "checkpoint_every_n": 1000, "eval_log_every_n": 1000, "train_log_every_n": 4},
-        "model": {
-            "embeddings": {"tables": [{"name": "node", "num_embeddings": 2 * PAIRS, "embedding_dim": 16,
-                                       "optimizer": opt}]},
-            "relations": [{"name": "heavy", "lhs": "node", "rhs": "node", "operator": "none",
-                           "weight": heavy_relation_weight},
-                          {"name": "light", "lhs": "node", "rhs": "node", "operator": "none"}],
-            "translation_optimizer": opt, "loss": "logistic",
-        },
-        "train_data": {"data_root": str(run / "train.tsv"), **data},
-        "validation_data": {"data_root": str(run / "valid.tsv"), **data},
-        "graph": {"dir": str(run / "graph"), "columns": {"lhs": 0, "rel": 1, "rhs": 2, "weight": 3}},
+    relations = [{"name": "heavy", "lhs": "node", "rhs": "node", "operator": "none", "weight": heavy_relation_weight},
+                 {"name": "light", "lhs": "node", "rhs": "node", "operator": "none"}]  # fmt: skip
+    over = {
+        "runtime.device": "cpu", "training.num_train_steps": 1000, "training.num_epochs": 2,
+        "training.checkpoint_every_n": 1000, "training.eval_log_every_n": 1000, "training.train_log_every_n": 4,
+        "model.relations": relations, "model.translation_optimizer": opt, "model.loss": "logistic",
+        **{f"{section}.{k}": v for section in ("train_data", "validation_data") for k, v in data.items()},
+        "graph.columns": {"lhs": 0, "rel": 1, "rhs": 2, "weight": 3},
     }  # fmt: skip
+    cfg = make_config(
+        run / "graph", save_dir=run / "model", types={"node": (2 * PAIRS, 16, 1)}, optimizer=opt,
+        train=str(run / "train.tsv"), valid=str(run / "valid.tsv"), overrides=over,
+    )  # fmt: skip
     path = run / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(dump_config(cfg))
     return str(path)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import integer_model, make_config, write_checkpoint, write_graph
+from builders import integer_model, make_config, write_checkpoint, write_graph
 
 from tbg.evaluation.checkpoint_eval import evaluate_checkpoint
 from tbg.evaluation.evaluate import evaluate_model
@@ -23,27 +25,38 @@ RELS = [
 ]
 
 
+def config(run: Path, types: dict, comparator: str = "dot", sides: str = "both", **eval_kw: Any):
+    """The run dir ``run`` (graph in ``run/graph``) with ``comparator``, ``relation_sides`` and ``eval`` keys."""
+    over = {
+        "model.comparator": comparator,
+        "model.relation_sides": sides,
+        **{f"eval.{k}": v for k, v in eval_kw.items()},
+        "runtime.num_threads": None,  # eval runs on the process's torch threads
+    }
+    return make_config(run / "graph", save_dir=run, types=types, relations=RELS, overrides=over)
+
+
 def random_edges(rng: np.random.Generator, n: int, types: dict, rels: list) -> tuple[np.ndarray, ...]:
     rel = rng.integers(0, len(rels), n)
     lhs = np.array([rng.integers(0, types[rels[r][1]][0]) for r in rel])
     rhs = np.array([rng.integers(0, types[rels[r][2]][0]) for r in rel])
-    return lhs, rhs, rel
+    return lhs, rel, rhs
 
 
 def build(tmp_path, partitions: int = 1, comparator: str = "dot", sides: str = "both", seed: int = 0, **eval_kw):
     """A graph with train/valid/test (test repeats some train edges' queries) and an integer-valued checkpoint."""
     types = {k: (c, d, partitions) for k, (c, d, _) in TYPES.items()}
-    cfg = make_config(str(tmp_path / f"run_p{partitions}"), types, RELS, comparator, sides, **eval_kw)
+    cfg = config(tmp_path / f"run_p{partitions}", types, comparator, sides, **eval_kw)
     rng = np.random.default_rng(seed)
     train = random_edges(rng, 300, types, RELS)
     valid = random_edges(rng, 40, types, RELS)
     # test: half fresh edges, half sharing a query with train edges (so filtering matters), one exact duplicate
     fresh = random_edges(rng, 30, types, RELS)
     test = tuple(np.concatenate([f, t[:30], f[:1]]) for f, t in zip(fresh, train))
-    test = (test[0], np.concatenate([fresh[1], rng.permutation(train[1][:30]), fresh[1][:1]]), test[2])
+    test = (test[0], test[1], np.concatenate([fresh[2], rng.permutation(train[2][:30]), fresh[2][:1]]))
     test = fix_types(test, types)
     splits = {"train": train, "valid": valid, "test": test}
-    perms = write_graph(cfg, splits, seed=seed)
+    perms = write_graph(cfg, splits, seed=seed, names=True)
     erng = np.random.default_rng(seed + 1)
     dense = {k: erng.integers(-2, 3, size=(c, d)).astype(np.float32) for k, (c, d, _) in types.items()}
     model = integer_model(cfg, seed)
@@ -53,21 +66,21 @@ def build(tmp_path, partitions: int = 1, comparator: str = "dot", sides: str = "
 
 def fix_types(edges, types):
     """Keep the permuted rhs ids valid for their relation's rhs type."""
-    lhs, rhs, rel = edges
+    lhs, rel, rhs = edges
     rhs = rhs.copy()
     for r, (_, _, rt, _) in enumerate(RELS):
         m = rel == r
         rhs[m] = rhs[m] % types[rt][0]
-    return lhs, rhs, rel
+    return lhs, rel, rhs
 
 
 def reference(cfg, splits, dense, model, split="test", filtered=True, seen_only=False):
     """Per-edge Python loops: score every candidate, drop known true ones (and, with ``seen_only``, entities
     in no edge of any split), count greater/equal."""
-    known = {(int(a), int(r), int(b)) for s in splits.values() for a, b, r in zip(s[0], s[1], s[2])}
-    seen = {(RELS[r][1], int(a)) for s in splits.values() for a, r in zip(s[0], s[2])}
-    seen |= {(RELS[r][2], int(b)) for s in splits.values() for b, r in zip(s[1], s[2])}
-    lhs, rhs, rel = splits[split]
+    known = {(int(a), int(r), int(b)) for s in splits.values() for a, r, b in zip(*s)}
+    seen = {(RELS[r][1], int(a)) for s in splits.values() for a, r in zip(s[0], s[1])}
+    seen |= {(RELS[r][2], int(b)) for s in splits.values() for r, b in zip(s[1], s[2])}
+    lhs, rel, rhs = splits[split]
     out = {}
     with torch.no_grad():
         for target in ("lhs", "rhs"):
@@ -133,7 +146,7 @@ def test_seen_candidates_skip_ids_in_no_edge(tmp_path, partitions, filtered):
     """Indices mode, tables declaring ids no edge mentions: ``all`` ranks them, ``seen`` does not."""
     types = {k: (c, d, partitions) for k, (c, d, _) in TYPES.items()}  # 37 users, 23 items declared
     used = {"user": (30,), "item": (17,)}  # edges use only the first 30 users and 17 items
-    cfg = make_config(str(tmp_path / f"seen_p{partitions}"), types, RELS, "dot", "rhs", batch_size=6)
+    cfg = config(tmp_path / f"seen_p{partitions}", types, "dot", "rhs", batch_size=6)
     rng = np.random.default_rng(4)
     splits = {s: random_edges(rng, n, used, RELS) for s, n in (("train", 150), ("test", 40))}
     perms = write_graph(cfg, splits, names=False)
@@ -145,7 +158,7 @@ def test_seen_candidates_skip_ids_in_no_edge(tmp_path, partitions, filtered):
     assert_metrics_equal(seen["metrics"], reference(cfg, splits, dense, model, filtered=filtered, seen_only=True))
     assert_metrics_equal(every["metrics"], reference(cfg, splits, dense, model, filtered=filtered))
     occurring: dict[str, set[int]] = {"user": set(), "item": set()}
-    for lhs, rhs, rel in splits.values():
+    for lhs, rel, rhs in splits.values():
         for x, y, r in zip(lhs.tolist(), rhs.tolist(), rel.tolist()):
             occurring[RELS[r][1]].add(x)
             occurring[RELS[r][2]].add(y)
@@ -165,7 +178,7 @@ def test_filtering_raises_ranks(tmp_path):
     # raw: every entity of the candidate type but the truth (users 37, items 23)
     lhs_n = raw["count"] // 2
     assert raw["mean_candidates"] == pytest.approx(
-        (lhs_n * 36 + sum(36 if RELS[r][2] == "user" else 22 for r in splits["test"][2])) / raw["count"]
+        (lhs_n * 36 + sum(36 if RELS[r][2] == "user" else 22 for r in splits["test"][1])) / raw["count"]
     )
 
 
@@ -185,10 +198,10 @@ def test_partitions_do_not_change_results(tmp_path, sides):
 def test_float_embeddings_partitioned_cos(tmp_path):
     """Real-valued embeddings, cos comparator, P=3, small blocks: same ranks as the reference."""
     types = {k: (c, d, 3) for k, (c, d, _) in TYPES.items()}
-    cfg = make_config(str(tmp_path / "cos"), types, RELS, "cos", "rhs", batch_size=5)
+    cfg = config(tmp_path / "cos", types, "cos", "rhs", batch_size=5)
     rng = np.random.default_rng(3)
     splits = {s: fix_types(random_edges(rng, n, types, RELS), types) for s, n in (("train", 200), ("test", 50))}
-    perms = write_graph(cfg, splits)
+    perms = write_graph(cfg, splits, names=True)
     dense = {k: rng.standard_normal((c, d)).astype(np.float32) for k, (c, d, _) in types.items()}
     model = integer_model(cfg, 5)
     write_checkpoint(cfg, perms, dense, model)
@@ -200,7 +213,7 @@ def test_per_relation_and_sides_consistent(tmp_path):
     cfg, splits, dense, model = build(tmp_path)
     m = evaluate_checkpoint(cfg, "test")["metrics"]
     per = m["per_relation"]
-    counts = {name: int((splits["test"][2] == r).sum()) for r, (name, *_rest) in enumerate(RELS)}
+    counts = {name: int((splits["test"][1] == r).sum()) for r, (name, *_rest) in enumerate(RELS)}
     assert {k: v["lhs"]["count"] for k, v in per.items()} == {k: c for k, c in counts.items() if c}
     total = sum(v["rhs"]["mrr"] * v["rhs"]["count"] for v in per.values()) / m["overall"]["rhs"]["count"]
     assert total == pytest.approx(m["overall"]["rhs"]["mrr"])

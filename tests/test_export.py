@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from eval_fixtures import integer_model, make_config, write_checkpoint, write_graph
+from builders import child_env, integer_model, make_config, write_checkpoint, write_graph
 
 from tbg import export as ex
 from tbg.errors import CheckpointError, ConsistencyError
@@ -26,11 +25,11 @@ RELS = [
 @pytest.fixture()
 def trained(tmp_path):
     """A P=3/P=1 graph with float embeddings and random relation parameters, committed as version 1."""
-    cfg = make_config(str(tmp_path / "run"), TYPES, RELS)
+    cfg = make_config(tmp_path / "run" / "graph", save_dir=tmp_path / "run", types=TYPES, relations=RELS)
     rng = np.random.default_rng(0)
     n = 50
-    splits = {"train": (rng.integers(0, 17, n), rng.integers(0, 17, n), rng.integers(0, 3, n))}
-    perms = write_graph(cfg, splits)
+    lhs, rhs, rel = rng.integers(0, 17, n), rng.integers(0, 17, n), rng.integers(0, 3, n)
+    perms = write_graph(cfg, {"train": (lhs, rel, rhs)}, names=True)
     dense = {
         t.name: rng.standard_normal((t.num_embeddings, t.embedding_dim)).astype(np.float32)
         for t in cfg.model.embeddings.tables
@@ -130,9 +129,17 @@ def test_failure_leaves_nothing(trained, monkeypatch):
     assert [p.name for p in tmp.iterdir() if p.name.startswith("fail")] == []
 
 
-def test_escapes_special_names():
-    arr = ex._escape(np.array(["a\tb", "c\nd", "e\\f", "plain"], dtype=object)).to_pylist()
-    assert arr == ["a\\tb", "c\\nd", "e\\\\f", "plain"]
+def test_tsv_escapes_special_names(tmp_path):
+    """TAB, newline, CR and backslash in names are written as backslash escapes: one line per entity."""
+    special = ["a\tb", "c\nd", "e\\f", "g\rh", "plain"]
+    cfg = make_config(
+        tmp_path / "g", save_dir=tmp_path / "run", types={"n": (5, 2, 1)}, relations=[("r", "n", "n", "none")]
+    )
+    perms = write_graph(cfg, {"train": (np.arange(5), np.zeros(5, int), np.arange(5)[::-1])}, names={"n": special})
+    write_checkpoint(cfg, perms, {"n": np.zeros((5, 2), np.float32)}, integer_model(cfg, 0))
+    ex.export(cfg, "tsv", str(tmp_path / "t"))
+    lines = (tmp_path / "t" / "n_embeddings.tsv").read_bytes().decode().split("\n")
+    assert [line.split("\t")[0] for line in lines if line] == ["a\\tb", "c\\nd", "e\\\\f", "g\\rh", "plain"]
 
 
 def test_export_does_not_import_torch(trained):
@@ -146,7 +153,7 @@ def test_export_does_not_import_torch(trained):
         f"rc = main(['export', {str(path)!r}, '--format', 'npy', '--out', {str(tmp / 'cli')!r}]); "
         "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd())
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), cwd=tmp)
     assert res.returncode == 0, res.stderr
     assert np.load(tmp / "cli" / "user.npy").shape == (41, 6)
 
@@ -155,16 +162,22 @@ def test_missing_checkpoint_and_mismatch(trained):
     cfg, dense, model, names, tmp = trained
     with pytest.raises(CheckpointError, match="not found"):
         ex.export(cfg, "npy", str(tmp / "x"), checkpoint=str(tmp / "nope"))
-    bad = make_config(cfg.training.save_dir, {k: (c, 8, p) for k, (c, _d, p) in TYPES.items()}, RELS)
+    types = {k: (c, 8, p) for k, (c, _d, p) in TYPES.items()}
+    bad = make_config(cfg.graph_dir, save_dir=cfg.training.save_dir, types=types, relations=RELS)
     with pytest.raises(ConsistencyError, match=r"tables\[\d\]\.embedding_dim: 8 but the checkpoint .* trained with 6"):
         ex.export(bad, "npy", str(tmp / "x"))
     assert not (tmp / "x").exists()
 
 
 def test_indices_mode_names_are_dense_ids(tmp_path):
-    cfg = make_config(str(tmp_path / "idx"), {"n": (9, 4, 2)}, [("r", "n", "n", "translation")])
+    cfg = make_config(
+        tmp_path / "idx" / "graph",
+        save_dir=tmp_path / "idx",
+        types={"n": (9, 4, 2)},
+        relations=[("r", "n", "n", "translation")],
+    )
     rng = np.random.default_rng(2)
-    perms = write_graph(cfg, {"train": (rng.integers(0, 9, 5), rng.integers(0, 9, 5), np.zeros(5, int))}, names=False)
+    perms = write_graph(cfg, {"train": (rng.integers(0, 9, 5), np.zeros(5, int), rng.integers(0, 9, 5))})
     dense = {"n": rng.standard_normal((9, 4)).astype(np.float32)}
     write_checkpoint(cfg, perms, dense, integer_model(cfg, 0))
     ex.export(cfg, "tsv", str(tmp_path / "t"))

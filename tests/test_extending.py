@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from train_graphs import make_config, planted_graph
+from builders import NODE_RELATIONS, make_config, planted_graph
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
@@ -25,10 +25,12 @@ def test_worked_example_trains_evaluates_and_exports(tmp_path: Path) -> None:
     plugin, driver = _python_blocks()
     (tmp_path / "my_plugins.py").write_text(plugin)
     (tmp_path / "run.py").write_text(driver)
-    graph = str(tmp_path / "graph")
-    planted_graph(graph, n=200, num_rel=2, edges=3000)
     # the test process has not registered the plugins: write the config with built-in names, then rename
-    cfg = make_config(str(tmp_path / "run"), graph, n=200, num_rel=2, **{"training.num_epochs": 3})
+    cfg = make_config(
+        tmp_path / "graph", save_dir=tmp_path / "run", types={"node": (200, 16, 1)}, relations=NODE_RELATIONS[:2],
+        overrides={"training.num_epochs": 3},
+    )  # fmt: skip
+    planted_graph(cfg, edges=3000)
     data = cfg.to_dict()
     data["model"]["loss"] = "bpr"
     for rel in data["model"]["relations"]:

@@ -269,7 +269,6 @@ def test_random_parquet_schemas(data, mode: str, n: int, weighted: bool) -> None
 # ------------------------------------------------------------------------- known gaps (issue 10 item 6)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 item 6: empty names and negative weights must be errors")
 @pytest.mark.parametrize("row", [("", "fav", "t1", "1"), ("u1", "fav", "", "1"), ("u1", "fav", "t1", "-0.5")])
 def test_empty_names_and_negative_weights_are_one_line_errors(row) -> None:
     with tempfile.TemporaryDirectory() as work:
@@ -278,3 +277,35 @@ def test_empty_names_and_negative_weights_are_one_line_errors(row) -> None:
         graph = {"columns": {"lhs": 0, "rel": 1, "rhs": 2, "weight": 3}}
         rc, err = import_with(work, base_config(os.path.join(work, "g"), source, graph=graph))
         assert_one_error_line(rc, err, mentions="train.tsv row 2")
+
+
+# ------------------------------------------------------------------ regressions the fuzzing found (fixed)
+
+
+def _parquet_bytes(cols: dict) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(cols), sink, store_schema=False)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.mark.parametrize(
+    "case", ["non_utf8_column_name", "newline_in_column_name", "non_utf8_string_data", "non_utf8_rel_data"]
+)
+def test_damaged_parquet_strings_are_one_clear_line(case: str) -> None:
+    bad = pa.array([b"u\x80"], pa.binary()).view(pa.string())  # string data that is not UTF-8
+    cols = {"lhs": pa.array(["u1"]), "rel": pa.array(["fav"]), "rhs": pa.array(["t1"])}
+    if case == "newline_in_column_name":
+        cols["r\nhs"] = cols.pop("rhs")
+    elif case == "non_utf8_string_data":
+        cols["lhs"] = bad
+    elif case == "non_utf8_rel_data":
+        cols["rel"] = bad
+    raw = _parquet_bytes(cols)
+    if case == "non_utf8_column_name":  # the footer's column name, byte-patched (pyarrow will not write it)
+        raw = raw.replace(b"rhs", b"\x80hs")
+    with tempfile.TemporaryDirectory() as work:
+        source = os.path.join(work, "train.parquet")
+        with open(source, "wb") as fh:
+            fh.write(raw)
+        rc, err = import_with(work, base_config(os.path.join(work, "g"), source))
+        assert_one_error_line(rc, err, mentions="train.parquet")

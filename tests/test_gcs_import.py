@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _import_helpers import graph_multiset, make_config, random_index_edges, source_multiset
+from builders import random_index_edges, twhin_config
+from readback import graph_multiset, source_multiset
 
 from tbg.graph import Graph
 from tbg.importer import import_graph
@@ -40,8 +41,15 @@ def test_gcs_parquet_twhin_glob(gcs, tmp_path) -> None:
     for k, sl in enumerate((slice(0, 1500), slice(1500, 4000))):
         gcs.pipe(f"{prefix}/part-{k:05d}.parquet", _parquet_bytes({c: v[sl] for c, v in cols.items()}))
     root = f"gs://{prefix}/*"
-    cfg = make_config(tmp_path / "g", root, root, tables=SIZES, relations=RELS, partitions=2,
-                      train_window={"limit": 3990}, valid_window={"offset": 3990, "limit": 10})  # fmt: skip
+    cfg = twhin_config(
+        tmp_path / "g",
+        train=root,
+        valid=root,
+        types={n: (c, 4, 1) for n, c in SIZES.items()},
+        relations=RELS,
+        partitions=2,
+        overrides={"train_data.limit": 3990, "validation_data.offset": 3990, "validation_data.limit": 10},
+    )
     summary = import_graph(cfg, progress=False)
     assert summary.splits == {"train": 3990, "valid": 10}
     g = Graph(str(tmp_path / "g"))
@@ -62,12 +70,19 @@ def test_gcs_tsv_names(gcs, tmp_path) -> None:
     lines = [f"{a}\t{r}\t{b}" for a, r, b in zip(lhs, names, rhs)]
     gcs.pipe("follows_tml_01/tsv/a.tsv", ("\n".join(lines[:600]) + "\n").encode())
     gcs.pipe("follows_tml_01/tsv/b.tsv", ("\n".join(lines[600:]) + "\n").encode())
-    cfg = make_config(
-        tmp_path / "g", "gs://follows_tml_01/tsv/*.tsv", "gs://follows_tml_01/tsv/b.tsv",
-        tables={"user": None, "tweet": None}, relations=RELS, partitions=3,
-        graph={"id_mode": "names", "columns": {"lhs": 0, "rel": 1, "rhs": 2}},
-        valid_window={"offset": 500},
-    )  # fmt: skip
+    cfg = twhin_config(
+        tmp_path / "g",
+        train="gs://follows_tml_01/tsv/*.tsv",
+        valid="gs://follows_tml_01/tsv/b.tsv",
+        types={"user": (None, 4, 1), "tweet": (None, 4, 1)},
+        relations=RELS,
+        partitions=3,
+        overrides={
+            "graph.id_mode": "names",
+            "graph.columns": {"lhs": 0, "rel": 1, "rhs": 2},
+            "validation_data.offset": 500,
+        },
+    )
     import_graph(cfg, progress=False)
     g = Graph(str(tmp_path / "g"))
     assert graph_multiset(g, "train", names=True) == source_multiset(lhs, rel, rhs)

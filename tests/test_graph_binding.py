@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _import_helpers import make_config, random_index_edges, write_parquet
+from builders import random_index_edges, twhin_config, write_parquet
 
 from tbg.checkpoint import CheckpointStore
 from tbg.errors import TbgError
@@ -20,7 +20,7 @@ RELS = [("fav", "user", "tweet"), ("reply", "user", "tweet"), ("follow", "user",
 def test_reimported_graph_is_refused_by_eval_and_resume(tmp_path: Path) -> None:
     edges = random_index_edges(400, 5, {"user": 50, "tweet": 30}, RELS)
     write_parquet(tmp_path / "e.parquet", {k: edges[k] for k in ("lhs", "rel", "rhs")})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     cfg.training.save_dir = str(tmp_path / "run")
     cfg.training.num_train_steps = 2
     import_graph(cfg, progress=False)

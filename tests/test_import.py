@@ -11,14 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from _import_helpers import (
-    graph_multiset,
-    make_config,
-    random_index_edges,
-    source_multiset,
-    write_parquet,
-    write_tsv,
-)
+from builders import child_env, random_index_edges, twhin_config, write_parquet, write_tsv
+from readback import graph_multiset, source_multiset
 
 from tbg.errors import InputError
 from tbg.graph import Graph
@@ -37,14 +31,17 @@ def test_indices_parquet_roundtrip(tmp_path: Path, partitions: int) -> None:
     edges = random_index_edges(3000, 1, SIZES, RELS)
     write_parquet(tmp_path / "src" / "a.parquet", {k: v[:1700] for k, v in edges.items()}, row_group_size=500)
     write_parquet(tmp_path / "src" / "b.parquet", {k: v[1700:] for k, v in edges.items()}, row_group_size=500)
-    cfg = make_config(
+    cfg = twhin_config(
         tmp_path / "g",
-        str(tmp_path / "src" / "*.parquet"),
-        str(tmp_path / "src" / "*.parquet"),
+        train=str(tmp_path / "src" / "*.parquet"),
+        valid=str(tmp_path / "src" / "*.parquet"),
         partitions=partitions,
-        graph={"columns": {"lhs": "lhs", "rel": "rel", "rhs": "rhs", "weight": "weight"}, "chunk_rows": 400},
-        train_window={"limit": 2500},
-        valid_window={"offset": 2500},
+        overrides={
+            "graph.columns": {"lhs": "lhs", "rel": "rel", "rhs": "rhs", "weight": "weight"},
+            "graph.chunk_rows": 400,
+            "train_data.limit": 2500,
+            "validation_data.offset": 2500,
+        },
     )
     summary = import_graph(cfg, progress=False)
     g = Graph(str(tmp_path / "g"))
@@ -80,14 +77,14 @@ def test_names_tsv_roundtrip(tmp_path: Path, partitions: int, header: bool) -> N
     write_tsv(tmp_path / "test.tsv", rows[1800:], hdr)
     columns = {"lhs": "src", "rel": "relation", "rhs": "dst", "weight": "w"} if header else {
         "lhs": 0, "rel": 1, "rhs": 2, "weight": 3}  # fmt: skip
-    cfg = make_config(
+    cfg = twhin_config(
         tmp_path / "g",
-        str(tmp_path / "train.tsv"),
-        str(tmp_path / "valid.tsv"),
+        train=str(tmp_path / "train.tsv"),
+        valid=str(tmp_path / "valid.tsv"),
         test=str(tmp_path / "test.tsv"),
-        tables={"user": None, "tweet": None},
+        types={"user": (None, 4, 1), "tweet": (None, 4, 1)},
         partitions=partitions,
-        graph={"id_mode": "names", "header": header, "columns": columns, "chunk_rows": 300},
+        overrides={"graph.id_mode": "names", "graph.header": header, "graph.columns": columns, "graph.chunk_rows": 300},
     )
     import_graph(cfg, progress=False)
     g = Graph(str(tmp_path / "g"))
@@ -101,10 +98,13 @@ def test_names_tsv_roundtrip(tmp_path: Path, partitions: int, header: bool) -> N
 def test_partitions_balanced_and_mapping_consistent(tmp_path: Path) -> None:
     edges = random_index_edges(500, 2, {"user": 1003, "tweet": 30}, RELS)
     write_parquet(tmp_path / "e.parquet", {k: edges[k] for k in ("lhs", "rel", "rhs")})
-    cfg = make_config(
-        tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"),
-        tables={"user": 1003, "tweet": 30}, partitions=4,
-    )  # fmt: skip
+    cfg = twhin_config(
+        tmp_path / "g",
+        train=str(tmp_path / "e.parquet"),
+        valid=str(tmp_path / "e.parquet"),
+        types={"user": (1003, 4, 1), "tweet": (30, 4, 1)},
+        partitions=4,
+    )
     import_graph(cfg, progress=False)
     g = Graph(str(tmp_path / "g"))
     for name, count in (("user", 1003), ("tweet", 30)):
@@ -126,8 +126,12 @@ def test_seeded_and_buckets_shuffled(tmp_path: Path) -> None:
     write_parquet(tmp_path / "e.parquet", cols)
 
     def run(name: str, seed: int) -> list[np.ndarray]:
-        cfg = make_config(tmp_path / name, str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"),
-                          graph={"seed": seed})  # fmt: skip
+        cfg = twhin_config(
+            tmp_path / name,
+            train=str(tmp_path / "e.parquet"),
+            valid=str(tmp_path / "e.parquet"),
+            overrides={"graph.seed": seed},
+        )
         import_graph(cfg, progress=False)
         g = Graph(str(tmp_path / name))
         e = g.read_bucket("train", 0, 0)
@@ -143,18 +147,20 @@ def test_seeded_and_buckets_shuffled(tmp_path: Path) -> None:
 def test_overwrite(tmp_path: Path) -> None:
     edges = random_index_edges(300, 3, SIZES, RELS)
     write_parquet(tmp_path / "e.parquet", {k: edges[k] for k in ("lhs", "rel", "rhs")})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     import_graph(cfg, progress=False)
     manifest = (tmp_path / "g" / "manifest.json").read_text()
     with pytest.raises(InputError, match="already exists; pass --overwrite"):
         import_graph(cfg, progress=False)
     assert (tmp_path / "g" / "manifest.json").read_text() == manifest
-    cfg2 = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"), partitions=2)
+    cfg2 = twhin_config(
+        tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"), partitions=2
+    )
     import_graph(cfg2, overwrite=True, progress=False)
     assert Graph(str(tmp_path / "g")).entity_types["user"].num_partitions == 2
     assert _leftovers(tmp_path / "g") == []
     # a failed overwrite keeps the old graph
-    cfg3 = make_config(tmp_path / "g", str(tmp_path / "missing*.parquet"), str(tmp_path / "e.parquet"))
+    cfg3 = twhin_config(tmp_path / "g", train=str(tmp_path / "missing*.parquet"), valid=str(tmp_path / "e.parquet"))
     with pytest.raises(InputError):
         import_graph(cfg3, overwrite=True, progress=False)
     assert Graph(str(tmp_path / "g")).entity_types["user"].num_partitions == 2
@@ -164,14 +170,23 @@ def test_overwrite(tmp_path: Path) -> None:
 def test_manifest_fields(tmp_path: Path) -> None:
     edges = random_index_edges(100, 4, SIZES, RELS)
     write_parquet(tmp_path / "e.parquet", {k: edges[k] for k in ("lhs", "rel", "rhs")})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"),
-                      valid_window={"offset": 90, "limit": 10})  # fmt: skip
+    cfg = twhin_config(
+        tmp_path / "g",
+        train=str(tmp_path / "e.parquet"),
+        valid=str(tmp_path / "e.parquet"),
+        overrides={"validation_data.offset": 90, "validation_data.limit": 10},
+    )
     import_graph(cfg, progress=False)
     m = json.loads((tmp_path / "g" / "manifest.json").read_text())
-    assert m["format_version"] == 1 and m["id_mode"] == "indices" and m["seed"] == 0
+    assert m["format_version"] == 2 and m["id_mode"] == "indices" and m["seed"] == 0
     one = {"num_partitions": 1}
     assert m["entity_types"] == {"user": {"count": 50, **one}, "tweet": {"count": 30, **one}}
     assert [r["name"] for r in m["relations"]] == ["fav", "reply", "follow"]
+    assert sorted(m["files"]) == [
+        "entities/tweet.h5",
+        "entities/user.h5",
+        *(f"{s}/edges_0_0.h5" for s in ("train", "valid")),
+    ]
     valid = m["splits"]["valid"]
     assert valid["num_edges"] == 10 and valid["has_weight"] is False
     assert valid["sources"] == [{"path": str(tmp_path / "e.parquet"), "size": os.path.getsize(tmp_path / "e.parquet"),
@@ -183,7 +198,7 @@ def test_manifest_fields(tmp_path: Path) -> None:
 def test_cli_import_does_not_import_torch(tmp_path: Path) -> None:
     edges = random_index_edges(200, 5, SIZES, RELS)
     write_parquet(tmp_path / "e.parquet", {k: edges[k] for k in ("lhs", "rel", "rhs")})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     from tbg.config import dump_config
 
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
@@ -191,17 +206,15 @@ def test_cli_import_does_not_import_torch(tmp_path: Path) -> None:
         "import sys; from tbg.cli import main; rc = main(['import', sys.argv[1], '--no-progress']);"
         "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.yaml")], capture_output=True, text=True)
+    run = {"capture_output": True, "text": True, "env": child_env(), "cwd": tmp_path}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c.yaml")], **run)
     assert proc.returncode == 0, proc.stderr
     assert "edges/s" in proc.stdout and "train" in proc.stdout
-    again = subprocess.run([sys.executable, "-m", "tbg", "import", str(tmp_path / "c.yaml"), "--no-progress"],
-                           capture_output=True, text=True)  # fmt: skip
+    again = subprocess.run([sys.executable, "-m", "tbg", "import", str(tmp_path / "c.yaml"), "--no-progress"], **run)
     assert again.returncode == 2
     assert again.stderr.strip().count("\n") == 0 and "--overwrite" in again.stderr
     ok = subprocess.run(
-        [sys.executable, "-m", "tbg", "import", str(tmp_path / "c.yaml"), "--overwrite", "--splits", "train"],
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", "tbg", "import", str(tmp_path / "c.yaml"), "--overwrite", "--splits", "train"], **run
     )
     assert ok.returncode == 0, ok.stderr
     assert Graph(str(tmp_path / "g")).splits == ["train"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _import_helpers import make_config, write_parquet, write_tsv
+from builders import child_env, twhin_config, write_parquet, write_tsv
 
 from tbg.config import ConfigError
 from tbg.errors import InputError
@@ -30,7 +30,12 @@ def _expect_error(tmp_path: Path, cfg, pattern: str, exc: type[Exception] = Inpu
 def _tsv_config(tmp_path: Path, rows: list[tuple], **graph) -> object:
     write_tsv(tmp_path / "e.tsv", rows)
     g = {"columns": POS, **graph}
-    return make_config(tmp_path / "g", str(tmp_path / "e.tsv"), str(tmp_path / "e.tsv"), graph=g)
+    return twhin_config(
+        tmp_path / "g",
+        train=str(tmp_path / "e.tsv"),
+        valid=str(tmp_path / "e.tsv"),
+        overrides={f"graph.{k}": v for k, v in g.items()},
+    )
 
 
 def test_short_row_names_file_and_row(tmp_path: Path) -> None:
@@ -41,19 +46,23 @@ def test_short_row_names_file_and_row(tmp_path: Path) -> None:
 
 def test_short_row_with_header(tmp_path: Path) -> None:
     write_tsv(tmp_path / "e.tsv", [(1, 0, 2), (3, 0)], header=["lhs", "rel", "rhs"])
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.tsv"), str(tmp_path / "e.tsv"), graph={"header": True})
+    cfg = twhin_config(
+        tmp_path / "g", train=str(tmp_path / "e.tsv"), valid=str(tmp_path / "e.tsv"), overrides={"graph.header": True}
+    )
     _expect_error(tmp_path, cfg, r"row 2: expected 3 columns, got 2")
 
 
 def test_missing_column_parquet(tmp_path: Path) -> None:
     write_parquet(tmp_path / "e.parquet", {"a": [1], "rel": [0], "b": [2]})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     _expect_error(tmp_path, cfg, r"e\.parquet: column 'lhs' not found \(columns: a, rel, b\)")
 
 
 def test_missing_column_tsv_header_and_position(tmp_path: Path) -> None:
     write_tsv(tmp_path / "e.tsv", [(1, 0, 2)], header=["src", "rel", "dst"])
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.tsv"), str(tmp_path / "e.tsv"), graph={"header": True})
+    cfg = twhin_config(
+        tmp_path / "g", train=str(tmp_path / "e.tsv"), valid=str(tmp_path / "e.tsv"), overrides={"graph.header": True}
+    )
     _expect_error(tmp_path, cfg, r"column 'lhs' not found \(columns: src, rel, dst\)")
     cfg = _tsv_config(tmp_path, [(1, 0, 2)], columns={"lhs": 0, "rel": 1, "rhs": 5})
     _expect_error(tmp_path, cfg, r"e\.tsv: column .*position 5.* out of range")
@@ -66,13 +75,13 @@ def test_non_integer_id_tsv(tmp_path: Path) -> None:
 
 def test_float_ids_parquet(tmp_path: Path) -> None:
     write_parquet(tmp_path / "e.parquet", {"lhs": [1.0, 2.5], "rel": [0, 0], "rhs": [1, 2]})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     _expect_error(tmp_path, cfg, r"column 'lhs' has type double; id_mode indices needs integer ids")
 
 
 def test_negative_id(tmp_path: Path) -> None:
     write_parquet(tmp_path / "e.parquet", {"lhs": [1, 2, -3], "rel": [0, 0, 0], "rhs": [1, 2, 3]})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     _expect_error(tmp_path, cfg, r"e\.parquet row 3: column 'lhs': negative id -3")
 
 
@@ -88,7 +97,7 @@ def test_unknown_relation_name_and_index(tmp_path: Path) -> None:
     cfg = _tsv_config(tmp_path, [(1, 0, 2), (1, 1, 2), (1, 7, 2)])
     _expect_error(tmp_path, cfg, r"row 3: column 'rel': unknown relation index 7")
     write_parquet(tmp_path / "e.parquet", {"lhs": [1, 1], "rel": [0, 3], "rhs": [1, 2]})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     _expect_error(tmp_path, cfg, r"e\.parquet row 2: column 'rel': unknown relation index 3")
 
 
@@ -106,28 +115,32 @@ def test_bad_weights(tmp_path: Path, bad: str) -> None:
 def test_nan_weight_parquet(tmp_path: Path) -> None:
     cols = {"lhs": [1, 2], "rel": [0, 0], "rhs": [1, 2], "w": np.array([1.0, np.nan], np.float32)}
     write_parquet(tmp_path / "e.parquet", cols)
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"),
-                      graph={"columns": {"lhs": "lhs", "rel": "rel", "rhs": "rhs", "weight": "w"}})  # fmt: skip
+    cfg = twhin_config(
+        tmp_path / "g",
+        train=str(tmp_path / "e.parquet"),
+        valid=str(tmp_path / "e.parquet"),
+        overrides={"graph.columns": {"lhs": "lhs", "rel": "rel", "rhs": "rhs", "weight": "w"}},
+    )
     _expect_error(tmp_path, cfg, r"row 2: column 'weight': weight nan is not finite")
 
 
 def test_missing_value(tmp_path: Path) -> None:
     write_parquet(tmp_path / "e.parquet", {"lhs": [1, None], "rel": [0, 0], "rhs": [1, 2]})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     _expect_error(tmp_path, cfg, r"row 2: column 'lhs': missing value")
 
 
 def test_empty_glob_and_missing_file(tmp_path: Path) -> None:
     pattern = str(tmp_path / "nothing" / "*.parquet")
-    cfg = make_config(tmp_path / "g", pattern, pattern)
+    cfg = twhin_config(tmp_path / "g", train=pattern, valid=pattern)
     _expect_error(tmp_path, cfg, r"nothing/\*\.parquet: no files match this pattern")
-    cfg = make_config(tmp_path / "g", str(tmp_path / "nope.tsv"), str(tmp_path / "nope.tsv"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "nope.tsv"), valid=str(tmp_path / "nope.tsv"))
     _expect_error(tmp_path, cfg, r"nope\.tsv: file not found")
 
 
 def test_corrupt_parquet(tmp_path: Path) -> None:
     (tmp_path / "e.parquet").write_bytes(b"PAR1 this is not really parquet")
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     _expect_error(tmp_path, cfg, r"e\.parquet: not a readable Parquet file: ")
 
 
@@ -137,21 +150,30 @@ def test_truncated_parquet(tmp_path: Path) -> None:
     )
     data = (tmp_path / "e.parquet").read_bytes()
     (tmp_path / "e.parquet").write_bytes(data[:100] + data[-200:])
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "e.parquet"), valid=str(tmp_path / "e.parquet"))
     _expect_error(tmp_path, cfg, r"e\.parquet: not a readable Parquet file")
 
 
 def test_names_mode_more_entities_than_num_embeddings(tmp_path: Path) -> None:
     write_tsv(tmp_path / "e.tsv", [("a", "fav", "t1"), ("b", "fav", "t2"), ("c", "fav", "t3")])
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.tsv"), str(tmp_path / "e.tsv"),
-                      tables={"user": 2, "tweet": None}, graph={"id_mode": "names", "columns": POS})  # fmt: skip
+    cfg = twhin_config(
+        tmp_path / "g",
+        train=str(tmp_path / "e.tsv"),
+        valid=str(tmp_path / "e.tsv"),
+        types={"user": (2, 4, 1), "tweet": (None, 4, 1)},
+        overrides={"graph.id_mode": "names", "graph.columns": POS},
+    )
     _expect_error(tmp_path, cfg, r"table 'user' has more than num_embeddings=2 distinct entities")
 
 
 def test_relation_by_name_rejects_integers(tmp_path: Path) -> None:
     write_parquet(tmp_path / "e.parquet", {"lhs": [1], "rel": [0], "rhs": [1]})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "e.parquet"), str(tmp_path / "e.parquet"),
-                      graph={"relation_by": "name"})  # fmt: skip
+    cfg = twhin_config(
+        tmp_path / "g",
+        train=str(tmp_path / "e.parquet"),
+        valid=str(tmp_path / "e.parquet"),
+        overrides={"graph.relation_by": "name"},
+    )
     _expect_error(tmp_path, cfg, r"holds integers but graph.relation_by is 'name'")
 
 
@@ -165,8 +187,9 @@ def test_config_typo_via_cli(tmp_path: Path) -> None:
         f"graph: {{dir: {tmp_path / 'g'}}}\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "tbg", "import", str(tmp_path / "c.yaml")], capture_output=True, text=True
-    )
+        [sys.executable, "-m", "tbg", "import", str(tmp_path / "c.yaml")],
+        capture_output=True, text=True, env=child_env(), cwd=tmp_path,
+    )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"tbg import: error: {tmp_path / 'c.yaml'}: model.relations[0].operater: unknown key"
     assert not (tmp_path / "g").exists()
@@ -178,10 +201,10 @@ def test_failure_mid_import_leaves_nothing(tmp_path: Path) -> None:
         tmp_path / "t.parquet", {"lhs": np.arange(500) % 50, "rel": np.zeros(500, int), "rhs": np.arange(500) % 30}
     )
     write_parquet(tmp_path / "v.parquet", {"lhs": [1, 99], "rel": [0, 0], "rhs": [1, 2]})
-    cfg = make_config(tmp_path / "g", str(tmp_path / "t.parquet"), str(tmp_path / "v.parquet"))
+    cfg = twhin_config(tmp_path / "g", train=str(tmp_path / "t.parquet"), valid=str(tmp_path / "v.parquet"))
     _expect_error(tmp_path, cfg, r"v\.parquet row 2: column 'lhs': id 99 out of range for table 'user'")
 
 
 def test_config_error_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
-        make_config(tmp_path / "g", "x", "x", graph={"id_mode": "nmaes"})
+        twhin_config(tmp_path / "g", train="x", valid="x", overrides={"graph.id_mode": "nmaes"})

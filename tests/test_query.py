@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from eval_fixtures import make_config, write_checkpoint, write_graph
+from builders import child_env, make_config, write_checkpoint, write_graph
 
 import tbg
 from tbg.config import dump_config
@@ -39,14 +38,17 @@ def _model(cfg, seed: int) -> RelationModel:
 def _build(tmp_path, comparator="dot", sides="both", parts=(1, 1), counts=(60, 45), seed=0):
     types = {"user": (counts[0], 8, parts[0]), "item": (counts[1], 8, parts[1])}
     rels = [(f"r_{op}", "user", "item", op) for op in OPERATORS] + [("ii", "item", "item", "translation")]
-    cfg = make_config(str(tmp_path / "run"), types, rels, comparator=comparator, sides=sides)
+    over = {"model.comparator": comparator, "model.relation_sides": sides, "runtime.num_threads": None}
+    cfg = make_config(
+        tmp_path / "run" / "graph", save_dir=tmp_path / "run", types=types, relations=rels, overrides=over
+    )
     rng = np.random.default_rng(seed)
     n = 400
     lhs_t = rng.integers(0, counts[0], n)
     rel = rng.integers(0, len(rels), n)
     lhs = np.where(rel == len(rels) - 1, rng.integers(0, counts[1], n), lhs_t)
-    splits = {"train": (lhs, rng.integers(0, counts[1], n), rel)}
-    perms = write_graph(cfg, splits, seed=seed)
+    splits = {"train": (lhs, rel, rng.integers(0, counts[1], n))}
+    perms = write_graph(cfg, splits, seed=seed, names=True)
     dense = {t.name: rng.standard_normal((t.num_embeddings, 8)).astype(np.float32) for t in cfg.model.embeddings.tables}
     model = _model(cfg, seed)
     write_checkpoint(cfg, perms, dense, model)
@@ -104,7 +106,7 @@ def test_predict_exclude_known_and_single(tmp_path):
     cfg, dense, model, splits = _build(tmp_path, "dot", "both", (2, 2))
     trained = tbg.load(cfg.training.save_dir)
     engine = trained.queries()
-    lhs, rhs, rel = splits["train"]
+    lhs, rel, rhs = splits["train"]
     r = 0
     known = {}
     for a, b in zip(lhs[rel == r], rhs[rel == r]):
@@ -224,9 +226,9 @@ def test_unknown_names_are_query_errors(tmp_path):
 
 def _tbg(*args, cwd):
     """``python -m tbg`` with this checkout's tbg first on the path, from an unrelated working dir."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(tbg.__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.run([sys.executable, "-m", "tbg", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "tbg", *args], capture_output=True, text=True, cwd=cwd, env=child_env()
+    )
 
 
 def _main(capsys, *args):

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import yaml
-from train_graphs import make_config
+from builders import REPO, child_env, make_config
 
 from tbg.config import ConfigError, parse_config
 from tbg.model.comparators import COMPARATORS
@@ -53,15 +53,13 @@ def test_config_and_declarations_import_without_torch() -> None:
         "tbg.config.parse_config(__import__('yaml').safe_load(open(sys.argv[1])), 'seed'); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
-    from pathlib import Path
-
-    seed = Path(__file__).resolve().parents[1] / "configs" / "twhin_seed.yaml"
-    res = subprocess.run([sys.executable, "-c", code, str(seed)], capture_output=True, text=True)
+    seed = REPO / "configs" / "twhin_seed.yaml"
+    res = subprocess.run([sys.executable, "-c", code, str(seed)], capture_output=True, text=True, env=child_env())
     assert res.returncode == 0, res.stderr
 
 
 def test_operator_dim_rule_comes_from_the_operator(tmp_path) -> None:
-    data = yaml.safe_load(yaml.safe_dump(make_config(str(tmp_path), str(tmp_path)).to_dict()))
+    data = yaml.safe_load(yaml.safe_dump(make_config(tmp_path / "graph").to_dict()))
     data["model"]["embeddings"]["tables"][0]["embedding_dim"] = 5
     data["model"]["relations"][1]["operator"] = "complex_diagonal"
     with pytest.raises(ConfigError, match=r"model.relations\[1\].operator: complex_diagonal needs an even"

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from train_graphs import make_config, planted_graph
+from builders import child_env, make_config, planted_graph
 
 from tbg.cli import main
 from tbg.config import dump_config
@@ -20,13 +20,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _config(tmp, save_dir, **over):
-    planted_graph(str(tmp / "graph"), n=80, edges=900)
-    cfg = make_config(
-        str(save_dir), str(tmp / "graph"), n=80,
-        **{"training.num_train_steps": 24, "training.train_log_every_n": 3, "training.eval_log_every_n": 8,
-           "training.validation_mrr": True, "training.report": True, "train_data.per_replica_batch_size": 50,
-           "train_data.in_batch_negatives": 20, "train_data.global_negatives": 10, **over},
-    )  # fmt: skip
+    over = {"training.num_train_steps": 24, "training.train_log_every_n": 3, "training.eval_log_every_n": 8,
+            "training.validation_mrr": True, "training.report": True, "train_data.per_replica_batch_size": 50,
+            "train_data.in_batch_negatives": 20, "train_data.global_negatives": 10, **over}  # fmt: skip
+    cfg = make_config(tmp / "graph", save_dir=save_dir, types={"node": (80, 16, 1)}, overrides=over)
+    planted_graph(cfg, edges=900)
     path = tmp / "cfg.yaml"
     path.write_text(dump_config(cfg))
     return str(path), cfg
@@ -153,5 +151,5 @@ def test_report_does_not_import_torch(trained):
         "import sys; from tbg.cli import main; rc = main(['report', sys.argv[1]]);"
         "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
     )
-    proc = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, env=child_env())
     assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _import_helpers import write_parquet, write_tsv
+from builders import write_parquet, write_tsv
 
 from tbg.errors import InputError
 from tbg.io.sources import ReadSpec, SourceReader, file_format, resolve

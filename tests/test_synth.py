@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from builders import child_env
 
 from tbg import synth
 from tbg.cli import main as cli_main
-from tbg.config import Config, load_config, parse_config
+from tbg.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,9 +210,6 @@ def test_tiny_tables_still_work(tmp_path: Path) -> None:
 
 def test_cli_defaults_follow_the_config(tmp_path: Path) -> None:
     """`tbg synth CONFIG` writes where data_root reads, exactly the rows limit/offset cover."""
-    cfg = load_config(str(ROOT / "configs" / "local.yaml"))
-    assert synth._default_out(cfg) == Path("data/twhin_sample")
-    assert synth._default_edges(cfg) == 1_000_000
     data: dict[str, Any] = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
     for table in data["model"]["embeddings"]["tables"]:
         table["num_embeddings"] //= 100
@@ -239,8 +237,9 @@ def test_cli_end_to_end_without_torch(tmp_path: Path) -> None:
     cfg.write_text(yaml.safe_dump(data))
     out = tmp_path / "o"
     argv = ["synth", str(cfg), "--out", str(out), "--edges", "2000", "--test-edges", "10", "--seed", "5"]
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
+    run = {"capture_output": True, "text": True, "env": child_env(), "cwd": tmp_path}
+    proc = subprocess.run([sys.executable, "-c", code, *argv], **run)
     assert proc.returncode == 0, proc.stderr
     assert "wrote 2,000 edges (+10 test)" in proc.stderr
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code, *argv], **run)
     assert proc.returncode == 2 and "already exists" in proc.stderr and proc.stderr.count("\n") == 1

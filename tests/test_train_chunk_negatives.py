@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from builders import REPO
 
 from tbg.config import ConfigError, parse_config
 from tbg.model.scoring import RelationModel
@@ -15,8 +16,7 @@ NU, NT, B = 30, 25, 23
 
 
 def _setup(loss: str, comparator: str):
-    with open("configs/twhin_seed.yaml") as fh:
-        data = yaml.safe_load(fh)
+    data = yaml.safe_load((REPO / "configs" / "twhin_seed.yaml").read_text())
     data["model"].update(loss=loss, comparator=comparator)
     cfg = parse_config(data)
     torch.manual_seed(0)
@@ -97,8 +97,7 @@ def test_chunk_loss_matches_brute_force(loss: str, in_batch: int, uniform: int, 
 
 
 def test_chunk_scope_rejects_relation_dependent_candidates() -> None:
-    with open("configs/twhin_seed.yaml") as fh:
-        data = yaml.safe_load(fh)
+    data = yaml.safe_load((REPO / "configs" / "twhin_seed.yaml").read_text())
     data["model"]["relation_sides"] = "rhs"
     data["train_data"]["in_batch_scope"] = "chunk"
     with pytest.raises(ConfigError, match=r"train_data.in_batch_scope: chunk scores mixed relations"):

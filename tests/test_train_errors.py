@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from train_graphs import make_config, planted_graph
+from builders import NODE_RELATIONS, make_config, planted_graph
 
 from tbg.cli import main
 from tbg.config import dump_config
@@ -12,7 +12,7 @@ from tbg.config import dump_config
 @pytest.fixture(scope="module")
 def gdir(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("g") / "graph")
-    planted_graph(path, partitions=2, edges=1000)
+    planted_graph(make_config(path, partitions=2), edges=1000)
     return path
 
 
@@ -25,19 +25,19 @@ def _cli(tmp_path, capsys, cfg_text: str) -> tuple[int, str]:
 
 
 def _yaml(tmp_path, gdir, **over) -> str:
-    return dump_config(make_config(str(tmp_path / "run"), gdir, partitions=2, **over))
+    return dump_config(make_config(gdir, save_dir=str(tmp_path / "run"), partitions=2, overrides=over))
 
 
 @pytest.mark.parametrize(
     ("change", "expect"),
     [
         ({"partitions": 1}, "model.embeddings.tables[0].num_partitions: 1 but the graph"),
-        ({"n": 300}, "model.embeddings.tables[0].num_embeddings: 300 but the graph"),
-        ({"num_rel": 2}, "model.relations: the config has 2 relations"),
+        ({"types": {"node": (300, 16, 2)}}, "model.embeddings.tables[0].num_embeddings: 300 but the graph"),
+        ({"relations": NODE_RELATIONS[:2]}, "model.relations: the config has 2 relations"),
     ],
 )
 def test_graph_mismatch_one_line(tmp_path, capsys, gdir, change, expect) -> None:
-    text = dump_config(make_config(str(tmp_path / "run"), gdir, **{"partitions": 2, **change}))
+    text = dump_config(make_config(gdir, save_dir=str(tmp_path / "run"), **{"partitions": 2, **change}))
     rc, err = _cli(tmp_path, capsys, text)
     assert rc == 2 and len(err.splitlines()) == 1 and expect in err, err
 

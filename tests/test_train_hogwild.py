@@ -7,7 +7,8 @@ import threading
 
 import pytest
 import torch
-from train_graphs import make_config, planted_graph, rank_quality
+from builders import make_config, planted_graph
+from readback import rank_quality
 
 from tbg import runtime
 from tbg.checkpoint import CheckpointStore
@@ -18,7 +19,7 @@ from tbg.train.trainer import Trainer
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     root = tmp_path_factory.mktemp("hogwild")
-    splits, _ = planted_graph(str(root / "g"), partitions=2)
+    splits, _ = planted_graph(make_config(str(root / "g"), partitions=2))
     return str(root / "g"), splits
 
 
@@ -38,19 +39,31 @@ def _hogwild_threads() -> list[str]:
      ("cpu", 8, 1, (1, 8)), ("cuda", 8, None, (1, 8))],
 )  # fmt: skip
 def test_worker_count(device, threads, want, expected, tmp_path) -> None:
-    cfg = make_config(str(tmp_path), "unused", **{"runtime.num_threads": threads, "runtime.hogwild_workers": want})
+    cfg = make_config(
+        tmp_path / "g", save_dir=tmp_path, overrides={"runtime.num_threads": threads, "runtime.hogwild_workers": want}
+    )
     assert runtime.hogwild_workers(cfg, torch.device(device)) == expected
 
 
 def test_workers_need_cpu(tmp_path) -> None:
-    cfg = make_config(str(tmp_path), "unused", **{"runtime.hogwild_workers": 2})
+    over = {"runtime.hogwild_workers": 2, "runtime.device": "cuda"}
+    cfg = make_config(tmp_path / "g", save_dir=tmp_path, overrides=over)
     with pytest.raises(TbgError, match=r"^runtime.hogwild_workers: 2 workers need device cpu, got cuda$"):
         runtime.hogwild_workers(cfg, torch.device("cuda"))
 
 
+def test_auto_device_on_a_gpu_host_takes_one_worker(tmp_path) -> None:
+    """hogwild_workers sized for CPU hosts: with device auto, a GPU host runs one worker instead of failing."""
+    over = {"runtime.hogwild_workers": 2, "runtime.device": "auto", "runtime.num_threads": 4}
+    cfg = make_config(tmp_path / "g", save_dir=tmp_path, overrides=over)
+    assert runtime.hogwild_workers(cfg, torch.device("cuda")) == (1, 4)
+
+
 def test_replicas_share_parameters_not_gradients(graph, tmp_path) -> None:
     gdir, _ = graph
-    trainer = _trainer(make_config(str(tmp_path / "r"), gdir, partitions=2, **{"runtime.hogwild_workers": 3}))
+    trainer = _trainer(
+        make_config(gdir, save_dir=str(tmp_path / "r"), partitions=2, overrides={"runtime.hogwild_workers": 3})
+    )
     assert len(trainer.workers) == 3
     real = list(trainer.model.parameters())
     for worker in trainer.workers[1:]:
@@ -66,7 +79,7 @@ def test_hogwild_run_books_every_step_and_checkpoints_exactly(graph, tmp_path) -
     over = {"runtime.num_threads": 2, "runtime.hogwild_workers": 2, "training.num_epochs": 5,
             "training.gradient_accumulation": 3, "training.checkpoint_every_n": 7, "training.train_log_every_n": 1,
             "training.eval_log_every_n": 10}  # fmt: skip
-    cfg = make_config(str(tmp_path / "h"), gdir, partitions=2, **over)
+    cfg = make_config(gdir, save_dir=str(tmp_path / "h"), partitions=2, overrides=over)
     trainer = _trainer(cfg)
     rel_before = [p.detach().clone() for p in trainer.model.parameters()]
     summary = trainer.run()
@@ -92,7 +105,7 @@ def test_hogwild_stops_at_num_train_steps_and_resumes(graph, tmp_path) -> None:
     def progress(workers: int, steps: int, name: str) -> tuple[dict, dict]:
         over = {"runtime.num_threads": 2, "runtime.hogwild_workers": workers, "training.num_train_steps": steps,
                 "training.checkpoint_every_n": 20}  # fmt: skip
-        cfg = make_config(str(tmp_path / name), gdir, partitions=2, **over)
+        cfg = make_config(gdir, save_dir=str(tmp_path / name), partitions=2, overrides=over)
         trainer = Trainer(cfg, progress=False)
         how = trainer.start()
         summary = trainer.run()
@@ -110,7 +123,7 @@ def test_hogwild_stops_at_num_train_steps_and_resumes(graph, tmp_path) -> None:
 def test_worker_error_stops_the_run(graph, tmp_path) -> None:
     gdir, _ = graph
     over = {"runtime.num_threads": 2, "runtime.hogwild_workers": 2}
-    cfg = make_config(str(tmp_path / "e"), gdir, partitions=2, **over)
+    cfg = make_config(gdir, save_dir=str(tmp_path / "e"), partitions=2, overrides=over)
     trainer = _trainer(cfg)
 
     def broken(*_args, **_kw):

@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from train_graphs import make_config, planted_graph, rank_quality
+from builders import make_config, planted_graph
+from readback import rank_quality
 
 from tbg.train.batch_scorer import Batch
 from tbg.train.edge_stream import read_all
@@ -22,7 +23,7 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("graphs")
     out = {}
     for parts in (1, 4):
-        splits, _ = planted_graph(str(root / f"g{parts}"), partitions=parts)
+        splits, _ = planted_graph(make_config(str(root / f"g{parts}"), partitions=parts))
         out[parts] = (str(root / f"g{parts}"), splits)
     return out
 
@@ -36,7 +37,9 @@ def _train(cfg) -> dict:
 def test_logistic_negatives_labelled_zero_and_relations_move(graphs, tmp_path) -> None:
     """TwHIN bugs: negatives labelled 1 (scores of negatives rise) and frozen relation vectors."""
     gdir, _ = graphs[1]
-    cfg = make_config(str(tmp_path / "run"), gdir, **{"model.loss": "logistic", "training.num_epochs": 1})
+    cfg = make_config(
+        gdir, save_dir=str(tmp_path / "run"), overrides={"model.loss": "logistic", "training.num_epochs": 1}
+    )
     trainer = Trainer(cfg, progress=False)
     trainer.start()
     trainer.bucket = (0, 0)
@@ -69,7 +72,9 @@ def test_p1_vs_p4_similar_quality(graphs, tmp_path) -> None:
     got = {}
     for parts in (1, 4):
         gdir, splits = graphs[parts]
-        cfg = make_config(str(tmp_path / f"p{parts}"), gdir, partitions=parts, **{"training.num_epochs": 6})
+        cfg = make_config(
+            gdir, save_dir=str(tmp_path / f"p{parts}"), partitions=parts, overrides={"training.num_epochs": 6}
+        )
         summary = _train(cfg)
         assert summary["epoch"] == 6
         got[parts] = rank_quality(cfg, splits["test"])
@@ -86,7 +91,7 @@ def test_orders_train_all_edges(graphs, tmp_path, order) -> None:
     gdir, _ = graphs[4]
     over = {"training.num_epochs": 1, "training.bucket_order": order, "training.eval_log_every_n": 30,
             "training.validation_mrr": True}  # fmt: skip
-    cfg = make_config(str(tmp_path / "o"), gdir, partitions=4, **over)
+    cfg = make_config(gdir, save_dir=str(tmp_path / "o"), partitions=4, overrides=over)
     summary = _train(cfg)
     assert summary["edges"] == 6000 and summary["epoch"] == 1
     val = [json.loads(x) for x in open(tmp_path / "o" / "metrics.jsonl") if "val_loss" in x]
@@ -96,10 +101,17 @@ def test_orders_train_all_edges(graphs, tmp_path, order) -> None:
 def test_num_train_steps_logging_and_validation(graphs, tmp_path) -> None:
     gdir, _ = graphs[1]
     cfg = make_config(
-        str(tmp_path / "s"), gdir,
-        **{"training.num_train_steps": 25, "training.train_log_every_n": 5, "training.eval_log_every_n": 10,
-           "training.checkpoint_every_n": 10, "training.checkpoint_max_to_keep": 2, "training.validation_mrr": True},
-    )  # fmt: skip
+        gdir,
+        save_dir=str(tmp_path / "s"),
+        overrides={
+            "training.num_train_steps": 25,
+            "training.train_log_every_n": 5,
+            "training.eval_log_every_n": 10,
+            "training.checkpoint_every_n": 10,
+            "training.checkpoint_max_to_keep": 2,
+            "training.validation_mrr": True,
+        },
+    )
     summary = _train(cfg)
     assert summary["step"] == 25 and summary["edges"] == 2500
     lines = [json.loads(x) for x in open(tmp_path / "s" / "metrics.jsonl")]
@@ -119,9 +131,7 @@ def test_lr_schedule_is_used(graphs, tmp_path) -> None:
     gdir, _ = graphs[1]
     sched = {"adagrad": {"lr": 0.1}, "learning_rate": {"piecewise_constant": {
         "learning_rate_boundaries": [3], "learning_rate_values": [0.0, 0.1]}}}  # fmt: skip
-    table = {"name": "node", "num_embeddings": 400, "embedding_dim": 16, "optimizer": sched}
-    cfg = make_config(str(tmp_path / "lr"), gdir, **{"model.embeddings.tables": [table],
-                      "training.num_train_steps": 3})  # fmt: skip
+    cfg = make_config(gdir, save_dir=tmp_path / "lr", optimizer=sched, overrides={"training.num_train_steps": 3})
     init = None
     trainer = Trainer(cfg, progress=False)
     trainer.start()
@@ -138,34 +148,17 @@ def test_lr_schedule_is_used(graphs, tmp_path) -> None:
         assert not np.array_equal(f["embeddings"][...], init.numpy())
 
 
-def test_edge_and_relation_weights_scale_loss(graphs, tmp_path) -> None:
-    gdir, _ = graphs[1]
-    cfg = make_config(str(tmp_path / "w"), gdir)
-    trainer = Trainer(cfg, progress=False)
-    trainer.start()
-    trainer.bucket = (0, 0)
-    trainer.store.need(trainer.bucket_keys((0, 0)))
-    e = read_all(trainer.graph, "train", (0, 0), trainer.device)
-    tables = trainer._tables
-
-    def loss(batch: Batch) -> float:
-        return float(trainer.scorer(batch, tables, 0, 20, torch.Generator().manual_seed(0), grad=False).loss)
-
-    b = Batch(e.lhs[:50], e.rhs[:50], e.rel[:50])
-    base = loss(b)
-    assert loss(Batch(b.lhs, b.rhs, b.rel, torch.full((50,), 2.0))) == pytest.approx(2 * base, rel=1e-5)
-    trainer.scorer.rel_weight.fill_(0.5)
-    assert loss(b) == pytest.approx(0.5 * base, rel=1e-5)
-
-
 def test_chunked_buckets_and_warm_start(graphs, tmp_path) -> None:
     gdir, splits = graphs[4]
     over = {"training.num_epochs": 2, "training.max_edges_per_chunk": 170}  # chunks not multiples of the batch
-    first = make_config(str(tmp_path / "a"), gdir, partitions=4, **over)
+    first = make_config(gdir, save_dir=str(tmp_path / "a"), partitions=4, overrides=over)
     summary = _train(first)
     assert summary["edges"] == 2 * 6000 and summary["epoch"] == 2
     warm = make_config(
-        str(tmp_path / "b"), gdir, partitions=4, **{"training.initial_checkpoint_dir": str(tmp_path / "a")}
+        gdir,
+        save_dir=str(tmp_path / "b"),
+        partitions=4,
+        overrides={"training.initial_checkpoint_dir": str(tmp_path / "a")},
     )
     trainer = Trainer(warm, progress=False)
     assert "warm start" in trainer.start() and trainer.progress.step == 0
@@ -178,7 +171,7 @@ def test_chunked_buckets_and_warm_start(graphs, tmp_path) -> None:
 @pytest.mark.parametrize("parts", [1, 2])
 def test_two_entity_types_two_groups(tmp_path, parts: int) -> None:
     """Relations user->item and item->user: edges grouped by (lhs type, rhs type), both tables train."""
-    from train_graphs import write_graph
+    from builders import write_graph
 
     rng = np.random.default_rng(0)
     n = 3000
@@ -186,16 +179,13 @@ def test_two_entity_types_two_groups(tmp_path, parts: int) -> None:
     users, items = rng.integers(0, 100, n), rng.integers(0, 80, n)
     lhs, rhs = np.where(rel == 0, users, items), np.where(rel == 0, items, users)
     relations = [("bought", "user", "item"), ("sold_to", "item", "user")]
-    gdir = str(tmp_path / "g")
-    write_graph(gdir, {"user": (100, parts), "item": (80, parts)}, relations, {"train": (lhs, rel, rhs)})
-    table = {"embedding_dim": 8, "num_partitions": parts, "optimizer": {"row_adagrad": {"lr": 0.1}}}
+    types = {"user": (100, 8, parts), "item": (80, 8, parts)}
+    over = {"training.num_epochs": 3, "model.loss": "logistic"}
     cfg = make_config(
-        str(tmp_path / "run"), gdir,
-        **{"model.embeddings.tables": [{"name": "user", "num_embeddings": 100, **table},
-                                       {"name": "item", "num_embeddings": 80, **table}],
-           "model.relations": [{"name": a, "lhs": b, "rhs": c} for a, b, c in relations],
-           "training.num_epochs": 3, "model.loss": "logistic"},
+        tmp_path / "g", save_dir=tmp_path / "run", types=types, relations=relations,
+        optimizer={"row_adagrad": {"lr": 0.1}}, overrides=over,
     )  # fmt: skip
+    write_graph(cfg, {"train": (lhs, rel, rhs)})
     trainer = Trainer(cfg, progress=False)
     trainer.start()
     summary = trainer.run()
@@ -215,9 +205,9 @@ def test_two_entity_types_two_groups(tmp_path, parts: int) -> None:
 def test_gradient_accumulation_applies_summed_gradients(graphs, tmp_path) -> None:
     """gradient_accumulation: 2 — nothing moves after the first batch; after the second, SGD applies g1 + g2."""
     gdir, _ = graphs[1]
-    table_cfg = {"name": "node", "num_embeddings": 400, "embedding_dim": 16, "optimizer": {"sgd": {"lr": 0.5}}}
-    cfg = make_config(str(tmp_path / "acc"), gdir, **{"model.embeddings.tables": [table_cfg],
-                      "training.gradient_accumulation": 2})  # fmt: skip
+    cfg = make_config(
+        gdir, save_dir=tmp_path / "acc", optimizer={"sgd": {"lr": 0.5}}, overrides={"training.gradient_accumulation": 2}
+    )
     trainer = Trainer(cfg, progress=False)
     trainer.start()
     trainer.store.need(trainer.bucket_keys((0, 0)))

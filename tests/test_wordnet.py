@@ -41,9 +41,18 @@ def write_fake_wordnet(tmp_path: Path) -> Path:
 def test_relation_table_matches_configs() -> None:
     """configs/wordnet*.yaml list exactly the builder's 27 relation names, in the same order."""
     assert len(bw.RELATIONS) == 27
-    for name in ("wordnet.yaml", "wordnet_p4.yaml"):
+    for name in ("wordnet.yaml", "wordnet_p4.yaml", "wordnet_short.yaml"):
         cfg = load_config(str(ROOT / "configs" / name))
         assert [r.name for r in cfg.model.relations] == list(bw.RELATIONS)
+
+
+def test_typed_config_relations_are_typed_by_pos() -> None:
+    """configs/wordnet_typed.yaml: tables n/v/a/r; relation `<symbol>:<lhs pos><rhs pos>` joins those tables."""
+    cfg = load_config(str(ROOT / "configs" / "wordnet_typed.yaml"))
+    assert [t.name for t in cfg.model.embeddings.tables] == list(bw.POS_TABLES)
+    for rel in cfg.model.relations:
+        symbol, pair = rel.name.rsplit(":", 1)
+        assert symbol in bw.RELATIONS and (rel.lhs, rel.rhs) == (pair[0], pair[1])
 
 
 def test_parse_lifts_pointers_to_synsets(tmp_path: Path) -> None:
@@ -84,6 +93,23 @@ def test_build_small(tmp_path: Path) -> None:
         lhs, rel, rhs = lines[split][0].split("\t")
         assert lhs in train_entities and rhs in train_entities
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_build_typed_keeps_the_split(tmp_path: Path) -> None:
+    """--typed writes the same edges and split with relations split by (lhs pos, rhs pos)."""
+    (tmp_path / "wn").mkdir()
+    wn = write_fake_wordnet(tmp_path / "wn")
+    counts = bw.build(str(wn), str(tmp_path / "out"), num_valid=1, num_test=1, seed=0, typed_dir=str(tmp_path / "t"))
+    # ~:nn @:nn +:nv +:vn &:aa \\:an \\r:ra (the split protects untyped relations only: one may miss train)
+    assert counts["typed_relations"] == 7 and counts["typed_relations_in_train"] <= 7
+    for split in ("train", "valid", "test"):
+        plain = [line.split("\t") for line in (tmp_path / "out" / f"{split}.tsv").read_text().splitlines()]
+        typed = [line.split("\t") for line in (tmp_path / "t" / f"{split}.tsv").read_text().splitlines()]
+        assert [(a, c) for a, _, c in plain] == [(a, c) for a, _, c in typed]
+        for (lhs, rel, rhs), (_, trel, _) in zip(plain, typed):
+            assert trel == f"{rel}:{lhs[-1]}{rhs[-1]}"
+    yaml_block = bw.typed_config_relations(["+:nv"])
+    assert "lhs: n, rhs: v" in yaml_block and "derivationally related form" in yaml_block
 
 
 def test_split_keeps_held_out_entities_and_relations_in_train() -> None:

@@ -180,10 +180,19 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
     import fsspec
 
     try:
-        with fsspec.open(path, "r") as fh:
-            text = fh.read()
+        with fsspec.open(path, "rb") as fh:
+            raw = fh.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -210,7 +210,7 @@ def _count(scores: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch
 
     sign(score - pos) is exact for finite floats (x - y == 0 iff x == y under gradual underflow), and its
     row sums S1 = #gt - #lt and S2 = #gt + #lt are exact in fp32 for blocks < 2**24 columns: #gt = (S1+S2)/2,
-    #eq = cols - S2.  Four cheap in-place float passes beat two bool-producing comparisons by about 4x.
+    #eq = cols - S2.  Four in-place float passes are much cheaper than two bool-producing comparisons.
     Masked (-inf) entries count as lower.
     """
     signs = scores.sub_(pos.unsqueeze(1)).sign_()
@@ -219,24 +219,6 @@ def _count(scores: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch
     gt = ((s1 + s2) * 0.5).round_().to(torch.int64)
     eq = (scores.shape[1] - s2).round_().to(torch.int64)
     return gt, gt + eq
-
-
-def rank_all(
-    model: RelationModel,
-    edges: EvalEdges,
-    target: str,
-    layout: TypeLayout,
-    cache: TableCache,
-    filt: FilterIndex | None,
-    batch_size: int = 1000,
-    block_cols: int = 512,
-    workers: int = 1,
-    candidate_set: CandidateSet | None = None,
-) -> SideCounts:
-    """Rank every edge's true ``target`` entity among all entities of its type (all partitions)."""
-    return rank_all_sides(
-        model, edges, (target,), layout, cache, {target: filt}, batch_size, block_cols, workers, candidate_set
-    )[target]
 
 
 def rank_all_sides(

@@ -76,13 +76,42 @@ def int_ids(batch: SourceBatch, role: str) -> np.ndarray:
 
 
 def string_ids(batch: SourceBatch, role: str) -> pa.Array:
-    """Entity names (names mode): strings as-is, integers rendered as decimal strings."""
+    """Entity names (names mode): strings as-is (an empty one is an error), integers rendered as decimal strings."""
     arr = _column(batch, role)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_integer(arr.type) or _is_text(arr.type):
-        return arr if pa.types.is_string(arr.type) else arr.cast(pa.string())
+        names = arr if pa.types.is_string(arr.type) else arr.cast(pa.string())
+        _check_names(batch, role, names)
+        return names
     raise InputError(f"{batch.file.url}: column {role!r} has type {arr.type}; expected entity names (strings)")
+
+
+def _check_names(batch: SourceBatch, role: str, names: pa.Array) -> None:
+    """Names must be non-empty (an empty cell is a broken row, not the entity ''), valid UTF-8 and without NUL
+    characters (the graph dir stores them as HDF5 UTF-8 strings)."""
+    empty = pc.equal(pc.binary_length(names), 0)
+    if pc.any(empty).as_py():
+        k = int(np.argmax(empty.fill_null(False).to_numpy(zero_copy_only=False)))
+        raise InputError(f"{batch.file.url} row {batch.row(k)}: column {role!r}: empty entity name")
+    try:
+        names.validate(full=True)  # one C++ pass: UTF-8 validity of every value
+    except pa.ArrowInvalid:
+        raw = names.cast(pa.binary()).to_pylist()  # error path only: find the first bad row
+        k = next(i for i, v in enumerate(raw) if v is not None and not _is_utf8(v))
+        raise InputError(f"{batch.file.url} row {batch.row(k)}: column {role!r}: name is not valid UTF-8") from None
+    has_nul = pc.match_substring(names, "\x00")
+    if pc.any(has_nul).as_py():
+        k = int(np.argmax(has_nul.fill_null(False).to_numpy(zero_copy_only=False)))
+        raise InputError(f"{batch.file.url} row {batch.row(k)}: column {role!r}: name contains a NUL character")
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def relation_ids(batch: SourceBatch, names: list[str], relation_by: str) -> np.ndarray:

@@ -56,6 +56,8 @@ class ReadSpec:
     chunk_rows: int = 1 << 20
     id_type: str = "int"
     rel_type: str = "int"
+    # roles whose column, when given by name, a file may lack (``rel`` with exactly one relation)
+    optional: tuple[str, ...] = ()
 
 
 @dataclass
@@ -120,12 +122,6 @@ def file_format(file: SourceFile, configured: str | None) -> tuple[str, str | No
     return "parquet", None  # TwHIN's edge files (e.g. part-00000) are Parquet without an extension
 
 
-def parquet_num_rows(fs: fsspec.AbstractFileSystem, file: SourceFile) -> int:
-    """Row count from the footer only (used to skip whole files outside the window)."""
-    with _open_parquet(fs, file) as pf:
-        return pf.metadata.num_rows
-
-
 class SourceReader:
     """Iterates record batches of the files' row window, keeping per-file row counts for the manifest."""
 
@@ -174,11 +170,17 @@ class SourceReader:
 # ----------------------------------------------------------------------------- parquet
 
 
+# what a damaged Parquet file raises (non-UTF-8 bytes in its schema's names give UnicodeDecodeError)
+_PARQUET_ERRORS = (pa.ArrowException, OSError, UnicodeDecodeError)
+
+
 def _open_parquet(fs: fsspec.AbstractFileSystem, file: SourceFile) -> pq.ParquetFile:
     try:
         source: Any = file.path if isinstance(fs, LocalFileSystem) else fs.open(file.path, "rb")
-        return pq.ParquetFile(source)
-    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        pf = pq.ParquetFile(source)
+        pf.schema_arrow  # noqa: B018 - decode the schema here, where a damaged one is reported
+        return pf
+    except _PARQUET_ERRORS as exc:
         raise InputError(f"{file.url}: not a readable Parquet file: {_first_line(exc)}") from None
 
 
@@ -189,7 +191,11 @@ class _ParquetFileReader:
         self.num_rows = self.pf.metadata.num_rows
         names = self.pf.schema_arrow.names
         wanted = spec.columns or _DEFAULT_NAMES
-        self.columns = {role: _column_name(file, names, col) for role, col in wanted.items() if col is not None}
+        self.columns = {
+            role: _column_name(file, names, col)
+            for role, col in wanted.items()
+            if col is not None and not (role in spec.optional and isinstance(col, str) and col not in names)
+        }
 
     def close(self) -> None:
         self.pf.close()
@@ -210,15 +216,23 @@ class _ParquetFileReader:
         wanted = list(dict.fromkeys(self.columns.values()))
         try:
             it = self.pf.iter_batches(batch_size=self.spec.chunk_rows, row_groups=groups, columns=wanted)
+            it = (_checked(rb) for rb in it)
             for item, n in _window(self.file, it, self.columns, skip, remaining, first_row):
                 yield item, n
                 first_row += n
-        except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        except _PARQUET_ERRORS as exc:
             raise InputError(
                 f"{self.file.url}: not a readable Parquet file: near row {first_row + 1}: {_first_line(exc)}"
             ) from None
         finally:
             self.close()
+
+
+def _checked(rb: pa.RecordBatch) -> pa.RecordBatch:
+    """Parquet readers do not check that string data is valid UTF-8: a damaged page fails here (one clear
+    line) instead of in a later cast or error message."""
+    rb.validate(full=True)
+    return rb
 
 
 def _window(
@@ -248,15 +262,18 @@ def _window(
             return
 
 
+def _listed(names: list[str]) -> str:
+    """Column names for a one-line message: unprintable ones (a newline in a damaged schema) as repr."""
+    return ", ".join(n if n.isprintable() else repr(n) for n in names)
+
+
 def _column_name(file: SourceFile, names: list[str], col: str | int) -> str:
     if isinstance(col, int):
         if col >= len(names):
-            raise InputError(
-                f"{file.url}: column position {col} out of range ({len(names)} columns: {', '.join(names)})"
-            )
+            raise InputError(f"{file.url}: column position {col} out of range ({len(names)} columns: {_listed(names)})")
         return names[col]
     if col not in names:
-        raise InputError(f"{file.url}: column {col!r} not found (columns: {', '.join(names)})")
+        raise InputError(f"{file.url}: column {col!r} not found (columns: {_listed(names)})")
     return col
 
 
@@ -278,7 +295,7 @@ def _text_batches(
     columns: dict[str, str] = {}
     wanted = spec.columns or (_DEFAULT_NAMES if spec.header else _DEFAULT_POSITIONS)
     for role, col in wanted.items():
-        if col is None:
+        if col is None or (role in spec.optional and isinstance(col, str) and (names is None or col not in names)):
             continue
         if names is None:
             if isinstance(col, str):
@@ -320,8 +337,8 @@ def _text_batches(
         """TSV parsed one block of whole lines at a time.
 
         Arrow's streaming reader reads up to 32 blocks ahead of its consumer, so import memory grew with the
-        size of each source file (names-mode TSV, 40M edges: 454 MB peak); here one block of text and its
-        columns are held.  Quoted CSV keeps the streaming reader: its quoted fields may contain newlines.
+        size of each source file; here one block of text and its columns are held.  Quoted CSV keeps the
+        streaming reader: its quoted fields may contain newlines.
         """
         stream = _open_text(fs, file, compression)
         carry, first = b"", True
@@ -336,6 +353,8 @@ def _text_batches(
                     carry = buf
                     continue
                 text, carry = buf[:cut], buf[cut:]
+                if not text.strip(b"\r\n"):  # only blank lines: no rows (Arrow cannot parse an empty block)
+                    continue
                 ro = read_options(True, max(1 << 20, len(text) // 4 + 1), at_start=first)
                 first = False
                 table = pacsv.read_csv(
@@ -349,12 +368,13 @@ def _text_batches(
         reader = line_blocks() if fmt == "tsv" else open_reader(True)
         yield from _window(file, reader, columns, skip, remaining)
     except pa.ArrowKeyError:
-        missing = [r for r, c in columns.items() if c.startswith("f")] if names is None else []
-        where = ", ".join(f"{r!r} at position {columns[r][1:]}" for r in missing)
-        raise InputError(
-            f"{file.url}: column {where or 'not found'} out of range (the file has fewer columns)"
-        ) from None
+        have = _count_columns(fs, file, compression, delimiter, quoted=fmt == "csv")
+        missing = [r for r, c in columns.items() if names is None and int(c[1:]) >= have]
+        where = ", ".join(f"{r!r} at position {columns[r][1:]}" for r in missing) or "not found"
+        raise InputError(f"{file.url}: column {where} out of range (the file has {have} columns)") from None
     except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc) and _blank(fs, file, compression):
+            return  # a file of blank lines has no rows, like an empty one
         raise _text_error(file, exc, columns, names, spec.header, lambda: open_reader(False)) from None
     except (OSError, EOFError) as exc:
         raise InputError(f"{file.url}: cannot read: {_first_line(exc)}") from None
@@ -366,6 +386,29 @@ def _open_text(fs: fsspec.AbstractFileSystem, file: SourceFile, compression: str
     else:
         stream = pa.PythonFile(fs.open(file.path, "rb"), mode="r")
     return pa.CompressedInputStream(stream, compression) if compression else stream
+
+
+def _blank(fs: fsspec.AbstractFileSystem, file: SourceFile, compression: str | None) -> bool:
+    """The file holds nothing but line breaks."""
+    with fs.open(file.path, "rb", compression=compression) as fh:
+        while data := fh.read(1 << 20):
+            if data.strip(b"\r\n"):
+                return False
+    return True
+
+
+def _count_columns(
+    fs: fsspec.AbstractFileSystem, file: SourceFile, compression: str | None, delimiter: str, quoted: bool
+) -> int:
+    """Fields of the first non-blank line (what Arrow infers the column count from; error path only)."""
+    with fs.open(file.path, "rb", compression=compression) as fh:
+        head = fh.read(1 << 20).decode("utf-8", errors="replace")
+    line = next((x for x in head.splitlines() if x), "")
+    try:
+        quoting = csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
+        return len(next(csv.reader([line], delimiter=delimiter, quoting=quoting), []))
+    except csv.Error:
+        return line.count(delimiter) + 1
 
 
 def _read_header(fs: fsspec.AbstractFileSystem, file: SourceFile, compression: str | None, delimiter: str) -> list[str]:

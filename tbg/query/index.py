@@ -39,7 +39,7 @@ def faiss_module() -> Any:
     try:
         import faiss
     except ImportError:
-        raise TbgError("queries need faiss: pip install faiss-cpu (or tbg[ann])") from None
+        raise TbgError("queries need faiss: pip install faiss-cpu (or tbg[query])") from None
     return faiss
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from tbg.locking import DirectoryLock, exclusive
 
 if TYPE_CHECKING:
     from tbg.config import Config
@@ -19,31 +20,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar (metrics.jsonl is always written)")
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+    parser.add_argument(
+        "--allow-optimizer-change",
+        action="store_true",
+        help="resume although an optimizer (kind, lr, schedule) differs from the checkpoint's; state of the same"
+        " kind is kept, a new kind starts from zero",
+    )
 
 
 def bounded_omp_spin() -> None:
     """OpenMP threads spin briefly at barriers, then sleep (must be set before torch loads libgomp).
 
-    Measured on the 2-core machine (WordNet reference step, 2 threads): with other processes busy, the
-    default spin took 640 ms per step, passive waiting 37-44 ms; when nearly idle, passive cost 37 ms against
-    21-23 ms for a 10k-100k spin count.  10k keeps most of the idle speed and stays sane under contention.
+    libgomp's default long spin is fastest on an idle machine but very slow when other processes compete for
+    the cores, and passive waiting is slow on an idle one; a 10k spin count keeps most of the idle speed and
+    stays sane under contention (docs/benchmarks.md).
     Explicit OMP_WAIT_POLICY / GOMP_SPINCOUNT settings win.
     """
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 
-def train(cfg: Config, fresh: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+def train(
+    cfg: Config,
+    fresh: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    allow_optimizer_change: bool = False,
+) -> dict:
     """Train (or resume) ``cfg`` into ``training.save_dir`` and return the run summary (``tbg train``, ``tbg.train``).
 
     A run that already finished trains nothing: its summary has ``already_finished: true`` and zero steps.
     ``log`` receives the one-line start notes (how the run starts, device and threads).
     """
     bounded_omp_spin()
+    from tbg.errors import storage_errors
+
+    save_dir = cfg.training.save_dir
+    with storage_errors(save_dir, "the checkpoint being written was discarded (checkpoints/latest unchanged)"):
+        with exclusive_save_dir(save_dir):
+            return _train(cfg, fresh, progress, log, allow_optimizer_change)
+
+
+def exclusive_save_dir(save_dir: str) -> DirectoryLock:
+    """The save_dir's writer lock for a whole run; what a killed run left inside is removed once it is held."""
+    from tbg.checkpoint import CheckpointStore
+    from tbg.train.partition_store import SWAP_DIR, remove_swap_leftovers
+
+    lock = exclusive(save_dir, "tbg train").acquire()
+    try:
+        CheckpointStore(save_dir).remove_leftovers()
+        remove_swap_leftovers(os.path.join(save_dir, SWAP_DIR))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _train(
+    cfg: Config, fresh: bool, progress: bool, log: Callable[[str], None] | None, allow_optimizer_change: bool
+) -> dict:
     from tbg.train.trainer import Trainer
 
     trainer = Trainer(cfg, progress=progress)
-    how = trainer.start(fresh=fresh)
+    how = trainer.start(fresh=fresh, allow_optimizer_change=allow_optimizer_change)
     if trainer.finished():
         p = trainer.progress
         return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
@@ -60,13 +99,21 @@ def run(args: argparse.Namespace) -> int:
     from tbg.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, fresh=args.fresh, progress=not args.no_progress, log=_note)
+    summary = train(
+        cfg,
+        fresh=args.fresh,
+        progress=not args.no_progress,
+        log=_note,
+        allow_optimizer_change=args.allow_optimizer_change,
+    )
     if summary.get("already_finished"):
         _note(f"already finished (step {summary['step']}, epoch {summary['epoch']}) in {cfg.training.save_dir};"
               " nothing to do (use --fresh to retrain)")  # fmt: skip
         return 0
     if args.json:
-        print(json.dumps(summary))
+        from tbg.train.metrics_log import json_line
+
+        print(json_line(summary))
     else:
         _note(
             f"done: step {summary['step']}, {summary['edges']:,} edges in {summary['wall_s']:.1f} s"

@@ -59,8 +59,8 @@ class EdgeSource:
 
     def _load(self, epoch: int, bucket: tuple[int, int], index: int, shuffle: bool) -> _RawChunk:
         """Read and permute one chunk with numpy only: this runs on the prefetch thread, and a torch op there
-        gives that thread its own OpenMP team, which measurably slowed every later training step (13 -> 22 ms
-        per WordNet step).  The main thread turns the arrays into tensors (:meth:`_tensors`)."""
+        gives that thread its own OpenMP team, which slows every later training step (docs/benchmarks.md).
+        The main thread turns the arrays into tensors (:meth:`_tensors`)."""
         start = index * self.chunk_edges
         stop = min(self.count(bucket), start + self.chunk_edges)
         arr = self.graph.read_bucket(self.split, bucket[0], bucket[1], start, stop)

@@ -5,8 +5,8 @@ shared negative candidates (PBG's exact per-chunk scheme draws C·G of them per 
 on WordNet).  The positives are ordinary autograd leaves.  The candidates are scored by
 :func:`candidate_scores`, an autograd function that gathers them by id, multiplies, and in backward hands
 their gradient straight to the step's row list instead of accumulating it into a leaf: no fp32 leaf
-gradient, no autocast copies of transposed operands.  Measured on the 2-core reference CPU (1 thread),
-this took a step of PBG's exact scheme from 52 to 40 ms.
+gradient, no autocast copies of transposed operands, which is most of what PBG's exact scheme cost per step
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations

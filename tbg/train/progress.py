@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from tbg.checkpoint import Checkpoint, CheckpointWriter
+from tbg.errors import CheckpointError
 from tbg.model.optimizers import RelationOptimizer
 
 STATE_FILE = "state.pt"
@@ -40,8 +41,8 @@ class Progress:
 
     @classmethod
     def of(cls, ckpt: Checkpoint) -> Progress:
-        """A checkpoint's progress (fields it lacks count from 0)."""
-        return cls(**{f.name: int(ckpt.progress.get(f.name, 0)) for f in dataclasses.fields(cls)})
+        """A checkpoint's progress; a missing or non-integer field is a CheckpointError naming progress.json."""
+        return cls(**ckpt.counters([f.name for f in dataclasses.fields(cls)]))
 
 
 def write_state(writer: CheckpointWriter, relation_optimizer: RelationOptimizer) -> None:
@@ -52,6 +53,13 @@ def write_state(writer: CheckpointWriter, relation_optimizer: RelationOptimizer)
 def read_state(ckpt: Checkpoint, relation_optimizer: RelationOptimizer) -> None:
     """Load state.pt into ``relation_optimizer``, where the checkpoint has one."""
     path = ckpt.file(STATE_FILE)
-    if os.path.exists(path):
+    if not os.path.exists(path):
+        return
+    try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
         relation_optimizer.load_state_dict(saved["relation_optimizer"])
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any damage to the zip/pickle: one line naming the file
+        problem = " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
+        raise CheckpointError(f"{path}: unreadable trainer state: {problem}") from None

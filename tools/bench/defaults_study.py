@@ -105,7 +105,7 @@ def run_config(graph: str, scheme: str, optimizer: str, lr: str, partitions: int
     for section in ("train_data", "validation_data", "test_data"):  # relative paths: from the repo root
         if section in data and not os.path.isabs(data[section]["data_root"]):
             data[section]["data_root"] = os.path.join(ROOT, data[section]["data_root"])
-    data["graph"]["dir"] = os.path.join(ROOT, "runs/study/graphs", f"{graph}_p{parts}")
+    data.setdefault("graph", {})["dir"] = os.path.join(ROOT, "runs/study/graphs", f"{graph}_p{parts}")
     return parse_config(data), tag
 
 

@@ -4,7 +4,7 @@
     python tools/bench/pbg_wordnet.py [--partitions 1|4] [--epochs 10] [--workers N]
                                       [--pbg-venv /work/pbgvenv] [--out runs/bench/pbg_p1]
 
-Why: docs/training.md compares tbg's WordNet benchmark (tools/bench/train_bench.py) with PyTorch-BigGraph
+Why: docs/benchmarks.md compares tbg's WordNet benchmark (tools/bench/train_bench.py) with PyTorch-BigGraph
 trained on the same machine.  That comparison is only fair when both systems see identical data and are
 scored by the identical metric.  PBG's own ``torchbiggraph_eval`` ranks against sampled negatives (or, with
 ``all_negs``, against one partition), unfiltered, with pessimistic ties, so its numbers cannot be set beside

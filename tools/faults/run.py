@@ -30,7 +30,7 @@ import trials  # noqa: E402
 # one cycle of trial kinds: every kind appears in any 20 consecutive trials
 CYCLE = ["kill_train", "corrupt", "kill_import", "corrupt", "kill_train", "concurrent", "corrupt", "kill_export",
          "diskfull", "corrupt", "kill_train", "corrupt", "kill_import", "concurrent", "kill_train", "corrupt",
-         "kill_export", "diskfull", "corrupt", "kill_train"]  # fmt: skip
+         "kill_export", "diskfull", "reader", "kill_train"]  # fmt: skip
 FAST_SCENARIOS = ["names_tsv_p2", "indices_pq_p1"]
 OUTCOMES = ["recovered", "clear_error", "traceback", "silent_loss", "corruption", "hang"]
 SUMMARY_KEY = {"recovered": "recovered", "clear_error": "clear_errors", "traceback": "tracebacks",
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                     "replay": f"python tools/faults/run.py --seed {args.seed} --trials {n}"
                     f"{' --fast' if args.fast else ''} --only {t.index}"}  # fmt: skip
             if out.outcome not in ("recovered", "clear_error"):
-                failures.append({**case, "outcome": out.outcome, "detail": out.detail})
+                failures.append({**case, "outcome": out.outcome, "detail": out.detail,
+                                 **({"stderr": out.stderr} if out.stderr else {})})  # fmt: skip
             for cls, detail in out.extra:
                 failures.append({**case, "outcome": cls, "detail": detail})
             if args.verbose:

@@ -18,6 +18,7 @@ command) and ``bookkeeping`` (metrics.jsonl not JSON, or a step logged twice aft
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -53,6 +54,7 @@ class Outcome:
     detail: str = ""
     reproducer: dict = field(default_factory=dict)
     extra: list[tuple[str, str]] = field(default_factory=list)  # (class, detail): leftovers, bookkeeping
+    stderr: str = ""  # the end of a failing command's stderr
 
 
 def status(r: harness.Result) -> str:
@@ -83,7 +85,7 @@ def _failure_of(r: harness.Result) -> Outcome | None:
     if st == "hang":
         return Outcome("hang", f"`{r.command}` ran past {r.wall_s:.0f} s")
     if st == "traceback":
-        return Outcome("traceback", f"`{r.command}` exit {r.rc}: {_tail(r)}")
+        return Outcome("traceback", f"`{r.command}` exit {r.rc}: {_tail(r)}", stderr=r.stderr[-2500:])
     return None
 
 
@@ -372,8 +374,59 @@ def concurrent_trial(t: Trial, s: scenarios.Scenario, root: str, timeout: float)
     return out
 
 
-RUNNERS = {"kill_import": kill_trial, "kill_train": kill_trial, "kill_export": kill_trial,
-           "corrupt": corrupt_trial, "diskfull": diskfull_trial, "concurrent": concurrent_trial}  # fmt: skip
+# ------------------------------------------------------------------------------ readers during training
+
+
+def reference_export(s: scenarios.Scenario, version: str, timeout: float) -> str:
+    """The reference run's export of one committed version (made once, on demand)."""
+    out = os.path.join(os.path.dirname(s.ref_save), f"out-{version}")
+    if not os.path.isdir(out):
+        argv = ["export", "cfg.yaml", "--format", "tsv", "--out", os.path.basename(out),
+                "--checkpoint", f"save/checkpoints/{version}"]  # fmt: skip
+        r = harness.run_tbg(argv, os.path.dirname(s.ref_save), timeout_s=timeout)
+        if r.rc != 0:
+            raise RuntimeError(f"reference export of {version} failed: {r.stderr[-1000:]}")
+    return out
+
+
+def reader_trial(t: Trial, s: scenarios.Scenario, root: str, timeout: float) -> Outcome:
+    """`tbg export` while `tbg train` commits and prunes (checkpoint_max_to_keep 1): the export must be one
+    whole committed version (equal to the reference's export of that version) or one clear error."""
+    rng = random.Random(t.seed)
+    scenarios.copy_state(s, root)
+    with open(os.path.join(root, "cfg.yaml")) as fh:
+        cfg = yaml.safe_load(fh)
+    cfg["training"]["checkpoint_max_to_keep"] = 1
+    scenarios.write_config(os.path.join(root, "cfg.yaml"), cfg)
+    delay = rng.uniform(0.2, 1.0) * s.walls["train"]
+    repro = {"command": f"cd <trial> && tbg {' '.join(TRAIN)} & sleep {delay:.3f}; tbg {' '.join(EXPORT)}",
+             "config": "training.checkpoint_max_to_keep: 1"}  # fmt: skip
+    trainer = harness.start_tbg(TRAIN, root)
+    time.sleep(delay)
+    reader = harness.run_tbg(EXPORT, root, timeout_s=timeout)
+    trained = harness.wait_tbg(trainer, timeout)
+    out = _failure_of(reader) or _failure_of(trained)
+    if out is None and status(reader) == "clear":
+        out = Outcome("clear_error", reader.stderr.strip().splitlines()[-1])
+    if out is None:
+        try:
+            with open(os.path.join(root, "out", "export.json")) as fh:
+                version = scenarios_version(json.load(fh))
+            out = _by_compare(compare.compare_export(os.path.join(root, "out"), reference_export(s, version, timeout)))
+        except (OSError, ValueError, KeyError) as exc:
+            out = Outcome("corruption", f"export exited 0 but its export.json is unreadable: {exc}")
+        if out.outcome == "recovered":
+            out = _by_compare(compare.compare_checkpoint(os.path.join(root, "save"), s.ref_save))
+    out.reproducer = repro
+    return out
+
+
+def scenarios_version(export_doc: dict) -> str:
+    return f"v{int(export_doc['checkpoint_version']):010d}"
+
+
+RUNNERS = {"kill_import": kill_trial, "kill_train": kill_trial, "kill_export": kill_trial, "corrupt": corrupt_trial,
+           "diskfull": diskfull_trial, "concurrent": concurrent_trial, "reader": reader_trial}  # fmt: skip
 
 
 def run_trial(t: Trial, s: scenarios.Scenario, root: str, timeout: float, keep: bool = False) -> Outcome:

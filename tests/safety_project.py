@@ -1,0 +1,49 @@
+"""A tiny end-to-end project for the reliability tests: TSV sources, a YAML config, import + train via the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tbg.cli import main
+
+CONFIG = """
+runtime: {{seed: 0, num_threads: 1, hogwild_workers: 1}}
+training: {{save_dir: {root}/save, num_epochs: {epochs}, checkpoint_every_n: 5, train_log_every_n: 5,
+           eval_log_every_n: 100000}}
+model:
+  translation_optimizer: {{adagrad: {{lr: 0.1}}}}
+  embeddings:
+    tables: [{{name: user, embedding_dim: 8, num_partitions: 2, optimizer: {{adagrad: {{lr: 0.1}}}}}}]
+  relations: [{{name: follows, lhs: user, rhs: user, operator: translation}}]
+train_data: {{data_root: {root}/train.tsv, per_replica_batch_size: 50, in_batch_negatives: 10, global_negatives: 10}}
+validation_data: {{data_root: {root}/valid.tsv, per_replica_batch_size: 50}}
+graph: {{dir: {root}/graph, id_mode: names}}
+"""
+
+
+def write_project(root: Path, epochs: int = 2) -> str:
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 600), ("valid", 60)):
+        lines = [f"u{rng.integers(50)}\tfollows\tu{rng.integers(50)}" for _ in range(n)]
+        (root / f"{name}.tsv").write_text("\n".join(lines) + "\n")
+    path = root / "c.yaml"
+    path.write_text(CONFIG.format(root=root, epochs=epochs))
+    return str(path)
+
+
+def trained_project(root: Path) -> Path:
+    """A project dir with an imported graph and a finished 2-epoch run (P=2: swap files, linked shards)."""
+    cfg = write_project(root)
+    assert main(["import", cfg, "--no-progress"]) == 0
+    assert main(["train", cfg, "--no-progress"]) == 0
+    return root
+
+
+def copy_project(trained: Path, root: Path) -> tuple[Path, str]:
+    shutil.copytree(trained, root)
+    for name in ("c.yaml",):  # paths in the config are absolute: point them at the copy
+        (root / name).write_text((trained / name).read_text().replace(str(trained), str(root)))
+    return root, str(root / "c.yaml")
