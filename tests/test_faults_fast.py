@@ -40,8 +40,6 @@ def test_fast_suite_accounts_for_every_trial(summary) -> None:
         assert case["reproducer"]["command"] and "--only" in case["replay"]
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 items 1-6 (locks, checksums, clear errors) not landed yet; "
-                   "the current failures are listed in docs/reliability.md")  # fmt: skip
 def test_fast_suite_finds_no_traceback_loss_or_corruption(summary) -> None:
-    bad = {k: summary[k] for k in ("tracebacks", "silent_losses", "corruptions", "hangs")}
+    bad = {k: summary[k] for k in ("tracebacks", "silent_losses", "corruptions", "hangs", "leftovers", "bookkeeping")}
     assert bad == dict.fromkeys(bad, 0), json.dumps(summary["failures"], indent=1)[:6000]
