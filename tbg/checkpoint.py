@@ -213,7 +213,9 @@ class Checkpoint:
         path = self.embedding_path(etype, part)
         if not os.path.isfile(path):
             raise CheckpointError(f"{self.path}: no embeddings for entity type {etype!r} partition {part}")
-        return read_embedding_file(path)[0]
+        emb = read_embedding_file(path)[0]
+        require_finite(emb, path)
+        return emb
 
     def optimizer_state(self, etype: str, part: int) -> dict[str, np.ndarray]:
         return read_embedding_file(self.embedding_path(etype, part), with_optimizer=True)[1]
@@ -222,9 +224,13 @@ class Checkpoint:
         path = os.path.join(self.path, "relations.h5")
         try:
             with h5py.File(path, "r") as f:
-                return {name: f[name][...] for name in f}
+                params = {name: f[name][...] for name in f}
         except (OSError, KeyError) as exc:
             raise CheckpointError(f"{path}: damaged or unreadable relation parameters: {exc}") from None
+        for name, arr in params.items():
+            if arr.size:
+                require_finite(arr, f"{path} ({name})")
+        return params
 
     def config_text(self) -> str:
         """The config.yaml it was trained with (FileNotFoundError for checkpoints written without one)."""
@@ -339,3 +345,15 @@ def resolve_checkpoint(save_dir: str, path: str | None) -> Checkpoint:
             raise CheckpointError(f"{path}: checkpoint not found")
         return open_checkpoint(path)
     return CheckpointStore(save_dir).require_latest()
+
+
+def require_finite(array: np.ndarray, source: str) -> None:
+    """Raise CheckpointError naming ``source`` and the first row holding a NaN or infinity (readers refuse garbage:
+    training never commits it, so it means a damaged or hand-made file).  Row blocks bound the scratch memory."""
+    rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)  # (0-dim: one row)
+    block = max(1, (1 << 24) // max(1, rows.shape[1]))
+    for lo in range(0, rows.shape[0], block):
+        finite = np.isfinite(rows[lo : lo + block]).all(axis=1)
+        if not finite.all():
+            row = lo + int(np.argmin(finite))
+            raise CheckpointError(f"{source}: non-finite values (NaN or inf) in row {row}; refusing to use them")

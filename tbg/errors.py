@@ -114,3 +114,8 @@ def storage_errors(where: str, context: str = "") -> Iterator[None]:
 
 class LockedError(TbgError):
     """Another process is writing the directory (a second train/import/export); names the holder's pid/host."""
+
+
+class NonFiniteError(TbgError):
+    """A non-finite loss or parameter stopped training (names the step and the table); readers that find
+    non-finite values in a checkpoint raise CheckpointError."""

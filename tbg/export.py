@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tbg.checkpoint import Checkpoint, resolve_checkpoint
+from tbg.checkpoint import Checkpoint, require_finite, resolve_checkpoint
 from tbg.config import Config
 from tbg.consistency import check_checkpoint, check_graph, check_shards
 from tbg.errors import CheckpointError, ExportError, storage_errors
@@ -84,6 +84,7 @@ def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str) -> np.ndarray:
                 ds.read_direct(shard)  # converts fp16 shards on read, no intermediate copy
         except (OSError, KeyError) as exc:
             raise CheckpointError(f"{path}: unreadable embedding shard: {exc}") from None
+        require_finite(shard, path)
         if out is None:
             out = np.empty((et.count, shard.shape[1]), dtype=np.float32)
         out[graph.partition_ids(etype, p)] = shard

@@ -94,6 +94,8 @@ def _read_metrics(path: str, run: Run) -> None:
             raise TbgError(f"{path}:{number}: a record needs an integer 'step'")
         for key, value in rec.items():
             if key in DRAWN or key.startswith("valid_"):
+                if value is None:  # a non-finite number (listed under "nonfinite"): a gap in the curves
+                    continue
                 if not isinstance(value, (int, float)):
                     raise TbgError(f"{path}:{number}: field {key!r} is not a number")
         if "loss" in rec:
@@ -152,12 +154,12 @@ def load_run(save_dir: str) -> Run:
 
 
 def _line(records: list[dict[str, Any]], key: str, t0: float, by_time: bool) -> tuple[list[float], list[float]]:
-    have = [r for r in records if key in r and (not by_time or "time" in r)]
+    have = [r for r in records if r.get(key) is not None and (not by_time or r.get("time") is not None)]
     return [r["time"] - t0 if by_time else r["step"] for r in have], [r[key] for r in have]
 
 
 def _curves(run: Run) -> list[Picture]:
-    stamps = [r["time"] for r in run.train + run.valid if "time" in r]
+    stamps = [r["time"] for r in run.train + run.valid if r.get("time") is not None]
     t0 = min(stamps) if stamps else 0.0
     seconds = "wall-clock s since the first record"
     out = []
@@ -268,12 +270,12 @@ def _headline(run: Run) -> list[tuple[str, str]]:
         c = run.checkpoint
         rows.append(("latest checkpoint", f"{run.checkpoint_name}: step {c.get('step')}, epoch {c.get('epoch')}"))
     if run.train:
-        last, speeds = run.train[-1], sorted(r["edges_per_s"] for r in run.train if "edges_per_s" in r)
+        last, speeds = run.train[-1], sorted(r["edges_per_s"] for r in run.train if r.get("edges_per_s") is not None)
         first = _fmt(run.train[0]["loss"])
         rows.append(("training loss", f"{_fmt(last['loss'])} at step {last['step']} (first record {first})"))
         if speeds:
             rows.append(("edges/s", f"median {_fmt(speeds[len(speeds) // 2], 0)} over {len(speeds)} records"))
-        stamps = [r["time"] for r in run.train if "time" in r]
+        stamps = [r["time"] for r in run.train if r.get("time") is not None]
         if len(stamps) > 1:
             rows.append(("logged wall-clock span", f"{stamps[-1] - stamps[0]:,.1f} s"))
     if run.valid:

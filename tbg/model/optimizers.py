@@ -45,19 +45,21 @@ class SparseOptimizer:
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
-    def step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float, owned: bool = False) -> None:
+    def step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float, owned: bool = False) -> torch.Tensor | None:
         """Move the (unique) ``rows`` by their update: one ``index_add_`` on fp32 tables (the rows are never
         gathered and written back, which costs about twice as much), else in fp32 and written back in the
-        table's dtype.  ``owned``: the caller gives ``grad`` up, so it is used as scratch
-        instead of copied."""
+        table's dtype.  ``owned``: the caller gives ``grad`` up, so it is used as scratch instead of copied.
+        Returns the update applied (fp32, [rows, dim]; None for no rows), which the trainer checks for
+        non-finite values without gathering the rows again."""
         if rows.numel() == 0:
-            return
+            return None
         grad = grad.float() if owned else grad.to(torch.float32, copy=True)
         delta = self._delta(rows, grad, lr)
         if self.table.dtype == torch.float32:
             self.table.index_add_(0, rows, delta)
         else:
             self.table.index_copy_(0, rows, self.table.index_select(0, rows).float().add_(delta).to(self.table.dtype))
+        return delta
 
     def _delta(self, rows: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
         """The change of the rows' parameters (updating the optimizer state as it goes); may reuse ``grad``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -112,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
               " nothing to do (use --fresh to retrain)")  # fmt: skip
         return 0
     if args.json:
-        print(json.dumps(summary))
+        from tbg.train.metrics_log import json_line
+
+        print(json_line(summary))
     else:
         _note(
             f"done: step {summary['step']}, {summary['edges']:,} edges in {summary['wall_s']:.1f} s"

@@ -3,17 +3,24 @@ tqdm bar on stderr.
 
 Training records carry the mean loss per edge and the edges/s since the previous training record; the
 per-step loss is summed on the device and read back only when a record is written (no sync per step).
+
+Every line is strict JSON: a non-finite number is written as null and its key listed under ``nonfinite``
+(e.g. ``"val_loss": null, "nonfinite": ["val_loss"]``).  A resumed run first cuts the file back to the step it
+resumes from (:meth:`MetricsLog.cut_back`), so no step is logged twice.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
 from typing import Any
 
 import torch
+
+from tbg.checkpoint import atomic_write_bytes
 
 METRICS = "metrics.jsonl"
 
@@ -32,6 +39,20 @@ class MetricsLog:
         """Forget earlier runs (``tbg train --fresh``)."""
         if os.path.exists(self.path):
             os.remove(self.path)
+
+    def cut_back(self, step: int) -> None:
+        """Keep only the records of steps <= ``step`` (the step a run resumes from; 0 for a fresh start):
+        the steps after it are trained and logged again.  The file is rewritten by temp + rename, so a crash
+        leaves the old or the cut file, and a rerun cuts again.  A line cut short by a crash is dropped too."""
+        try:
+            with open(self.path, "rb") as fh:
+                lines = fh.read().splitlines(keepends=True)
+        except FileNotFoundError:
+            return
+        steps = [_step_of(line) for line in lines]
+        kept = [line for line, s in zip(lines, steps, strict=True) if s is not None and s <= step]
+        if kept != lines:
+            atomic_write_bytes(self.path, b"".join(kept))
 
     def open_bar(self, total: int, done: int) -> None:
         from tqdm import tqdm
@@ -69,9 +90,29 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
-            fh.write(json.dumps({**record, "time": time.time()}) + "\n")
+            fh.write(json_line({**record, "time": time.time()}) + "\n")
 
     def _reset_window(self, now: float) -> None:
         self._loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self._edges = 0
         self._since = now
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as strict JSON: non-finite floats become null, their keys listed under ``nonfinite``."""
+    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        record = {**{k: (None if k in bad else v) for k, v in record.items()}, "nonfinite": bad}
+    return json.dumps(record, allow_nan=False)
+
+
+def _step_of(line: bytes) -> int | None:
+    """The integer step of a complete metrics line, else None."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None

@@ -30,6 +30,7 @@ from tbg.model.scoring import RelationModel
 from tbg.train.batch_scorer import Batch, BatchScorer, coalesced_grads
 from tbg.train.bucket_order import bucket_order
 from tbg.train.edge_stream import EdgeSource, batches
+from tbg.train.finite_guard import RELATIONS, FiniteGuard, GroupChecks, check_tables, finite_sum
 from tbg.train.gathered_rows import Gathered, TableKey
 from tbg.train.metrics_log import MetricsLog
 from tbg.train.partition_store import SWAP_DIR, PartitionStore
@@ -83,6 +84,7 @@ class Trainer:
         self.log = MetricsLog(self.save_dir, self.device, show_bar=progress)
         self.validation = Validation(cfg, self.graph, self.scorer, self.store, self.model, self.device)
         self._open: StepGroup | None = None  # train_step's group, until its update is applied
+        self.guard = FiniteGuard()
 
     # ------------------------------------------------------------------ start
     def start(self, fresh: bool = False, allow_optimizer_change: bool = False) -> str:
@@ -94,6 +96,12 @@ class Trainer:
                 shutil.rmtree(sub, ignore_errors=True)
             self.log.clear()
         os.makedirs(self.save_dir, exist_ok=True)
+        how = self._restore(allow_optimizer_change)
+        self._advance_cursor()  # a checkpoint taken at the end of a bucket by an older tbg points at its end
+        self.log.cut_back(self.progress.step)  # records after the resumed step are trained (and logged) again
+        return how
+
+    def _restore(self, allow_optimizer_change: bool) -> str:
         latest = self.ckpts.latest()
         if latest is not None:
             self._load(latest, resume=True)
@@ -130,6 +138,20 @@ class Trainer:
         t = self.cfg.training
         return self.progress.epoch >= t.num_epochs or self.progress.step >= t.num_train_steps
 
+    def _advance_cursor(self) -> None:
+        """Move the progress past finished buckets and epochs (and empty buckets), so it always names the next
+        batch to train: a checkpoint taken after a bucket's last batch then says where the run goes on and,
+        after the last one, ``finished: true`` whatever ``checkpoint_every_n`` is."""
+        p = self.progress
+        while not self.finished():
+            order = self._order(p.epoch)
+            if p.bucket_index >= len(order):
+                p.next_epoch()
+            elif p.position >= self.edges.count(order[p.bucket_index]):
+                p.next_bucket()
+            else:
+                return
+
     def _order(self, epoch: int) -> list[Bucket]:
         t = self.cfg.training
         return bucket_order(self.grid[0], self.grid[1], t.bucket_order, self.cfg.runtime.seed, epoch)
@@ -158,14 +180,18 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ step groups
-    def run_group(self, worker: Worker, group: list[Batch], first_step: int) -> list[torch.Tensor]:
+    def run_group(self, worker: Worker, group: list[Batch], first_step: int) -> tuple[list[torch.Tensor], GroupChecks]:
         """Steps ``first_step``.. (1-based) as one update: forward + backward of each micro-batch, then the
         summed gradients applied once (a group is ``gradient_accumulation`` batches, or fewer where it is cut
-        at a checkpoint or the end of a bucket).  Runs on a Hogwild worker or the calling thread."""
+        at a checkpoint or the end of a bucket).  Runs on a Hogwild worker or the calling thread.  Returns the
+        losses and the group's finiteness checks (device tensors: nothing is read back here)."""
         step_group = self._open_group(worker, first_step, first_step + len(group) - 1)
         losses = [self._score(step_group, batch) for batch in group]
-        self._apply(step_group)
-        return losses
+        updated = self._apply(step_group)
+        values = torch.stack(losses).float()
+        if updated:
+            values = torch.cat([values, torch.stack(list(updated.values()))])
+        return losses, GroupChecks(first_step, len(losses), list(updated), self.bucket, values)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
         """One batch on the calling thread (worker 0), outside :meth:`run`'s bookkeeping; parameters move every
@@ -196,19 +222,44 @@ class Trainer:
         group.batches += 1
         return result.loss
 
-    def _apply(self, group: StepGroup) -> None:
+    def _apply(self, group: StepGroup) -> dict[TableKey | str, torch.Tensor]:
         """Step the relation optimizer and the touched embedding rows with a group's gradients (coalesced per
-        table, so an entity seen in several micro-batches gets one summed-gradient update)."""
+        table, so an entity seen in several micro-batches gets one summed-gradient update); returns, per table
+        updated, the :func:`finite_sum` of its rows' update (and of the relation parameters)."""
         lr_step = group.last_step - 1  # schedules count the steps completed before this one
         self.rel_opt.step(self.cfg.model.translation_optimizer.lr_at(lr_step), group.worker.params)
+        params = [p for p in self.model.parameters() if p.numel()]
+        updated: dict[TableKey | str, torch.Tensor] = {}
+        if params:
+            updated[RELATIONS] = torch.stack([finite_sum(p.detach()) for p in params]).sum()
         for key, (rows, grad) in coalesced_grads(group.gathered).items():
             res = self.store.get(key)
-            res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True)
+            delta = res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True)
             res.dirty = True
+            if delta is not None:
+                updated[key] = finite_sum(delta)
+        return updated
 
     # ------------------------------------------------------------------ checkpoint
+    def committed(self) -> str:
+        """What stays the latest checkpoint, for the non-finite error."""
+        latest = self.ckpts.latest()
+        if latest is None:
+            return "no checkpoint was committed"
+        return f"the latest checkpoint is still {latest.path}, step {latest.progress.get('step')}"
+
+    def verify_finite(self, keys: list[TableKey] | None = None) -> None:
+        """Raise NonFiniteError unless the steps so far, the resident tables ``keys`` (default: all) and the
+        relation parameters are finite; called before a checkpoint or a swap file is written."""
+        self.guard.check(self.committed)
+        keys = list(self.store.resident) if keys is None else keys
+        tables: dict[TableKey | str, list[torch.Tensor]] = {k: [self.store.get(k).table] for k in keys}
+        tables[RELATIONS] = [p.detach() for p in self.model.parameters() if p.numel()]
+        check_tables(tables, self.progress.step, self.committed)
+
     def checkpoint(self) -> str:
         self.apply_updates()
+        self.verify_finite()
         latest = self.ckpts.latest()
         writer = self.ckpts.begin(latest.version + 1 if latest is not None else 1)
         try:
@@ -234,9 +285,11 @@ class Trainer:
         started = time.perf_counter()
         start_step, start_edges = p.step, p.edges_seen
         self._last_ckpt_step = -1
-        with WorkerPool(self.workers, self.threads_per_worker) as pool:
-            self._run_epochs(pool)
-        self.log.close_bar()
+        try:
+            with WorkerPool(self.workers, self.threads_per_worker) as pool:
+                self._run_epochs(pool)
+        finally:
+            self.log.close_bar()
         wall = time.perf_counter() - started
         if p.step != self._last_ckpt_step:
             self.checkpoint()
@@ -251,20 +304,17 @@ class Trainer:
 
     def _run_epochs(self, pool: WorkerPool) -> None:
         p = self.progress
-        while not self.finished():
+        while True:
+            self._advance_cursor()  # (empty buckets hold nothing to train: what is resident stays)
+            if self.finished():
+                return
             order = self._order(p.epoch)
-            while p.bucket_index < len(order) and not self.finished():
-                self.bucket = order[p.bucket_index]
-                if self.edges.count(self.bucket) == 0:  # nothing to train: keep what is resident
-                    p.next_bucket()
-                    continue
-                self.store.need(self.bucket_keys(self.bucket))
-                self._prefetch_next(order)
-                self._train_bucket(pool)
-                if p.position >= self.edges.count(self.bucket) or not self.finished():
-                    p.next_bucket()
-            if p.bucket_index >= len(order):
-                p.next_epoch()
+            self.bucket = order[p.bucket_index]
+            wanted = self.bucket_keys(self.bucket)
+            self.verify_finite([k for k, r in self.store.resident.items() if r.dirty and k not in wanted])
+            self.store.need(wanted)  # (evicted tables are written to swap files)
+            self._prefetch_next(order)
+            self._train_bucket(pool)  # to the bucket's end (the cursor moves on) or to num_train_steps
 
     def _train_bucket(self, pool: WorkerPool) -> None:
         """The current bucket's batches from the saved position, as step groups; returns with every group
@@ -305,10 +355,11 @@ class Trainer:
             for step in range(first, last_step + 1)
         )
         pool.dispatch(
-            lambda worker: self.run_group(worker, work, first), lambda losses: self._book(sizes, losses), barrier
+            lambda worker: self.run_group(worker, work, first), lambda result: self._book(sizes, *result), barrier
         )
 
-    def _book(self, sizes: list[tuple[int, int]], losses: list[torch.Tensor]) -> None:
+    def _book(self, sizes: list[tuple[int, int]], losses: list[torch.Tensor], checks: GroupChecks) -> None:
+        self.guard.add(checks)
         for (position, size), loss in zip(sizes, losses, strict=True):
             self._after_step(position, size, loss)
 
@@ -319,10 +370,15 @@ class Trainer:
         p.position = position
         p.edges_seen += size
         self.log.step(loss, size)
+        epoch = p.epoch  # the step's epoch, for its records
+        if position >= self.edges.count(self.bucket):
+            self._advance_cursor()  # so a checkpoint here says where to go on (or that the run finished)
         if p.step % t.train_log_every_n == 0 or self.finished():
-            self.log.train(p.step, p.epoch, self.cfg.model.embeddings.tables[0].optimizer.lr_at(p.step - 1))
+            self.guard.check(self.committed)  # the record's read-back syncs anyway
+            self.log.train(p.step, epoch, self.cfg.model.embeddings.tables[0].optimizer.lr_at(p.step - 1))
         if p.step % t.eval_log_every_n == 0:
-            record = self.validation.record(self.bucket, self._tables, p.step, p.epoch)
+            self.guard.check(self.committed)
+            record = self.validation.record(self.bucket, self._tables, p.step, epoch)
             if record is not None:
                 self.log.validation(record)
         if p.step % t.checkpoint_every_n == 0:

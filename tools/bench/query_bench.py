@@ -259,6 +259,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
         "faiss": faiss.__version__,
         "threads": torch.get_num_threads(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
     rng = np.random.default_rng(0)
     if not args.skip_twhin:
@@ -292,6 +293,7 @@ def main() -> int:
             "neighbors": run_case(cfg, "neighbors", [("entity", str(i)) for i in ids], "entity", cache),
         }
     result["peak_rss_gib"] = _rss_gib()
+    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=1))
     return 0
 

@@ -99,7 +99,7 @@ def compare_checkpoint(save_dir: str, ref_save: str) -> tuple[str, str]:
 def _manifest(path: str) -> dict:
     with open(os.path.join(path, "manifest.json")) as fh:
         m = json.load(fh)
-    for k in ("created", "import_id", "config_fingerprint", "checksum"):  # (the checksum covers the first two)
+    for k in ("created", "import_id", "config_fingerprint", "checksum"):  # differ per import by design
         m.pop(k, None)
     for split in m.get("splits", {}).values():
         for src in split.get("sources", []):

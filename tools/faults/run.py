@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                     "replay": f"python tools/faults/run.py --seed {args.seed} --trials {n}"
                     f"{' --fast' if args.fast else ''} --only {t.index}"}  # fmt: skip
             if out.outcome not in ("recovered", "clear_error"):
-                failures.append({**case, "outcome": out.outcome, "detail": out.detail})
+                failures.append({**case, "outcome": out.outcome, "detail": out.detail,
+                                 **({"stderr": out.stderr} if out.stderr else {})})  # fmt: skip
             for cls, detail in out.extra:
                 failures.append({**case, "outcome": cls, "detail": detail})
             if args.verbose:

@@ -54,6 +54,7 @@ class Outcome:
     detail: str = ""
     reproducer: dict = field(default_factory=dict)
     extra: list[tuple[str, str]] = field(default_factory=list)  # (class, detail): leftovers, bookkeeping
+    stderr: str = ""  # the end of a failing command's stderr
 
 
 def status(r: harness.Result) -> str:
@@ -84,7 +85,7 @@ def _failure_of(r: harness.Result) -> Outcome | None:
     if st == "hang":
         return Outcome("hang", f"`{r.command}` ran past {r.wall_s:.0f} s")
     if st == "traceback":
-        return Outcome("traceback", f"`{r.command}` exit {r.rc}: {_tail(r)}")
+        return Outcome("traceback", f"`{r.command}` exit {r.rc}: {_tail(r)}", stderr=r.stderr[-2500:])
     return None
 
 
