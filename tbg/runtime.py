@@ -8,9 +8,11 @@ The measurements behind these choices are in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -122,12 +124,15 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
     Whole steps side by side, one intra-op thread each, beat one worker using every thread, because a step's
     many small operations do not split well across threads (each pays a barrier; docs/benchmarks.md).
     Workers are threads sharing the tables, so memory does not grow with them; they contend for the GIL
-    between operations, which is why auto stops at 4 (a reasoned limit, not measured).  CUDA: one worker.
+    between operations, which is why auto stops at 4 (a reasoned limit, not measured).
+
+    CUDA: one worker (a step is one stream of kernels; threads would only interleave launches).  Several
+    workers asked for with ``device: auto`` mean "on a CPU host": on a GPU host they are not an error.
     """
     threads = cpu_threads(cfg)
     want = cfg.runtime.hogwild_workers
     if device.type != "cpu":
-        if want is not None and want > 1:
+        if want is not None and want > 1 and cfg.runtime.device != "auto":
             from tbg.errors import TbgError
 
             raise TbgError(f"runtime.hogwild_workers: {want} workers need device cpu, got {device}")
@@ -137,11 +142,26 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
 
 
 def setup(cfg: Config) -> tuple[torch.device, bool]:
-    """Apply allocator/thread/TF32 settings; return the device and whether score GEMMs use bf16."""
+    """Apply allocator/thread settings; return the device and whether score GEMMs use bf16.
+
+    TF32 is not set here (it is process-wide): training steps scope it with :func:`tf32`."""
     tune_malloc()
     threads = cpu_threads(cfg)
     torch.set_num_threads(threads)
     device = select_device(cfg)
-    if device.type == "cuda" and cfg.runtime.enable_tensorfloat32:
-        torch.backends.cuda.matmul.allow_tf32 = True
     return device, use_bf16(cfg, device)
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """CUDA matmuls in TF32 while inside (``runtime.enable_tensorfloat32`` for training steps), restored after,
+    so evaluation and validation ranking in the same process keep full fp32 products."""
+    if not enabled:
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

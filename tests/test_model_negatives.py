@@ -10,12 +10,15 @@ from tbg.model.negatives import MASKED, negative_bias, sample_uniform, select_in
 def test_select_in_batch_per_relation() -> None:
     rel = torch.tensor([0] * 10 + [1] * 3 + [2] * 7)
     gen = torch.Generator().manual_seed(0)
-    sel = select_in_batch(rel, 4, gen)
-    counts = torch.bincount(rel[sel], minlength=3).tolist()
-    assert counts == [4, 3, 4]  # up to S per relation, all of a smaller relation
-    assert len(set(sel.tolist())) == len(sel)  # without replacement
-    assert select_in_batch(rel, 100, gen).tolist() == list(range(20))  # S >= batch: every positive
-    assert select_in_batch(rel, 0, gen).numel() == 0
+    for num_relations in (3, None):  # 4 slots per relation, or every position with the extra ones empty
+        sel, sel_rel = select_in_batch(rel, 4, gen, num_relations)
+        live = sel[sel_rel >= 0]
+        assert torch.equal(sel_rel[sel_rel >= 0], rel[live])  # a live slot carries its edge's relation
+        assert torch.bincount(rel[live], minlength=3).tolist() == [4, 3, 4]  # up to S per relation
+        assert len(set(live.tolist())) == len(live)  # without replacement
+    assert sel.shape[0] == 20 and select_in_batch(rel, 4, gen, 3)[0].shape[0] == 12  # sizes from shapes only
+    assert select_in_batch(rel, 100, gen)[0].tolist() == list(range(20))  # S >= batch: every positive
+    assert select_in_batch(rel, 0, gen)[0].numel() == 0
 
 
 def test_mask_excludes_positive_other_relations_and_collisions() -> None:
@@ -45,20 +48,18 @@ def test_batch_scope_mask_keeps_other_relations() -> None:
 
 
 def test_fast_mask_agrees_with_dense_bias() -> None:
-    """mask_negatives (sparse collisions) == negative_bias (dense) for both in-batch scopes."""
-    from tbg.model.negatives import mask_negatives, matches
+    """mask_negatives (in place, with counts) == negative_bias for both in-batch scopes and empty slots."""
+    from tbg.model.negatives import mask_negatives
 
     gen = torch.Generator().manual_seed(0)
     true_ids = torch.randint(0, 30, (200,), generator=gen)
     rel = torch.randint(0, 3, (200,), generator=gen)
-    sel = select_in_batch(rel, 20, gen)
+    sel, sel_rel = select_in_batch(rel, 20, gen, 3)
     uniform = torch.randint(0, 30, (50,), generator=gen)
     neg = torch.randn(200, len(sel) + 50, generator=gen).bfloat16()
-    for batch_rel in (rel[sel], None):
+    for batch_rel in (sel_rel, None):
         bias = negative_bias(true_ids, rel, true_ids[sel], batch_rel, uniform)
         got, count = mask_negatives(neg, true_ids, rel, true_ids[sel], batch_rel, uniform)
         assert torch.equal(got < -1e29, bias < 0)
         assert torch.equal(got[bias == 0], neg.float()[bias == 0])
         assert torch.equal(count, (bias == 0).sum(1).float())
-    rows, cols = matches(torch.tensor([4, 9, 4]), torch.tensor([4, 1, 4, 9]))
-    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 0), (0, 2), (1, 3), (2, 0), (2, 2)]

@@ -46,9 +46,17 @@ def test_worker_count(device, threads, want, expected, tmp_path) -> None:
 
 
 def test_workers_need_cpu(tmp_path) -> None:
-    cfg = make_config(tmp_path / "g", save_dir=tmp_path, overrides={"runtime.hogwild_workers": 2})
+    over = {"runtime.hogwild_workers": 2, "runtime.device": "cuda"}
+    cfg = make_config(tmp_path / "g", save_dir=tmp_path, overrides=over)
     with pytest.raises(TbgError, match=r"^runtime.hogwild_workers: 2 workers need device cpu, got cuda$"):
         runtime.hogwild_workers(cfg, torch.device("cuda"))
+
+
+def test_auto_device_on_a_gpu_host_takes_one_worker(tmp_path) -> None:
+    """hogwild_workers sized for CPU hosts: with device auto, a GPU host runs one worker instead of failing."""
+    over = {"runtime.hogwild_workers": 2, "runtime.device": "auto", "runtime.num_threads": 4}
+    cfg = make_config(tmp_path / "g", save_dir=tmp_path, overrides=over)
+    assert runtime.hogwild_workers(cfg, torch.device("cuda")) == (1, 4)
 
 
 def test_replicas_share_parameters_not_gradients(graph, tmp_path) -> None:

@@ -12,28 +12,46 @@ from __future__ import annotations
 import torch
 
 
-def select_in_batch(rel: torch.Tensor, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Positions (into the batch) of the shared in-batch negatives: up to ``num`` per relation present."""
+def select_in_batch(
+    rel: torch.Tensor, num: int, generator: torch.Generator | None = None, num_relations: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slots of the shared in-batch negatives: (batch positions [K], each slot's relation [K], -1 for an empty
+    slot), up to ``num`` per relation present, drawn at random within each relation.
+
+    K depends only on shapes, never on the data, so nothing waits for the device: ``num`` slots per relation
+    (``num_relations``: how many there can be) when that is fewer than the batch, else every position in a
+    random order, the ones past a relation's first ``num`` marked empty.  Empty slots carry relation -1,
+    which no edge has, so a per-relation mask drops them with the other relations.
+    """
     size = rel.shape[0]
     if num <= 0 or size == 0:
-        return torch.zeros(0, dtype=torch.long, device=rel.device)
+        empty = torch.zeros(0, dtype=torch.long, device=rel.device)
+        return empty, empty
     if num >= size:
-        return torch.arange(size, device=rel.device)
-    perm = torch.randperm(size, generator=generator, device="cpu").to(rel.device)
-    shuffled = rel[perm]
-    sorted_rel, order = torch.sort(shuffled, stable=True)
-    start = torch.searchsorted(sorted_rel, sorted_rel)  # first index of each relation's run
-    rank = torch.arange(size, device=rel.device) - start
-    return perm[order[rank < num]]
+        return torch.arange(size, device=rel.device), rel
+    perm = torch.randperm(size, generator=generator, device=rel.device)
+    sorted_rel, order = torch.sort(rel[perm], stable=True)
+    positions = perm[order]  # grouped by relation, random within each
+    slots = num * (num_relations or size)
+    if slots >= size:
+        rank = torch.arange(size, device=rel.device) - torch.searchsorted(sorted_rel, sorted_rel)
+        return positions, torch.where(rank < num, sorted_rel, -1)
+    slot = torch.arange(slots, device=rel.device)
+    want = slot // num  # the relation of slot s, and its place s % num among that relation's slots
+    first = torch.searchsorted(sorted_rel, want)
+    have = torch.searchsorted(sorted_rel, want, right=True) - first
+    picked = positions[(first + slot % num).clamp_max(size - 1)]
+    return picked, torch.where(slot % num < have, want, -1)
 
 
 def sample_uniform(
     num: int, partition_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """``num`` offsets drawn uniformly (with replacement, like PBG) from a partition of ``partition_size``."""
+    """``num`` offsets drawn uniformly (with replacement, like PBG) from a partition of ``partition_size``, on
+    ``device`` with ``generator`` (a generator of that device: no host draw, no copy)."""
     if num <= 0 or partition_size <= 0:
         return torch.zeros(0, dtype=torch.long, device=device)
-    return torch.randint(0, partition_size, (num,), generator=generator).to(device)
+    return torch.randint(0, partition_size, (num,), generator=generator, device=device)
 
 
 MASKED = -1e30  # added to a masked negative's score: exp() underflows to 0, softplus/relu give 0 exactly
@@ -67,38 +85,6 @@ def negative_bias(
     return out.mul_(MASKED)
 
 
-def matches(true_ids: torch.Tensor, cand_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (row i, column k) with ``true_ids[i] == cand_ids[k]``, by sort + searchsorted (no [B, C] compare).
-
-    Collisions are rare (the positive itself, repeated entities, uniform hits), so this is O((B + C) log n)
-    with n the smaller side, which is the one sorted (PBG's per-chunk samples make C ~20x B).
-    """
-    if cand_ids.shape[0] > true_ids.shape[0]:
-        cols, rows = _matches_sorted(cand_ids, true_ids)
-        return rows, cols
-    return _matches_sorted(true_ids, cand_ids)
-
-
-def _matches_sorted(probe: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(i, k) with ``probe[i] == keys[k]``; ``keys`` is the side that gets sorted.
-
-    One binary search per probe finds the hits; only the (rare) hits are searched again for the end of
-    their run of equal keys.
-    """
-    if keys.numel() == 0 or probe.numel() == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=probe.device)
-        return empty, empty
-    sorted_k, order = torch.sort(keys)
-    lo = torch.searchsorted(sorted_k, probe)
-    hit = torch.nonzero(sorted_k[lo.clamp_max(keys.shape[0] - 1)] == probe).squeeze(1)
-    lo = lo[hit]
-    counts = torch.searchsorted(sorted_k, probe[hit], right=True) - lo
-    rows = torch.repeat_interleave(hit, counts)
-    starts = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)
-    cols = order[starts + torch.arange(rows.shape[0], device=probe.device)]
-    return rows, cols
-
-
 def mask_negatives(
     neg: torch.Tensor,
     true_ids: torch.Tensor,
@@ -107,30 +93,29 @@ def mask_negatives(
     batch_rel: torch.Tensor | None,
     uniform_ids: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked fp32 scores and the count of valid negatives per row: the fast path of :func:`negative_bias`.
+    """Masked fp32 scores and the count of valid negatives per row: :func:`negative_bias`'s semantics (tests
+    check they agree), applied in place (an fp32 ``neg`` is modified, so it may be a view of the logits).
 
-    Same semantics (tests check they agree): collisions with the true entity are found sparsely and set to
-    MASKED in place (an fp32 ``neg`` is modified, so it may be a view of a larger logits buffer); only
-    relation scope needs a dense [B, K] comparison for its in-batch block.
+    One dense [B, K + G] equality mask: it costs a compare per score, against the D multiply-adds each score
+    took, and its shape never depends on the data (a sparse search of the collisions needs their count on
+    the host).
     """
-    size, k = neg.shape[0], batch_ids.shape[0]
+    k = batch_ids.shape[0]
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg  # fp32 scores: masked in place
-    valid = torch.full((size,), neg.shape[1], dtype=out.dtype, device=neg.device)
+    hit = true_ids.unsqueeze(1) == torch.cat([batch_ids, uniform_ids]).unsqueeze(0)
     if k and batch_rel is not None:
-        other = true_rel.unsqueeze(1) != batch_rel.unsqueeze(0)
-        valid -= other.sum(1)
-        out[:, :k].add_(other.to(out.dtype).mul_(MASKED))  # in place: ``neg`` may be a view of the logits
-        keep_same = True
-    else:
-        keep_same = False
-    rows, cols = matches(true_ids, torch.cat([batch_ids, uniform_ids]))
-    if keep_same and rows.numel():  # in-batch collisions of another relation are masked already
-        same = (cols >= k) | (true_rel[rows] == batch_rel[cols.clamp_max(max(k - 1, 0))])
-        rows, cols = rows[same], cols[same]
-    if rows.numel():
-        out.index_put_((rows, cols), torch.tensor(MASKED, dtype=out.dtype, device=out.device))
-        valid -= torch.bincount(rows, minlength=size).to(valid.dtype)
-    return out, valid
+        hit[:, :k] |= true_rel.unsqueeze(1) != batch_rel.unsqueeze(0)
+    out.masked_fill_(hit, MASKED)
+    return out, (neg.shape[1] - hit.sum(1)).to(out.dtype)
+
+
+def _chunk_hits(true_ids: torch.Tensor, per: int, ids: torch.Tensor) -> torch.Tensor:
+    """[B, W] mask: row i's true id equals an id in row ``i // per`` of ``ids`` [groups, W] (groups * per >= B),
+    or that id is padding (< 0)."""
+    size, groups = true_ids.shape[0], ids.shape[0]
+    padded = torch.nn.functional.pad(true_ids, (0, groups * per - size), value=-2).view(groups, per, 1)
+    hit = (padded == ids.unsqueeze(1)) | (ids < 0).unsqueeze(1)
+    return hit.view(groups * per, -1)[:size]
 
 
 def mask_chunked(
@@ -142,42 +127,27 @@ def mask_chunked(
     shared_ids: torch.Tensor | None = None,
     chunks_per_draw: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask PBG-style chunk scores ``neg`` [B, K + G] (row i belongs to chunk ``i // chunk``).
+    """Mask PBG-style chunk scores ``neg`` [B, K + G] (row i belongs to chunk ``i // chunk``) in place.
 
-    ``cand_ids`` [C, K] are the entity ids of each chunk's own negatives (its positives first, then, in
-    PBG's exact scheme, its own uniform samples); ``shared_ids`` [draws, G] (or [G]) are uniform draws in the
-    last G columns, draw ``d`` shared by chunks ``d * chunks_per_draw ...`` (a [G] draw: by every chunk).
-    Any negative equal to the row's true entity is masked — the positive itself (the chunk diagonal)
-    included — found sparsely by offsetting ids per chunk (per draw) so one search covers every chunk.
-    The last ``pad_columns`` in-batch columns of the last chunk are padding and always masked.
+    ``cand_ids`` [C, K] are the entity ids of each chunk's own negatives (its positives first, -1 where the
+    last chunk is padded, then, in PBG's exact scheme, its own uniform samples); ``shared_ids`` [draws, G]
+    (or [G]) are uniform draws in the last G columns, draw ``d`` shared by chunks ``d * chunks_per_draw ...``
+    (a [G] draw: by every chunk).  Any negative equal to the row's true entity is masked — the positive
+    itself (the chunk diagonal) included — and so are the padding columns (``pad_columns``: how many the last
+    chunk has; they are the -1 ids).  Dense per-chunk equality masks, as in :func:`mask_negatives`.
     """
-    size, width = neg.shape
+    del pad_columns  # the padding is marked by its -1 ids
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg
-    device, n_chunks, k = neg.device, cand_ids.shape[0], cand_ids.shape[1]
-    # key = (group << 32) | (id + 1): chunk groups 0..C-1, draw groups C.., so ONE search covers both blocks
-    row_chunk = torch.arange(size, device=device) // chunk
-    probes = [(row_chunk << 32) + true_ids + 1]
-    keys = [((torch.arange(n_chunks, device=device) << 32).unsqueeze(1) + cand_ids + 1).flatten()]
-    g = 0  # width of one shared draw
+    k = cand_ids.shape[1]
+    hit = _chunk_hits(true_ids, chunk, cand_ids)
+    out[:, :k].masked_fill_(hit, MASKED)
+    invalid = hit.sum(1)
     if shared_ids is not None and shared_ids.numel():
         draws = shared_ids.view(-1, shared_ids.shape[-1])
-        g = draws.shape[1]
-        row_draw = (row_chunk // chunks_per_draw).clamp_max(draws.shape[0] - 1) + n_chunks
-        probes.append((row_draw << 32) + true_ids + 1)
-        keys.append(
-            (((torch.arange(draws.shape[0], device=device) + n_chunks) << 32).unsqueeze(1) + draws + 1).flatten()
-        )
-    probe_rows, flat = matches(torch.cat(probes), torch.cat(keys))
-    rows = probe_rows % size
-    own = flat < n_chunks * k
-    # a candidate's column: its place in its chunk's row of cand_ids, or k + its place in its draw
-    cols = torch.where(own, flat % k, k + (flat - n_chunks * k) % max(1, g))
-    valid = torch.full((size,), width, dtype=out.dtype, device=neg.device)
-    if rows.numel():
-        out.index_put_((rows, cols), torch.tensor(MASKED, dtype=out.dtype, device=out.device))
-        valid -= torch.bincount(rows, minlength=size).to(valid.dtype)
-    if pad_columns:
-        first = (size - 1) // chunk * chunk
-        out[first:, chunk - pad_columns : chunk] = MASKED
-        valid[first:] -= pad_columns
-    return out, valid
+        if draws.shape[0] == 1:
+            shared = true_ids.unsqueeze(1) == draws[0].unsqueeze(0)
+        else:
+            shared = _chunk_hits(true_ids, chunk * chunks_per_draw, draws)
+        out[:, k:].masked_fill_(shared, MASKED)
+        invalid = invalid + shared.sum(1)
+    return out, (neg.shape[1] - invalid).to(out.dtype)

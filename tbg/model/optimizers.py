@@ -32,8 +32,17 @@ def _zeros(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.zeros(shape, dtype=torch.float32, device=device)
 
 
+Rows = torch.Tensor | None  # row ids of a sparse step, or None: every row (a dense step)
+
+
 class SparseOptimizer:
-    """Base: holds the table and its state; subclasses implement :meth:`_delta`."""
+    """Base: holds the table and its state; subclasses implement :meth:`_delta`.
+
+    A sparse step's ``rows`` may repeat an id in slots whose gradient is zero and whose ``live`` flag is
+    False (the padding of :func:`coalesce`, whose output size never depends on the data): every write is an
+    ``index_add_`` of an increment, so such slots change nothing, and optimizers whose state moves without a
+    gradient (momentum, Adam) scale their increments by ``live``.
+    """
 
     state_names: tuple[str, ...] = ()
 
@@ -45,23 +54,40 @@ class SparseOptimizer:
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
-    def step(self, rows: torch.Tensor, grad: torch.Tensor, lr: float, owned: bool = False) -> torch.Tensor | None:
-        """Move the (unique) ``rows`` by their update: one ``index_add_`` on fp32 tables (the rows are never
-        gathered and written back, which costs about twice as much), else in fp32 and written back in the
-        table's dtype.  ``owned``: the caller gives ``grad`` up, so it is used as scratch instead of copied.
-        Returns the update applied (fp32, [rows, dim]; None for no rows), which the trainer checks for
-        non-finite values without gathering the rows again."""
+    def step(
+        self, rows: torch.Tensor, grad: torch.Tensor, lr: float, owned: bool = False, live: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Move ``rows`` (unique, or padded as above with ``live``) by their update: one ``index_add_`` (the rows
+        are never gathered and written back, which costs about twice as much); tables in fp16/bf16 add the fp32
+        update rounded to their dtype.  ``owned``: the caller gives ``grad`` up, so it is used as scratch
+        instead of copied.  Returns the update applied (fp32, [rows, dim], zero in padding slots; None for no
+        rows), which the trainer checks for non-finite values without gathering the rows again."""
         if rows.numel() == 0:
             return None
         grad = grad.float() if owned else grad.to(torch.float32, copy=True)
-        delta = self._delta(rows, grad, lr)
-        if self.table.dtype == torch.float32:
-            self.table.index_add_(0, rows, delta)
-        else:
-            self.table.index_copy_(0, rows, self.table.index_select(0, rows).float().add_(delta).to(self.table.dtype))
+        mask = None if live is None else live.to(torch.float32).unsqueeze(-1)
+        delta = self._delta(rows, grad, lr, mask)
+        self.table.index_add_(0, rows, delta if self.table.dtype == torch.float32 else delta.to(self.table.dtype))
         return delta
 
-    def _delta(self, rows: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+    def dense_step(self, grad: torch.Tensor, lr: float) -> None:
+        """Update every row with ``grad`` (same shape as the table): plain in-place tensor ops, no row ids."""
+        delta = self._delta(None, grad.float().clone(), lr, None)
+        self.table.add_(delta if self.table.dtype == torch.float32 else delta.to(self.table.dtype))
+
+    def _take(self, name: str, rows: Rows) -> torch.Tensor:
+        """The rows' current state (a copy: the caller may change it)."""
+        state = self.state[name]
+        return state.clone() if rows is None else state.index_select(0, rows)
+
+    def _add(self, name: str, rows: Rows, inc: torch.Tensor) -> None:
+        state = self.state[name]
+        if rows is None:
+            state.add_(inc)
+        else:
+            state.index_add_(0, rows, inc)
+
+    def _delta(self, rows: Rows, grad: torch.Tensor, lr: float, live: torch.Tensor | None) -> torch.Tensor:
         """The change of the rows' parameters (updating the optimizer state as it goes); may reuse ``grad``."""
         raise NotImplementedError
 
@@ -80,11 +106,13 @@ class SparseSGD(SparseOptimizer):
             return {"momentum": _zeros(tuple(table.shape), table.device)}
         return {}
 
-    def _delta(self, rows, grad, lr):
+    def _delta(self, rows, grad, lr, live):
         if "momentum" in self.state:
-            buf = self.state["momentum"].index_select(0, rows).mul_(self.cfg.params.momentum).add_(grad)
-            self.state["momentum"].index_copy_(0, rows, buf)
-            grad = buf.clone()
+            old = self._take("momentum", rows)
+            new = old.mul(self.cfg.params.momentum).add_(grad)
+            inc = new - old
+            self._add("momentum", rows, inc if live is None else inc.mul_(live))
+            grad = new if live is None else new.mul_(live)
         return grad.mul_(-lr)
 
 
@@ -92,9 +120,9 @@ class SparseAdagrad(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"sum": _zeros(tuple(table.shape), table.device)}
 
-    def _delta(self, rows, grad, lr):
-        acc = self.state["sum"].index_select(0, rows).addcmul_(grad, grad)
-        self.state["sum"].index_copy_(0, rows, acc)
+    def _delta(self, rows, grad, lr, live):
+        self._add("sum", rows, grad * grad)  # a padding slot adds 0
+        acc = self._take("sum", rows)
         eps = max(self.cfg.params.eps, MIN_EPS)
         return grad.div_(acc.sqrt_().add_(eps)).mul_(-lr)
 
@@ -103,34 +131,46 @@ class SparseRowAdagrad(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"sum": torch.zeros(table.shape[0], dtype=torch.float32, device=table.device)}
 
-    def _delta(self, rows, grad, lr):
-        mean_sq = torch.linalg.vector_norm(grad, dim=-1).square_().div_(grad.shape[-1])
-        acc = self.state["sum"].index_select(0, rows).add_(mean_sq)
-        self.state["sum"].index_copy_(0, rows, acc)
+    def _delta(self, rows, grad, lr, live):
+        self._add("sum", rows, torch.linalg.vector_norm(grad, dim=-1).square_().div_(grad.shape[-1]))
+        acc = self._take("sum", rows)
         eps = max(self.cfg.params.eps, MIN_EPS)
         return grad.mul_(acc.sqrt_().add_(eps).reciprocal_().mul_(-lr).unsqueeze(-1))
 
 
 class SparseAdam(SparseOptimizer):
+    """The step count lives on the host (a Python int mirrored into the ``step`` state): bias corrections
+    are Python floats, so a step never reads a tensor back."""
+
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
-        zeros = _zeros(tuple(table.shape), table.device)
+        self._steps = 0
         return {
-            "exp_avg": zeros,
+            "exp_avg": _zeros(tuple(table.shape), table.device),
             "exp_avg_sq": _zeros(tuple(table.shape), table.device),
             "step": torch.zeros(1, dtype=torch.float64),
         }
 
-    def _delta(self, rows, grad, lr):
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        super().load_state(arrays)
+        self._steps = int(self.state["step"][0])
+
+    def _delta(self, rows, grad, lr, live):
         beta1, beta2 = self.cfg.params.betas
-        self.state["step"] += 1
-        step = float(self.state["step"].item())
-        m = self.state["exp_avg"].index_select(0, rows).mul_(beta1).add_(grad, alpha=1 - beta1)
-        v = self.state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        self.state["exp_avg"].index_copy_(0, rows, m)
-        self.state["exp_avg_sq"].index_copy_(0, rows, v)
-        bias1, bias2 = 1 - beta1**step, 1 - beta2**step
+        self._steps += 1
+        self.state["step"].fill_(self._steps)
+        m_old, v_old = self._take("exp_avg", rows), self._take("exp_avg_sq", rows)
+        m = m_old.mul(beta1).add_(grad, alpha=1 - beta1)
+        v = v_old.mul(beta2).addcmul_(grad, grad, value=1 - beta2)
+        m_inc, v_inc = m - m_old, v - v_old
+        if live is not None:
+            m_inc.mul_(live)
+            v_inc.mul_(live)
+        self._add("exp_avg", rows, m_inc)
+        self._add("exp_avg_sq", rows, v_inc)
+        bias1, bias2 = 1 - beta1**self._steps, 1 - beta2**self._steps
         denom = v.sqrt_().div_(bias2**0.5).add_(max(self.cfg.params.eps, MIN_EPS))
-        return m.div_(denom).mul_(-lr / bias1)
+        out = m.div_(denom).mul_(-lr / bias1)
+        return out if live is None else out.mul_(live)
 
 
 SPARSE_OPTIMIZERS: dict[str, type[SparseOptimizer]] = {
@@ -158,19 +198,19 @@ class RelationOptimizer:
         if cfg.kind == "row_adagrad":
             cfg = OptimizerConfig(adagrad=AdagradConfig(lr=cfg.params.lr, eps=cfg.params.eps))
         self.params = [p for p in params if p.numel()]
-        self.rows = [torch.arange(p.shape[0], device=p.device) for p in self.params]
         self.opts = [build_sparse_optimizer(p.data.view(p.shape[0], -1), cfg) for p in self.params]
 
     def step(self, lr: float, grads_of: list[torch.nn.Parameter] | None = None) -> None:
-        """Apply and clear the parameters' gradients (a parameter without one is left alone, as torch.optim).
+        """Apply and clear the parameters' gradients (a parameter without one is left alone, as torch.optim):
+        dense in-place updates of whole parameters, no row ids.
 
         ``grads_of``: take the gradients from these parameters instead (a Hogwild worker's replica, whose
         parameters share this optimizer's storage but hold their own ``.grad``; same order and shapes).
         """
         sources = self.params if grads_of is None else [p for p in grads_of if p.numel()]
-        for p, rows, opt in zip(sources, self.rows, self.opts, strict=True):
+        for p, opt in zip(sources, self.opts, strict=True):
             if p.grad is not None:
-                opt.step(rows, p.grad.view(p.shape[0], -1), lr, owned=True)
+                opt.dense_step(p.grad.view(p.shape[0], -1), lr)
                 p.grad = None
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -188,18 +228,29 @@ class RelationOptimizer:
 
 def coalesce(
     rows: torch.Tensor | list[torch.Tensor], grad: torch.Tensor | list[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unique row ids and their summed fp32 gradients (duplicates arise when an entity appears twice).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row ids with their summed fp32 gradients, one slot per distinct id (duplicates arise when an entity
+    appears twice), and which slots are live: ``(ids [M], grads [M, D], live [M])`` for M gathered rows.
 
-    Takes one (rows, grad) pair or lists of them (a step's several gathers): each part is added into the
-    result on its own, so the gradients are never concatenated into one more copy.
+    Sync-free: M is the number of rows gathered, not of distinct ones (which only the device knows), so the
+    slots after the distinct ids are padding (id 0, zero gradient, not live); :meth:`SparseOptimizer.step`
+    applies them as no-ops.  By sort + run boundaries + cumsum.  Takes one (rows, grad) pair or lists of them
+    (a step's several gathers): each part is added into the result on its own, never concatenated.
     """
     rows_list = rows if isinstance(rows, list) else [rows]
     grads = grad if isinstance(grad, list) else [grad]
-    uniq, inverse = torch.unique(torch.cat(rows_list), return_inverse=True)
-    summed = torch.zeros((uniq.shape[0], grads[0].shape[1]), dtype=torch.float32, device=grads[0].device)
+    ids = torch.cat(rows_list)
+    size, device = ids.shape[0], ids.device
+    sorted_ids, order = torch.sort(ids)
+    starts = torch.ones(size, dtype=torch.long, device=device)
+    torch.ne(sorted_ids[1:], sorted_ids[:-1], out=starts[1:])
+    slot_sorted = torch.cumsum(starts, 0).sub_(1)  # the slot of each sorted row
+    slot = torch.empty_like(slot_sorted).scatter_(0, order, slot_sorted)  # ... of each gathered row
+    uniq = torch.zeros(size, dtype=ids.dtype, device=device).scatter_(0, slot_sorted, sorted_ids)
+    summed = torch.zeros((size, grads[0].shape[1]), dtype=torch.float32, device=device)
     start = 0
     for part in grads:
-        summed.index_add_(0, inverse[start : start + part.shape[0]], part.float())
+        summed.index_add_(0, slot[start : start + part.shape[0]], part.float())
         start += part.shape[0]
-    return uniq, summed
+    live = torch.arange(size, device=device) <= slot_sorted[-1:]
+    return uniq, summed, live

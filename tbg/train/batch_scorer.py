@@ -22,6 +22,7 @@ from functools import partial
 
 import torch
 
+from tbg import runtime
 from tbg.config import Config, DataConfig, GlobalNegativesScope, InBatchScope
 from tbg.model.losses import build_loss
 from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
@@ -78,6 +79,7 @@ class BatchScorer:
         self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
         self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
         self.bf16 = bf16
+        self.tf32 = device.type == "cuda" and cfg.runtime.enable_tensorfloat32  # scoped to the scorer's products
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
@@ -100,7 +102,7 @@ class BatchScorer:
         """Loss of ``batch``; ``scope``, ``global_scope`` and ``chunks_per_draw`` are train_data's
         in_batch_scope, global_negatives_scope and global_negatives_chunks_per_draw."""
         negatives = Negatives(in_batch, uniform, scope, global_scope, chunks_per_draw)
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), runtime.tf32(self.tf32):
             return self._call(batch, tables, negatives, generator, grad)
 
     def score(
@@ -112,7 +114,7 @@ class BatchScorer:
         grad: bool = True,
     ) -> StepResult:
         """Loss of ``batch`` with the negatives of a data section (train_data or validation_data)."""
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), runtime.tf32(self.tf32):
             return self._call(batch, tables, Negatives.of(data), generator, grad)
 
     def _call(self, batch, tables, negatives, generator, grad) -> StepResult:  # noqa: ANN001
@@ -198,10 +200,15 @@ class BatchScorer:
         # chunk scope without in-batch negatives is one chunk of uniform samples: the shared path below
         chunked = negatives.scope == InBatchScope.chunk and in_batch > 0 and size > 0
         per_relation = negatives.scope == InBatchScope.relation
-        sel = (
-            None
+        sel, sel_rel = (
+            (None, None)
             if chunked
-            else select_in_batch(batch.rel if per_relation else torch.zeros_like(batch.rel), in_batch, generator)
+            else select_in_batch(
+                batch.rel if per_relation else torch.zeros_like(batch.rel),
+                in_batch,
+                generator,
+                self.rel_weight.shape[0] if per_relation else 1,
+            )
         )
         chunk = min(in_batch, size)
         n_chunks = -(-size // chunk) if chunked else 1
@@ -228,11 +235,11 @@ class BatchScorer:
                     target, q, true_ids, batch.rel, key, table, uni.view(draws, -1), chunk, per_draw, grad, gathered
                 )
             else:
-                cand_ids = torch.cat([true_ids[sel], uni])
+                sel_ids = true_ids[sel]
+                cand_ids = torch.cat([sel_ids, uni])
                 blocks = [self._shared_scores(target, q, batch.rel, key, table, cand_ids, grad, gathered)]
-                sel_rel = batch.rel[sel] if per_relation else None
-                masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=true_ids[sel],
-                                 batch_rel=sel_rel, uniform_ids=uni)  # fmt: skip
+                masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=sel_ids,
+                                 batch_rel=sel_rel if per_relation else None, uniform_ids=uni)  # fmt: skip
             logits = torch.cat([pos.float().unsqueeze(1), *blocks], dim=1)  # the only copy of the scores
             with torch.no_grad():
                 # masked scores become MASKED in place, outside autograd: every loss has an exactly zero
@@ -300,8 +307,9 @@ class BatchScorer:
         return (per_edge * weight).sum()
 
 
-def coalesced_grads(gathered: list[Gathered]) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor]]:
-    """Per table: unique touched rows and their summed gradients (no dense table-sized gradient)."""
+def coalesced_grads(gathered: list[Gathered]) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per table: touched rows, their summed gradients and which slots are live (:func:`coalesce`: no dense
+    table-sized gradient, no host sync)."""
     by_key: dict[TableKey, list[Gathered]] = {}
     for g in gathered:
         by_key.setdefault(g.key, []).append(g)

@@ -26,6 +26,42 @@ from tbg.runtime import hugepage_empty
 from tbg.train.batch_scorer import TableKey
 
 SWAP_DIR = "partitions"
+STAGING_BYTES = 64 << 20  # per pinned staging buffer (two of them)
+
+
+class PinnedStaging:
+    """Host -> device copies of any size through two bounded pinned buffers, used in turn.
+
+    Pinning a whole partition would ask the pinned allocator (which rounds up to a power of two) for up to
+    twice its size in page-locked memory: a 40 GB partition, 64 GB.  Instead each piece is copied into a free
+    staging buffer and sent without blocking; a buffer is refilled only after its previous copy finished
+    (an event), so one piece is copied on the host while the other is in flight.
+    """
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self._buffers: list[torch.Tensor] = []
+        self._events: list[torch.cuda.Event | None] = [None, None]
+
+    def to_device(self, src: torch.Tensor, device: torch.device) -> torch.Tensor:
+        src = src.contiguous()
+        out = torch.empty(src.shape, dtype=src.dtype, device=device)
+        flat, dest = src.view(-1).view(torch.uint8), out.view(-1).view(torch.uint8)
+        if not self._buffers:
+            self._buffers = [torch.empty(self.nbytes, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
+        for i, lo in enumerate(range(0, flat.numel(), self.nbytes)):
+            hi = min(flat.numel(), lo + self.nbytes)
+            which = i % 2
+            event = self._events[which]
+            if event is not None:
+                event.synchronize()  # the buffer's previous copy has left it
+            buf = self._buffers[which][: hi - lo]
+            buf.copy_(flat[lo:hi])
+            dest[lo:hi].copy_(buf, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._events[which] = event
+        return out
 
 
 @dataclass
@@ -59,6 +95,7 @@ class PartitionStore:
         self.sources: dict[TableKey, str] = {}
         self._pending: dict[TableKey, Future[Loaded]] = {}
         self._weights_only: set[TableKey] = set()  # warm start: ignore the shard's optimizer state
+        self._staging: PinnedStaging | None = None  # CUDA: bounded pinned buffers for host -> device copies
 
     @property
     def keys(self) -> list[TableKey]:
@@ -102,7 +139,9 @@ class PartitionStore:
         tensor = emb if isinstance(emb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(emb))
         tensor = tensor.to(storage_dtype(self.tables[key[0]]))
         if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
+            if self._staging is None:
+                self._staging = PinnedStaging(STAGING_BYTES)
+            return self._staging.to_device(tensor, self.device)
         return hugepage_empty(tuple(tensor.shape), tensor.dtype).copy_(tensor)
 
     def prefetch(self, keys: list[TableKey]) -> None:

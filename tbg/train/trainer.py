@@ -232,9 +232,9 @@ class Trainer:
         updated: dict[TableKey | str, torch.Tensor] = {}
         if params:
             updated[RELATIONS] = torch.stack([finite_sum(p.detach()) for p in params]).sum()
-        for key, (rows, grad) in coalesced_grads(group.gathered).items():
+        for key, (rows, grad, live) in coalesced_grads(group.gathered).items():
             res = self.store.get(key)
-            delta = res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True)
+            delta = res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True, live=live)
             res.dirty = True
             if delta is not None:
                 updated[key] = finite_sum(delta)

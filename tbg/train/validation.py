@@ -66,7 +66,7 @@ class Validation:
         limit = len(edges) if steps < 0 else min(len(edges), steps * data.per_replica_batch_size)
         if limit == 0:
             return None
-        gen = torch.Generator().manual_seed(self.cfg.runtime.seed + 7919 * step)
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.runtime.seed + 7919 * step)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         deadline = time.perf_counter() + self.cfg.training.eval_timeout_in_s
         done = 0
@@ -83,15 +83,15 @@ class Validation:
 
     @torch.no_grad()
     def ranking(self) -> dict[str, float]:
-        """tbg.evaluation's sampled, train+valid-filtered validation metrics; resident partitions are read
-        from memory, the others from their swap/checkpoint files."""
+        """tbg.evaluation's sampled, train+valid-filtered validation metrics on the training device; resident
+        partitions are ranked in place, the others read from their swap/checkpoint files."""
         from tbg.evaluation.evaluate import validation_metrics
 
         def embeddings(etype: str, part: int) -> torch.Tensor:
             key = (etype, part)
-            if key in self.store.resident:
-                return self.store.get(key).table.float().cpu()
+            if key in self.store.resident:  # ranked where it lives: no device -> host -> device round trip
+                return self.store.get(key).table
             emb = self.store.read(key)[0]
             return emb.float() if isinstance(emb, torch.Tensor) else torch.from_numpy(emb).float()
 
-        return validation_metrics(self.cfg, self.graph, embeddings, self.model)
+        return validation_metrics(self.cfg, self.graph, embeddings, self.model, device=self.device)

@@ -6,7 +6,8 @@ barrier.  Running whole steps side by side, one intra-op thread each, keeps ever
 embedding rows and relation parameters without locks; unlike PBG they are threads of one process, so nothing
 is copied into shared memory and the process's memory does not grow with the number of workers.
 
-Each worker owns what must not be shared: a generator for its negatives, and a replica of the relation
+Each worker owns what must not be shared: a generator for its negatives (on the training device, so
+negatives are drawn where they are used), and a replica of the relation
 model (with a scorer bound to it) whose parameters share the real ones' storage but collect their own
 ``.grad`` (autograd accumulates into ``.grad``; two workers' backward passes must not mix).
 
@@ -57,10 +58,11 @@ def tied_replica(model: RelationModel, fresh: RelationModel) -> RelationModel:
 def make_workers(cfg: Config, scorer: BatchScorer, count: int) -> list[Worker]:
     """``scorer``'s own worker, then ``count - 1`` more, each with a tied replica of its model."""
     model, device = scorer.model, scorer.device
-    workers = [Worker(scorer, list(model.parameters()))]
+    workers = [Worker(scorer, list(model.parameters()), torch.Generator(device=device))]
     for _ in range(count - 1):
         replica = tied_replica(model, RelationModel.from_config(cfg).to(device))
-        workers.append(Worker(BatchScorer(cfg, replica, device, scorer.bf16), list(replica.parameters())))
+        scorer_copy = BatchScorer(cfg, replica, device, scorer.bf16)
+        workers.append(Worker(scorer_copy, list(replica.parameters()), torch.Generator(device=device)))
     return workers
 
 

@@ -59,6 +59,11 @@ VARIANTS: dict[str, dict[str, object]] = {
         "train_data.global_negatives": 0, "training.num_epochs": 6,
         "embedding_optimizer": "adagrad",
     },
+    # tools/gpu_check.sh: the reference config on CUDA at batch sizes 1k / 10k / 100k (same lr: see item 4 of
+    # issue 11 for a large-batch rule)
+    "gpu_b1k": {"runtime.device": "cuda"},
+    "gpu_b10k": {"runtime.device": "cuda", "train_data.per_replica_batch_size": 10_000},
+    "gpu_b100k": {"runtime.device": "cuda", "train_data.per_replica_batch_size": 100_000},
 }  # fmt: skip
 
 
@@ -74,23 +79,18 @@ def ensure_data() -> None:
 def variant_config(name: str, threads: int | None, epochs: int | None):
     from tbg.config import AdagradConfig, OptimizerConfig, RowAdagradConfig, load_config
 
-    cfg = load_config(os.path.join(ROOT, "configs/wordnet.yaml"))
     over = dict(VARIANTS[name])
     parts = int(over.pop("partitions", 1))
+    kind = over.pop("embedding_optimizer", None)
+    # the rest as `--set key=value`: typed (enums included) and validated like the config file
+    cfg = load_config(os.path.join(ROOT, "configs/wordnet.yaml"), [f"{k}={json.dumps(v)}" for k, v in over.items()])
     cfg.model.embeddings.tables[0].num_partitions = parts
-    if "embedding_optimizer" in over:  # elementwise "adagrad" or "row_adagrad", lr 0.1
-        kind = over.pop("embedding_optimizer")
+    if kind is not None:  # elementwise "adagrad" or "row_adagrad", lr 0.1
         lr = cfg.model.embeddings.tables[0].optimizer.params.lr
         cfg.model.embeddings.tables[0].optimizer = {
             "adagrad": OptimizerConfig(adagrad=AdagradConfig(lr=lr)),
             "row_adagrad": OptimizerConfig(row_adagrad=RowAdagradConfig(lr=lr)),
         }[kind]
-    for dotted, value in over.items():
-        obj = cfg
-        keys = dotted.split(".")
-        for k in keys[:-1]:
-            obj = getattr(obj, k)
-        setattr(obj, keys[-1], value)
     if epochs is not None:
         cfg.training.num_epochs = epochs
     cfg.training.save_dir = os.path.join(ROOT, "runs/bench", name)
@@ -132,9 +132,11 @@ def run_one(name: str, threads: int | None, epochs: int | None) -> dict[str, obj
     try:
         from tbg.evaluation.checkpoint_eval import evaluate_checkpoint
 
+        t_eval = time.perf_counter()
         res = evaluate_checkpoint(cfg, split="test")
         mean = res["metrics"]["overall"]["mean"]
-        out.update({"filtered_mrr": round(mean["mrr"], 4), "hits@10": round(mean["hits@10"], 4)})
+        out.update({"filtered_mrr": round(mean["mrr"], 4), "hits@10": round(mean["hits@10"], 4),
+                    "eval_s": round(time.perf_counter() - t_eval, 2), "eval_device": res.get("device")})  # fmt: skip
     except ImportError as exc:  # evaluation not available in this tree
         out["eval_error"] = str(exc)
     return out
