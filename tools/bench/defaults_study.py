@@ -131,7 +131,8 @@ def run_one(graph: str, scheme: str, optimizer: str, lr: str, partitions: int, s
         "partitions": cfg.model.embeddings.tables[0].num_partitions, "seed": seed, "epochs": cfg.training.num_epochs,
         "negatives": {"in_batch": td.in_batch_negatives, "uniform": td.global_negatives,
                       "scope": str(td.in_batch_scope), "global_scope": str(td.global_negatives_scope),
-                      "chunks_per_draw": td.global_negatives_chunks_per_draw},
+                      "chunks_per_draw": td.global_negatives_chunks_per_draw,
+                      "resolved": [str(x) for x in td.negative_scheme()]},  # in_batch_scope auto resolved
         "table_optimizers": sorted({str(t.optimizer.kind) for t in cfg.model.embeddings.tables}),
         "mrr": round(mean["mrr"], 4), "hits@10": round(mean["hits@10"], 4),
         "candidates": res["protocol"]["candidates"], "edges": summary["edges"],

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(trials.harness.LOG_DIR, ignore_errors=True)
     summary = {
         "trials": sum(counts.values()),
         **{SUMMARY_KEY[k]: v for k, v in counts.items()},
