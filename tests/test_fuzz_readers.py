@@ -245,7 +245,7 @@ def test_random_parquet_schemas(data, mode: str, n: int, weighted: bool) -> None
         cols["weight"] = pa.array(ws, data.draw(st.sampled_from([pa.float32(), pa.float64()])))
         w_ok = [math.isfinite(w) for w in ws]
     if mode == "names":
-        assume(all(v is None or v != "" for v in lhs_ok + rhs_ok))  # empty names: FAULTS.md (issue 10 item 6)
+        assume(all(v is None or v != "" for v in lhs_ok + rhs_ok))  # empty names: an error (test_bad_inputs)
     with tempfile.TemporaryDirectory() as work:
         source = os.path.join(work, "train.parquet")
         pq.write_table(pa.table(cols), source)
