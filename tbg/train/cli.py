@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
               " nothing to do (use --fresh to retrain)")  # fmt: skip
         return 0
     if args.json:
-        from tbg.train.metrics_log import json_line
+        from tbg.run_files import json_line
 
         print(json_line(summary))
     else:
