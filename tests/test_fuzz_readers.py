@@ -37,6 +37,14 @@ def _outcome_ok(work: str, cfg: dict, source: str) -> tuple[int, str]:
     return rc, err
 
 
+def _imports_iff_valid(work: str, cfg: dict, source: str, valid: bool, shown: object) -> bool:
+    """Import ``cfg``: valid input must import, invalid must be one error line naming ``source``."""
+    rc, err = _outcome_ok(work, cfg, source)
+    event("valid input" if valid else "invalid input")
+    assert rc == (0 if valid else 2), f"valid input refused: {err}" if valid else f"invalid input imported: {shown}"
+    return valid
+
+
 # ------------------------------------------------------------------------------------------ random bytes
 
 LINEISH = st.lists(
@@ -155,12 +163,8 @@ def test_random_rows_import_exactly_the_valid_input(rows, fmt, delimiter, header
         graph = {"format": fmt, "delimiter": delimiter, "header": header, "columns": columns}
         cfg = fuzz_config(os.path.join(work, "g"), source, graph=graph)
         valid = all(_row_valid(r, weighted, delimiter, fmt) for r in rows)
-        rc, err = _outcome_ok(work, cfg, source)
-        event("valid input" if valid else "invalid input")
-        if not valid:
-            assert rc == 2, f"invalid input imported: {rows}"
+        if not _imports_iff_valid(work, cfg, source, valid, rows):
             return
-        assert rc == 0, f"valid input refused: {err}"
         _check_counts(os.path.join(work, "g"), [(a, REL_OF[r], b) for a, r, b, _w in rows])
 
 
@@ -253,12 +257,8 @@ def test_random_parquet_schemas(data, mode: str, n: int, weighted: bool) -> None
         cfg = fuzz_config(os.path.join(work, "g"), source, mode=mode, graph=graph)
         rows = list(zip(lhs_ok, rel_ok, rhs_ok, w_ok))
         valid = all(a is not None and r is not None and b is not None and w for a, r, b, w in rows)
-        rc, err = _outcome_ok(work, cfg, source)
-        event("valid input" if valid else "invalid input")
-        if not valid:
-            assert rc == 2, f"invalid input imported: {pa.table(cols).to_pylist()}"
+        if not _imports_iff_valid(work, cfg, source, valid, cols):
             return
-        assert rc == 0, f"valid input refused: {err}"
         if mode == "names":
             _check_counts(os.path.join(work, "g"), [(a, r, b) for a, r, b, _w in rows])
         else:

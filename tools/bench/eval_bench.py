@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import numpy as np
+from one_type import one_type_config
 
 ENTITIES, RELATIONS, DIM = 116_650, 18, 100
 EDGES = {"train": 141_442, "valid": 5_000, "test": 5_000}
@@ -32,7 +33,7 @@ def synthetic_config(root: str):
     import torch
 
     from tbg.checkpoint import CheckpointStore
-    from tbg.config import dump_config, parse_config
+    from tbg.config import dump_config
     from tbg.importer import import_graph
     from tbg.model.scoring import RelationModel
 
@@ -47,25 +48,13 @@ def synthetic_config(root: str):
             }
         )
         pq.write_table(table, os.path.join(root, split, "edges.parquet"))
-    opt = {"adagrad": {"lr": 0.1}}
-    cfg = parse_config(
-        {
-            "training": {"save_dir": os.path.join(root, "run")},
-            "model": {
-                "embeddings": {
-                    "tables": [{"name": "entity", "num_embeddings": ENTITIES, "embedding_dim": DIM, "optimizer": opt}]
-                },
-                "relations": [
-                    {"name": f"r{i}", "lhs": "entity", "rhs": "entity", "operator": "translation"}
-                    for i in range(RELATIONS)
-                ],
-                "translation_optimizer": opt,
-            },
-            "train_data": {"data_root": os.path.join(root, "train", "*.parquet")},
-            "validation_data": {"data_root": os.path.join(root, "valid", "*.parquet")},
-            "test_data": {"data_root": os.path.join(root, "test", "*.parquet")},
-            "graph": {"relation_by": "index"},
-        }
+    cfg = one_type_config(
+        os.path.join(root, "run"),
+        dim=DIM,
+        count=ENTITIES,
+        relations=RELATIONS,
+        data={split: os.path.join(root, split, "*.parquet") for split in EDGES},
+        graph={"relation_by": "index"},
     )
     import_graph(cfg, progress=False)
     store = CheckpointStore(cfg.training.save_dir)
