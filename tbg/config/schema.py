@@ -374,6 +374,25 @@ class WandbConfig:
 
 
 @attrs.define(kw_only=True)
+class DistributedConfig:
+    """Trainers launched by torchrun (docs/distributed.md): how long a trainer waits for a lost one."""
+
+    timeout_s: float = setting(
+        "a trainer whose heartbeat has not moved for this long is lost (the others stop with one line naming"
+        " it); also bounds reaching the store, forming the process group and every wait for rank 0",
+        default=300.0,
+        validator=[_finite, _positive],
+        ext=True,
+    )
+    heartbeat_s: float = setting(
+        "interval of each trainer's heartbeat in the launcher's store",
+        default=2.0,
+        validator=[_finite, _positive],
+        ext=True,
+    )
+
+
+@attrs.define(kw_only=True)
 class RuntimeConfig:
     """Where and how the process runs."""
 
@@ -406,6 +425,9 @@ class RuntimeConfig:
         default="auto",
         choices=("auto", "on", "off"),
         ext=True,
+    )
+    distributed: DistributedConfig = setting(
+        "torchrun trainers: heartbeats and timeouts", factory=DistributedConfig, ext=True
     )
 
     def __attrs_post_init__(self) -> None:

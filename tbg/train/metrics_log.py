@@ -26,8 +26,11 @@ METRICS = "metrics.jsonl"
 
 
 class MetricsLog:
-    def __init__(self, save_dir: str, device: torch.device, show_bar: bool) -> None:
+    def __init__(
+        self, save_dir: str, device: torch.device, show_bar: bool, fields: dict[str, Any] | None = None
+    ) -> None:
         self.path = os.path.join(save_dir, METRICS)
+        self.fields = fields or {}  # added to every record (a distributed trainer's rank)
         self.device = device
         self.show_bar = show_bar
         self.last_loss: float | None = None  # of the latest training record
@@ -90,7 +93,7 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
-            fh.write(json_line({**record, "time": time.time()}) + "\n")
+            fh.write(json_line({**record, **self.fields, "time": time.time()}) + "\n")
 
     def _reset_window(self, now: float) -> None:
         self._loss = torch.zeros((), dtype=torch.float64, device=self.device)
