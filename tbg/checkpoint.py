@@ -103,7 +103,8 @@ _STDERR_HELD = threading.Lock()
 
 
 def _write_hdf5_held(path: str, fill: Any) -> None:
-    held, sys.stderr = sys.stderr, io.StringIO()
+    buffer = io.StringIO()
+    held, sys.stderr = sys.stderr, buffer
     failed = False
     try:
         with h5py.File(path, "w") as f:
@@ -111,12 +112,16 @@ def _write_hdf5_held(path: str, fill: Any) -> None:
         del f
     except BaseException:
         failed = True
+        try:
+            gc.collect()  # (ids of the failed write are freed while stderr is still held)
+        finally:
+            sys.stderr = held
         raise
     finally:
-        gc.collect()
-        text, sys.stderr = sys.stderr.getvalue(), held
+        sys.stderr = held  # first, so a signal arriving here cannot leave stderr held
+        text = buffer.getvalue()
         if text and not (failed and "h5py" in text):
-            sys.stderr.write(text)
+            held.write(text)
 
 
 def write_embedding_file(
