@@ -24,8 +24,11 @@ from tbg.run_files import json_line, metrics_path
 
 
 class MetricsLog:
-    def __init__(self, save_dir: str, device: torch.device, show_bar: bool) -> None:
+    def __init__(
+        self, save_dir: str, device: torch.device, show_bar: bool, fields: dict[str, Any] | None = None
+    ) -> None:
         self.path = metrics_path(save_dir)
+        self.fields = fields or {}  # added to every record (a distributed trainer's rank)
         self.device = device
         self.show_bar = show_bar
         self.last_loss: float | None = None  # of the latest training record
@@ -88,7 +91,7 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
-            fh.write(json_line({**record, "time": time.time()}) + "\n")
+            fh.write(json_line({**record, **self.fields, "time": time.time()}) + "\n")
 
     def _reset_window(self, now: float) -> None:
         self._loss = torch.zeros((), dtype=torch.float64, device=self.device)
