@@ -23,8 +23,11 @@ from tbg.graph import Graph
 # ----------------------------------------------------------------------------- graph <-> config
 
 
-def check_graph(cfg: Config, graph: Graph) -> None:
-    """The graph holds exactly the config's tables (counts, partitions) and relations (names, types), in order."""
+def check_graph(cfg: Config, graph: Graph, growing: bool = False) -> None:
+    """The graph holds exactly the config's tables (counts, partitions) and relations (names, types), in order.
+
+    ``growing`` (``tbg import --append``): a table's ``num_embeddings`` may exceed the graph's count (the rows
+    the append adds), never fall below it."""
     where = f"graph at {graph.path}"
     tables = cfg.model.embeddings.tables
     for i, table in enumerate(tables):
@@ -35,7 +38,12 @@ def check_graph(cfg: Config, graph: Graph) -> None:
                 f"model.embeddings.tables[{i}].name: {where} has no entity type {table.name!r} (has: {have});"
                 " re-run `tbg import`"
             )
-        if table.num_embeddings is not None and table.num_embeddings != etype.count:
+        if growing and table.num_embeddings is not None and table.num_embeddings < etype.count:
+            raise ConsistencyError(
+                f"model.embeddings.tables[{i}].num_embeddings: {table.num_embeddings} but the {where} already has"
+                f" {etype.count} {table.name!r} entities; an append only adds entities"
+            )
+        if not growing and table.num_embeddings is not None and table.num_embeddings != etype.count:
             raise ConsistencyError(
                 f"model.embeddings.tables[{i}].num_embeddings: {table.num_embeddings} but the {where} has"
                 f" {etype.count} {table.name!r} entities"
