@@ -60,6 +60,9 @@ def append_graph(cfg: Config, sources: dict[str, str], progress: bool = True) ->
     target = _local_dir(cfg.graph_dir)
     if not sources:
         raise InputError("--append: no sources given")
+    unknown = sorted(set(sources) - set(SPLITS))
+    if unknown:
+        raise InputError(f"--append: unknown split(s) {unknown} (splits: {', '.join(SPLITS)})")
     with storage_errors(target, f"nothing appended to {target}"), exclusive(target, "tbg import --append") as lock:
         clean_leftovers(lock, target)
         start = time.perf_counter()
@@ -102,6 +105,11 @@ def check_appendable(cfg: Config, graph: Graph) -> None:
 
 def _source(cfg: Config, root: str) -> DataConfig:
     return attrs.evolve(cfg.train_data, data_root=root, offset=None, limit=None)
+
+
+# manifest keys an append writes anew (the others, such as seed and created, are the import's)
+_REWRITTEN = ("format_version", "id_mode", "entity_types", "relations", "splits", "files", "checksum", "import_id",
+              "lineage")  # fmt: skip
 
 
 class _Appender(_Builder):
@@ -177,13 +185,16 @@ class _Appender(_Builder):
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "entity_counts": dict(counts),
             "new_entities": {name: counts[name] - self.old_counts[name] for name in counts},
-            "splits": {s: {k: info[k] for k in ("num_edges", "per_relation", "sources", "buckets")}
-                       for s, info in splits.items()},  # fmt: skip
+            "splits": {
+                s: {k: info[k] for k in ("num_edges", "per_relation", "sources", "buckets")}
+                for s, info in splits.items()
+            },  # fmt: skip
             "tbg_version": __version__,
         }
-        keep = {k: v for k, v in old.items() if k not in ("format_version", "id_mode", "entity_types", "relations",
-                                                          "splits", "files", "checksum", "import_id", "lineage")}  # fmt: skip
-        keep["config_fingerprint"] = self.cfg.fingerprint("model", "graph", "train_data", "validation_data", "test_data")
+        keep = {k: v for k, v in old.items() if k not in _REWRITTEN}
+        keep["config_fingerprint"] = self.cfg.fingerprint(
+            "model", "graph", "train_data", "validation_data", "test_data"
+        )
         return self.writer.write_manifest(
             self.graph.id_mode,
             {name: (counts[name], t.num_partitions) for name, t in self.tables.items()},
