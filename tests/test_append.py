@@ -18,6 +18,7 @@ from tbg.graph import Graph
 
 OLD, NEW = 300, 100  # entities before / added by the append
 CLUSTERS = 50
+EDGES = 12000
 RELS = [(f"r{i}", "node", "node") for i in range(2)]
 
 
@@ -33,7 +34,7 @@ def planted_tsv(tmp_path_factory) -> Path:  # noqa: ANN001
 
 
 def write_planted(root: Path) -> Path:
-    lhs, rel, rhs, _ = planted(n=OLD + NEW, clusters=CLUSTERS, num_rel=2, edges=24000, seed=3, shift=1)
+    lhs, rel, rhs, _ = planted(n=OLD + NEW, clusters=CLUSTERS, num_rel=2, edges=EDGES, seed=3, shift=1)
     old = (lhs < OLD) & (rhs < OLD)
     touching = np.flatnonzero(~old)
     test = touching[:300]
@@ -142,6 +143,10 @@ def test_append_indices_mode(tmp_path: Path) -> None:
     )
     assert graph_multiset(g, "train") == want
     assert graph_multiset(g, "valid") == source_multiset(first["lhs"], first["rel"], first["rhs"])
+    # buckets of two segments, read in stratified chunks smaller than a bucket: every edge once per epoch
+    run = tbg.load_config(bigger, [f"training.save_dir={tmp_path / 'run'}", "training.max_edges_per_chunk=16",
+                                   "training.num_epochs=2", "model.loss=logistic"])  # fmt: skip
+    assert tbg.train(run)["edges"] == 2 * 700
 
 
 def _yaml(cfg) -> str:  # noqa: ANN001

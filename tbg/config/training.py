@@ -42,7 +42,7 @@ class TrainingConfig:
     )
     warm_start_optimizer: bool = setting(
         "a warm start also copies the optimizer state of the checkpoint's rows and relation parameters (new rows"
-        " start with a fresh state); the optimizers must be the same kind",
+        " start with a fresh state); state of another optimizer kind is not used",
         default=False,
         ext=True,
     )
