@@ -187,6 +187,9 @@ def test_append_errors(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name == "g" or p.name.startswith("g.")) == ["g"]
     with pytest.raises(ConsistencyError, match="train_on: appended"):
         tbg.train(tbg.load_config(cfg, ["training.train_on=appended", "training.num_train_steps=1"]))
+    # a run killed between its two renames left the graph moved aside (and its temp dir): moved back first
+    (tmp_path / "g").rename(tmp_path / "g.old-1-dead")
+    (tmp_path / "g.tmp-1-dead").mkdir()
     ok = _cli(path, "--append", str(tmp_path / "good.tsv"), "--append", f"valid={tmp_path / 'good.tsv'}")
     assert ok.returncode == 0, ok.stderr
     g = Graph(str(tmp_path / "g"))
