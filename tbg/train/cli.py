@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tbg.locking import DirectoryLock, exclusive
+from tbg.locking import DirectoryLock, exclusive, reading
 
 if TYPE_CHECKING:
     from tbg.config import Config
@@ -57,7 +57,8 @@ def train(
 
     save_dir = cfg.training.save_dir
     with storage_errors(save_dir, "the checkpoint being written was discarded (checkpoints/latest unchanged)"):
-        with exclusive_save_dir(save_dir):
+        # the save_dir's writer, and a reader of the graph dir (no `tbg import --overwrite` under the run)
+        with exclusive_save_dir(save_dir), reading(cfg.graph_dir):
             return _train(cfg, fresh, progress, log, allow_optimizer_change)
 
 
@@ -82,17 +83,20 @@ def _train(
     from tbg.train.trainer import Trainer
 
     trainer = Trainer(cfg, progress=progress)
-    how = trainer.start(fresh=fresh, allow_optimizer_change=allow_optimizer_change)
-    if trainer.finished():
-        p = trainer.progress
-        return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
-    n, each = len(trainer.workers), trainer.threads_per_worker
-    where = str(trainer.device)
-    if trainer.device.type == "cpu":
-        where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
-    if log is not None:
-        log(f"{how}; device {where}, bf16 matmuls {trainer.bf16}")
-    return trainer.run()
+    try:
+        how = trainer.start(fresh=fresh, allow_optimizer_change=allow_optimizer_change)
+        if trainer.finished():
+            p = trainer.progress
+            return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
+        n, each = len(trainer.workers), trainer.threads_per_worker
+        where = str(trainer.device)
+        if trainer.device.type == "cpu":
+            where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
+        if log is not None:
+            log(f"{how}; device {where}, bf16 matmuls {trainer.bf16}")
+        return trainer.run()
+    finally:
+        trainer.close()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -164,6 +164,20 @@ def start_tbg(argv: list[str], cwd: str, plan: KillPlan | None = None, record_op
     return Started(list(argv), cwd, pid, paths, time.monotonic(), plan)
 
 
+def exited(started: Started) -> bool:
+    """Whether the child has ended (it stays waitable: :func:`wait_tbg` still collects it)."""
+    return os.waitid(os.P_PID, started.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def stderr_so_far(started: Started) -> str:
+    """What the (running) child has written to stderr until now."""
+    try:
+        with open(started.paths[1], errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
 def wait_tbg(started: Started, timeout_s: float = 120.0) -> Result:
     """Wait for the child (SIGKILL at the plan's delay, or when it runs past ``timeout_s``)."""
     plan, pid = started.plan, started.pid
