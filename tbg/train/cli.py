@@ -65,12 +65,14 @@ def train(
 def exclusive_save_dir(save_dir: str) -> DirectoryLock:
     """The save_dir's writer lock for a whole run; what a killed run left inside is removed once it is held."""
     from tbg.checkpoint import CheckpointStore
+    from tbg.train.metrics_log import remove_metrics_leftovers
     from tbg.train.partition_store import SWAP_DIR, remove_swap_leftovers
 
     lock = exclusive(save_dir, "tbg train").acquire()
     try:
         CheckpointStore(save_dir).remove_leftovers()
         remove_swap_leftovers(os.path.join(save_dir, SWAP_DIR))
+        remove_metrics_leftovers(save_dir)
     except BaseException:
         lock.release()
         raise

@@ -25,6 +25,15 @@ from tbg.checkpoint import atomic_write_bytes
 METRICS = "metrics.jsonl"
 
 
+def remove_metrics_leftovers(save_dir: str) -> None:
+    """Remove ``metrics.jsonl.tmp-*`` left by a run killed while it cut the file back; the save_dir's lock
+    holder calls this before training, when no other writer can be rewriting it."""
+    if os.path.isdir(save_dir):
+        for name in os.listdir(save_dir):
+            if name.startswith(f"{METRICS}.tmp-"):
+                os.remove(os.path.join(save_dir, name))
+
+
 class MetricsLog:
     def __init__(self, save_dir: str, device: torch.device, show_bar: bool) -> None:
         self.path = os.path.join(save_dir, METRICS)

@@ -405,9 +405,11 @@ NOT_YET = "no committed checkpoint"
 def reader_trial(t: Trial, s: scenarios.Scenario, root: str, timeout: float) -> Outcome:
     """A reader while `tbg train` commits and prunes (checkpoint_max_to_keep 1): `tbg export` or `tbg eval`
     must read one whole committed version (equal to the reference's export/eval of that version: the version
-    it reads is pinned, so pruning cannot take it away), or say that nothing is committed yet; `tbg import
-    --overwrite` of the graph dir being trained on must be refused (the trainer holds its reader lock) or run
-    after the trainer ended.  Either way the trained checkpoint equals the reference's."""
+    it reads is pinned, so pruning cannot take it away), or say that nothing is committed yet.  Or `tbg import
+    --overwrite` of the graph dir being trained on, with another graph.seed (a different shuffle, so a trainer
+    reading files of both imports trains something else): it must be refused (the trainer holds the graph
+    dir's reader lock) or come after the trainer is done.  Either way the trained checkpoint must equal the
+    reference's."""
     rng = random.Random(t.seed)
     reader_kind = rng.choice(["export", "eval", "reimport"])
     scenarios.copy_state(s, root)
@@ -416,43 +418,51 @@ def reader_trial(t: Trial, s: scenarios.Scenario, root: str, timeout: float) -> 
     cfg["training"]["checkpoint_max_to_keep"] = 1
     scenarios.write_config(os.path.join(root, "cfg.yaml"), cfg)
     delay = rng.uniform(0.2, 1.0) * s.walls["train"]
-    argv = {"export": EXPORT, "eval": EVAL, "reimport": [*IMPORT, "--overwrite"]}[reader_kind]
+    reimport = [*IMPORT, "--overwrite", "--set", f"graph.seed={cfg['graph'].get('seed', 0) + 1}"]
+    argv = {"export": EXPORT, "eval": EVAL, "reimport": reimport}[reader_kind]
     repro = {"command": f"cd <trial> && tbg {' '.join(TRAIN)} & sleep {delay:.3f}; tbg {' '.join(argv)}",
              "config": "training.checkpoint_max_to_keep: 1"}  # fmt: skip
-    trainer = harness.start_tbg(TRAIN, root)
+    trainer = harness.start_tbg(TRAIN, root, record_ops=True)
     time.sleep(delay)
-    # `done:` is printed after the trainer released its locks: from then on an import may replace the graph
-    trainer_done = harness.exited(trainer) or "tbg train: done:" in harness.stderr_so_far(trainer)
-    reader = harness.run_tbg(argv, root, timeout_s=timeout)
+    reader = harness.run_tbg(argv, root, timeout_s=timeout, record_ops=True)
     trained = harness.wait_tbg(trainer, timeout)
     out = _failure_of(reader) or _failure_of(trained)
-    if out is None and status(trained) == "clear":  # (the reimport got the graph dir first)
-        out = _failure_of(harness.run_tbg(TRAIN, root, timeout_s=timeout))
+    if out is None and reader_kind == "reimport" and status(reader) == "ok" and _replaced_under(reader, trained):
+        out = Outcome("corruption", "`tbg import --overwrite` replaced the graph dir while the trainer still had it")
+    if out is None and status(trained) == "clear":
+        last = trained.stderr.strip().splitlines()[-1]
+        out = Outcome("clear_error", last)  # the import held the graph dir when the trainer started
+        if reader_kind != "reimport" or LOCKED not in last:
+            out = Outcome("traceback", f"`tbg train` failed beside a reader: {last}", stderr=trained.stderr[-2500:])
     if out is None:
-        out = _reader_verdict(s, root, reader_kind, reader, trainer_done, timeout)
-        if out.outcome in ("recovered", "clear_error"):  # whatever the reader did, training went right
+        out = _reader_verdict(s, root, reader_kind, reader, timeout)
+        if out.outcome in ("recovered", "clear_error"):  # whatever the reader did, training must be right
             trained_out = _by_compare(compare.compare_checkpoint(os.path.join(root, "save"), s.ref_save))
             if trained_out.outcome != "recovered":
                 out = trained_out
+                if reader_kind == "reimport" and status(reader) == "ok":
+                    out.detail = f"the graph dir was re-imported under the running trainer: {out.detail}"
     out.reproducer = repro
     return out
 
 
-def _reader_verdict(
-    s: scenarios.Scenario, root: str, kind: str, reader: harness.Result, trainer_done: bool, timeout: float
-) -> Outcome:
+def _replaced_under(imported: harness.Result, trained: harness.Result) -> bool:
+    """Whether the import's commit (its rename of the new dir onto ``graph``) came before the trainer let go
+    of the graph dir: its release of ``graph.lock`` (the last reader removes the file), else its last op."""
+    commits = [t for op, t in zip(imported.ops, imported.op_times, strict=True)
+               if op.split(" ", 1)[0] in ("rename", "replace") and op.rstrip("/").endswith("graph")]  # fmt: skip
+    released = [t for op, t in zip(trained.ops, trained.op_times, strict=True) if op.endswith("graph.lock")]
+    end = released[-1] if released else (trained.op_times[-1] if trained.op_times else 0.0)
+    return bool(commits) and commits[-1] < end
+
+
+def _reader_verdict(s: scenarios.Scenario, root: str, kind: str, reader: harness.Result, timeout: float) -> Outcome:
     last = reader.stderr.strip().splitlines()[-1] if reader.stderr.strip() else ""
     if kind == "reimport":
-        if status(reader) == "clear":
-            out = Outcome("clear_error", last)
-            if LOCKED not in last:
-                out.extra.append(
-                    ("reader_failures", f"import refused for another reason than the trainer's lock: {last}")
-                )
-            return out
-        if not trainer_done:
-            return Outcome("corruption", "`tbg import --overwrite` replaced the graph dir under a running trainer")
-        return _by_compare(compare.compare_graph(os.path.join(root, "graph"), os.path.join(s.root, "graph")))
+        out = Outcome("clear_error", last) if status(reader) == "clear" else Outcome("recovered")
+        if status(reader) == "clear" and LOCKED not in last:
+            out.extra.append(("reader_failures", f"import refused, but not for the trainer's lock: {last}"))
+        return out  # (a successful import came after the trainer: its checkpoint shows it)
     if status(reader) == "clear":
         out = Outcome("clear_error", last)
         if NOT_YET not in last:  # a pinned version cannot vanish: any other error is the reader's failure
@@ -465,9 +475,8 @@ def _reader_verdict(
             return _by_compare(compare.compare_export(os.path.join(root, "out"), reference_export(s, version, timeout)))
         with open(os.path.join(root, "eval.json")) as fh:
             version = scenarios_version({"checkpoint_version": json.load(fh)["checkpoint"]["version"]})
-        return _by_compare(
-            compare.compare_eval(os.path.join(root, "eval.json"), _reference_of(s, "eval", version, timeout))
-        )
+        ref = _reference_of(s, "eval", version, timeout)
+        return _by_compare(compare.compare_eval(os.path.join(root, "eval.json"), ref))
     except (OSError, ValueError, KeyError) as exc:
         return Outcome("corruption", f"{kind} exited 0 but its output is unreadable: {exc}")
 
