@@ -377,6 +377,10 @@ class CheckpointStore:
             if name not in keep and name != latest:
                 remove_unpinned(os.path.join(self.root, name), self._aside(name))
 
+    def remove(self, path: str) -> bool:
+        """Remove one version dir unless a reader pins it (then False; it stays for a later prune)."""
+        return remove_unpinned(path, self._aside(os.path.basename(os.path.normpath(path))))
+
     def remove_all(self) -> None:
         """Delete every version and ``latest`` (``tbg train --fresh``); refused while a reader pins a version."""
         for name in self.versions():
