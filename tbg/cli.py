@@ -13,7 +13,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 # subcommand -> (module, help); each module defines add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -67,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
     from tbg.errors import TbgError, storage_problem
 
-    sys.unraisablehook = _quiet_failed_handles
-    sys.excepthook = _quiet_failed_handle_traceback
     try:
         with _sigterm_interrupts():
             return int(importlib.import_module(args._module).run(args) or 0)
@@ -87,30 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tbg {args.command}: interrupted; committed state kept", file=sys.stderr)
         return 130
-
-
-def _quiet_failed_handles(unraisable: Any) -> None:
-    """h5py closes a handle whose last write failed (a full disk) in a destructor, which can only print a
-    traceback; that failure is the one the command reports as its one-line error, so it is not printed again."""
-    from tbg.errors import storage_problem
-
-    exc = unraisable.exc_value
-    if "h5py" in str(unraisable.object) and isinstance(exc, (OSError, RuntimeError)) and storage_problem(exc):
-        return
-    sys.__unraisablehook__(unraisable)
-
-
-def _quiet_failed_handle_traceback(kind: type, exc: BaseException, tb: Any) -> None:
-    """The traceback h5py's destructor prints first (through ``sys.excepthook``) for the same failure."""
-    from tbg.errors import storage_problem
-
-    frames, step = [], tb
-    while step is not None:
-        frames.append(step.tb_frame.f_code.co_filename)
-        step = step.tb_next
-    if frames and all("h5py" in f for f in frames) and isinstance(exc, RuntimeError) and storage_problem(exc):
-        return
-    sys.__excepthook__(kind, exc, tb)
 
 
 class Terminated(KeyboardInterrupt):

@@ -36,7 +36,9 @@ import numpy as np
 
 from tbg.errors import GraphError
 from tbg.graph_manifest import check_manifest, lineage, segments
+from tbg.h5write import H5Writer, create_h5
 from tbg.integrity import FILES_KEY, checked_dataset, list_files, load_json, read_strings, verify_files, with_checksum
+from tbg.locking import DirectoryLock, reading
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -111,10 +113,11 @@ def offset_dtype(max_partition_size: int) -> np.dtype:
 
 
 class Graph:
-    """Read-only view of a complete graph dir."""
+    """Read-only view of a complete graph dir.  :meth:`open` also holds the dir's shared reader lock."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.hold: DirectoryLock | None = None
         manifest_path = os.path.join(path, MANIFEST)
         if not os.path.isfile(manifest_path):
             raise GraphError(f"{path}: no imported graph here (missing {MANIFEST}); run `tbg import` first")
@@ -132,6 +135,23 @@ class Graph:
         self.relations: list[Relation] = [Relation(**r) for r in self.manifest["relations"]]
         self._perm: dict[str, np.ndarray] = {}
         self._position: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, path: str) -> Graph:
+        """A reader's graph: ``tbg import --overwrite`` is refused until :meth:`release` (or until the object
+        is dropped), and the graph is not opened while an import writes it (tbg/locking.py)."""
+        hold = reading(path).acquire()
+        try:
+            graph = cls(path)
+        except BaseException:
+            hold.release()
+            raise
+        graph.hold = hold
+        return graph
+
+    def release(self) -> None:
+        if self.hold is not None:
+            self.hold.release()
 
     @property
     def import_id(self) -> str | None:
@@ -324,7 +344,7 @@ class GraphWriter:
         position[perm] = np.arange(count, dtype=np.int64)
         path = _entity_path(self.root, etype)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with h5py.File(path, "w") as f:
+        with create_h5(path) as f:
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["count"] = count
             f.attrs["num_partitions"] = num_partitions
@@ -392,14 +412,20 @@ class BucketWriter:
 
     def __init__(self, path: str, count: int, dtypes: dict[str, np.dtype]) -> None:
         chunk = max(1, min(count, 1 << 16))
-        self._file = h5py.File(path, "w")
-        self._file.attrs["format_version"] = FORMAT_VERSION
-        self._file.attrs["count"] = count
+        self._out = H5Writer(path)  # a failing disk: one OSError naming the file, at close (tbg/h5write.py)
+        self._file = self._out.file
+        try:
+            self._file.attrs["format_version"] = FORMAT_VERSION
+            self._file.attrs["count"] = count
+            for key in _BUCKET_KEYS:
+                if key in dtypes:
+                    chunks = (chunk,) if count else None
+                    checked_dataset(self._file, key, shape=(count,), dtype=dtypes[key], chunks=chunks)
+        except BaseException:
+            self._out.abort()
+            raise
         self._count = count
         self._pos = 0
-        for key in _BUCKET_KEYS:
-            if key in dtypes:
-                checked_dataset(self._file, key, shape=(count,), dtype=dtypes[key], chunks=(chunk,) if count else None)
 
     def append(self, edges: EdgeArrays) -> None:
         end = self._pos + len(edges)
@@ -413,9 +439,9 @@ class BucketWriter:
 
     def close(self) -> None:
         if self._pos != self._count:
-            self._file.close()
+            self._out.abort()
             raise ValueError(f"bucket incomplete: wrote {self._pos} of {self._count} edges")
-        self._file.close()
+        self._out.close()
 
     def __enter__(self) -> BucketWriter:
         return self
@@ -423,5 +449,10 @@ class BucketWriter:
     def __exit__(self, exc_type: object, *_: object) -> None:
         if exc_type is None:
             self.close()
+        elif isinstance(exc_type, type) and issubclass(exc_type, Exception):
+            self._out.abort()  # (raises the disk error, when that is what stopped the writes)
         else:
-            self._file.close()
+            try:
+                self._out.abort()
+            except OSError:
+                pass

@@ -77,8 +77,8 @@ def test_append_warm_start(planted_tsv: Path, tmp_path: Path) -> None:
     tbg.import_graph(cfg)
     tbg.train(cfg)
     before = _placement(Graph(cfg.graph_dir))
-    old = tbg.load(str(root / "a"))
-    old_vectors = dict(zip(old.entity_names("node").tolist(), old.vectors("node")))
+    with tbg.load(str(root / "a")) as old:  # (a reader: an append waits for it to close)
+        old_vectors = dict(zip(old.entity_names("node").tolist(), old.vectors("node")))
 
     summary = tbg.import_graph(cfg, append={"train": str(root / "new.tsv"), "test": str(root / "new_test.tsv")})
     assert summary.new_entities == {"node": NEW}
@@ -98,8 +98,8 @@ def test_append_warm_start(planted_tsv: Path, tmp_path: Path) -> None:
     start = _config(root, "b", frozen=True, **{"training.initial_checkpoint_dir": str(root / "a"),
                                            "training.num_train_steps": 1})  # fmt: skip
     tbg.train(start)  # one step at lr 0: its checkpoint is the warm start itself
-    warm = tbg.load(str(root / "b"))
-    vectors = dict(zip(warm.entity_names("node").tolist(), warm.vectors("node")))
+    with tbg.load(str(root / "b")) as warm:
+        vectors = dict(zip(warm.entity_names("node").tolist(), warm.vectors("node")))
     assert len(vectors) == OLD + NEW
     assert all(np.array_equal(vectors[name], v) for name, v in old_vectors.items())
     assert all(np.abs(vectors[f"n{i}"]).sum() > 0 for i in range(OLD, OLD + NEW) if f"n{i}" in vectors)

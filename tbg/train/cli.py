@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tbg.locking import DirectoryLock, exclusive
+from tbg.locking import DirectoryLock, exclusive, reading
 
 if TYPE_CHECKING:
     from tbg.config import Config
@@ -25,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="resume although an optimizer (kind, lr, schedule) differs from the checkpoint's; state of the same"
         " kind is kept, a new kind starts from zero",
+    )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N trainers on this machine: the same command under `torchrun --standalone --nproc-per-node N`"
+        " (docs/distributed.md)",
     )
 
 
@@ -53,23 +61,33 @@ def train(
     ``log`` receives the one-line start notes (how the run starts, device and threads).
     """
     bounded_omp_spin()
+    from tbg.distributed.env import dist_env
     from tbg.errors import storage_errors
 
     save_dir = cfg.training.save_dir
+    env = dist_env()
     with storage_errors(save_dir, "the checkpoint being written was discarded (checkpoints/latest unchanged)"):
-        with exclusive_save_dir(save_dir):
+        if env is not None:  # one of several trainers launched by torchrun (tbg/distributed/)
+            from tbg.distributed.run import train_distributed
+
+            with reading(cfg.graph_dir):  # (each trainer reads the graph dir: no import --overwrite under it)
+                return train_distributed(cfg, env, fresh, progress, log, allow_optimizer_change)
+        # the save_dir's writer, and a reader of the graph dir (no `tbg import --overwrite` under the run)
+        with exclusive_save_dir(save_dir), reading(cfg.graph_dir):
             return _train(cfg, fresh, progress, log, allow_optimizer_change)
 
 
 def exclusive_save_dir(save_dir: str) -> DirectoryLock:
     """The save_dir's writer lock for a whole run; what a killed run left inside is removed once it is held."""
     from tbg.checkpoint import CheckpointStore
+    from tbg.train.metrics_log import remove_metrics_leftovers
     from tbg.train.partition_store import SWAP_DIR, remove_swap_leftovers
 
     lock = exclusive(save_dir, "tbg train").acquire()
     try:
         CheckpointStore(save_dir).remove_leftovers()
         remove_swap_leftovers(os.path.join(save_dir, SWAP_DIR))
+        remove_metrics_leftovers(save_dir)
     except BaseException:
         lock.release()
         raise
@@ -82,21 +100,37 @@ def _train(
     from tbg.train.trainer import Trainer
 
     trainer = Trainer(cfg, progress=progress)
-    how = trainer.start(fresh=fresh, allow_optimizer_change=allow_optimizer_change)
-    if trainer.finished():
-        p = trainer.progress
-        return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
-    n, each = len(trainer.workers), trainer.threads_per_worker
-    where = str(trainer.device)
-    if trainer.device.type == "cpu":
-        where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
-    if log is not None:
-        log(f"{how}; device {where}, bf16 matmuls {trainer.bf16}")
-    return trainer.run()
+    try:
+        how = trainer.start(fresh=fresh, allow_optimizer_change=allow_optimizer_change)
+        if trainer.finished():
+            p = trainer.progress
+            return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
+        n, each = len(trainer.workers), trainer.threads_per_worker
+        where = str(trainer.device)
+        if trainer.device.type == "cpu":
+            where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
+        if log is not None:
+            log(f"{how}; device {where}, bf16 matmuls {trainer.bf16}")
+        return trainer.run()
+    finally:
+        trainer.close()
 
 
 def run(args: argparse.Namespace) -> int:
     from tbg.config import load_config
+
+    if args.nproc is not None and "TORCHELASTIC_RUN_ID" not in os.environ:
+        if args.nproc < 1:
+            from tbg.errors import TbgError
+
+            raise TbgError(f"--nproc: expected a number of trainers >= 1, got {args.nproc}")
+        load_config(args.config, args.overrides)  # a bad config is one line here, not one per trainer
+        from tbg.distributed.run import launch
+
+        flags = [f"--set={o}" for o in args.overrides]
+        flags += [f for f, on in (("--fresh", args.fresh), ("--no-progress", args.no_progress), ("--json", args.json),
+                                  ("--allow-optimizer-change", args.allow_optimizer_change)) if on]  # fmt: skip
+        return launch(args.config, flags, args.nproc)
 
     cfg = load_config(args.config, args.overrides)
     summary = train(
@@ -106,12 +140,17 @@ def run(args: argparse.Namespace) -> int:
         log=_note,
         allow_optimizer_change=args.allow_optimizer_change,
     )
+    rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") != "1" else None
     if summary.get("already_finished"):
+        if rank not in (None, "0"):
+            return 0
         _note(f"already finished (step {summary['step']}, epoch {summary['epoch']}) in {cfg.training.save_dir};"
               " nothing to do (use --fresh to retrain)")  # fmt: skip
         return 0
+    if rank not in (None, "0"):
+        return 0  # (rank 0 speaks for the run)
     if args.json:
-        from tbg.train.metrics_log import json_line
+        from tbg.run_files import json_line
 
         print(json_line(summary))
     else:

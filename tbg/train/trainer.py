@@ -94,8 +94,8 @@ class Trainer:
 
         Resuming with another optimizer than the checkpoint's is refused unless ``allow_optimizer_change``."""
         if fresh:
-            for sub in (self.ckpts.root, os.path.join(self.save_dir, SWAP_DIR)):
-                shutil.rmtree(sub, ignore_errors=True)
+            self.ckpts.remove_all()  # (refused while an eval or export reads one of them)
+            shutil.rmtree(os.path.join(self.save_dir, SWAP_DIR), ignore_errors=True)
             self.log.clear()
         os.makedirs(self.save_dir, exist_ok=True)
         how = self._restore(allow_optimizer_change)
@@ -112,8 +112,8 @@ class Trainer:
             return f"resumed from {latest.path} at step {self.progress.step}{note}"
         init = self.cfg.training.initial_checkpoint_dir
         if init:
-            ckpt = open_checkpoint(init)
-            grown = self._load(ckpt, resume=False)
+            with open_checkpoint(init) as ckpt:  # pinned while read (its shards are linked into the swap dir)
+                grown = self._load(ckpt, resume=False)
             what = "weights and optimizer state" if self.cfg.training.warm_start_optimizer else "weights only"
             note = f", {grown:,} new entities initialised" if grown else ""
             return f"warm start from {ckpt.path} ({what}, step 0{note})"
@@ -158,8 +158,8 @@ class Trainer:
             order = self._order(p.epoch)
             if p.bucket_index >= len(order):
                 p.next_epoch()
-            elif p.position >= self.edges.count(order[p.bucket_index]):
-                p.next_bucket()
+            elif p.position >= self.edges.count(order[p.bucket_index]) or list(order[p.bucket_index]) in p.done:
+                p.next_bucket()  # (``done``: trained out of order by a distributed run)
             else:
                 return
 
@@ -302,7 +302,7 @@ class Trainer:
         wall = time.perf_counter() - started
         if p.step != self._last_ckpt_step:
             self.checkpoint()
-        self.executor.shutdown(wait=True)
+        self.close()
         edges = p.edges_seen - start_edges
         return {
             "steps": p.step - start_step, "step": p.step, "epoch": p.epoch, "edges": edges,
@@ -310,6 +310,10 @@ class Trainer:
             "val_loss": self.log.last_val_loss, "bf16": self.bf16, "device": str(self.device),
             "threads": torch.get_num_threads(), "hogwild_workers": len(self.workers),
         }  # fmt: skip
+
+    def close(self) -> None:
+        """Stop the prefetch threads (after a run, or when one fails: no thread outlives it)."""
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
     def _run_epochs(self, pool: WorkerPool) -> None:
         p = self.progress
