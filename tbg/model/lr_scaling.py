@@ -1,0 +1,56 @@
+"""The learning rate an optimizer steps with at a given batch size: ``optimizer.lr_scaling`` (torch-free).
+
+A config's ``lr`` (or ``learning_rate`` schedule) is the learning rate at the *reference batch* of
+:data:`REFERENCE_BATCH` edges per update, the batch PBG's and tbg's WordNet learning rates were tuned at.  At
+an effective batch ``B`` (``per_replica_batch_size`` x ``gradient_accumulation``) of ``k = B / REFERENCE_BATCH``
+reference batches, the rule multiplies it by:
+
+- ``none``: 1;
+- ``sqrt``: sqrt(k);
+- ``linear``: k;
+- ``auto`` (default): see :func:`auto_rule` (the rule measured best for the optimizer, docs/training.md).
+
+Only batches above the reference are scaled (k < 1 keeps the config's lr: a config tuned at a small batch
+means what it says).  The loss is summed over the batch, so SGD's step already grows with the batch; the
+adaptive optimizers (Adagrad, row Adagrad, Adam) normalise the gradient away and take about the same step
+per update at any batch, so k times fewer updates move a row k (noise: sqrt(k)) times less far.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tbg.config import Config, LrScaling, OptimizerConfig
+
+REFERENCE_BATCH = 1000
+
+
+def effective_batch(cfg: Config) -> int:
+    """Edges per parameter update: the batch times ``gradient_accumulation``."""
+    return cfg.train_data.per_replica_batch_size * (cfg.training.gradient_accumulation or 1)
+
+
+def auto_rule(kind: str) -> LrScaling:
+    """``auto`` for an optimizer kind: ``none`` for SGD (the summed loss already scales its step with the
+    batch), the measured rule for the adaptive ones."""
+    return LrScaling.none if kind == "sgd" else LrScaling.sqrt
+
+
+def lr_factor(opt: OptimizerConfig, batch: int) -> float:
+    """The factor ``opt``'s lr is multiplied by at an effective batch of ``batch`` edges."""
+    rule = auto_rule(opt.kind) if opt.lr_scaling == LrScaling.auto else opt.lr_scaling
+    k = batch / REFERENCE_BATCH
+    if k <= 1 or rule == LrScaling.none:
+        return 1.0
+    return math.sqrt(k) if rule == LrScaling.sqrt else k
+
+
+class ScaledLr:
+    """``lr_at(step)``: the optimizer's lr (or schedule) at ``step`` (0-based) times its batch factor."""
+
+    def __init__(self, opt: OptimizerConfig, batch: int) -> None:
+        self.opt = opt
+        self.factor = lr_factor(opt, batch)
+
+    def lr_at(self, step: int) -> float:
+        return self.opt.lr_at(step) * self.factor
