@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 
 from tbg.config import Config, LrScaling, OptimizerConfig
+from tbg.config.optimizers import REFERENCE_BATCH
 
-REFERENCE_BATCH = 1000
+__all__ = ["REFERENCE_BATCH", "ScaledLr", "auto_rule", "effective_batch", "lr_factor"]
 
 
 def effective_batch(cfg: Config) -> int:

@@ -153,7 +153,8 @@ def main() -> int:
             print(json.dumps(rnd[name]), file=sys.stderr, flush=True)
         rounds.append(rnd)
     result = {
-        "machine": {"cpus": os.cpu_count(), "loadavg_start": load, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {"cpus": os.cpu_count(), "loadavg_start": load,
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         "pbg_mrr_target": PBG_MRR, "rounds": rounds, "summary": summarize(rounds),
     }  # fmt: skip
     print(json.dumps(result, indent=1))

@@ -59,8 +59,8 @@ VARIANTS: dict[str, dict[str, object]] = {
         "train_data.global_negatives": 0, "training.num_epochs": 6,
         "embedding_optimizer": "adagrad",
     },
-    # tools/gpu_check.sh: the reference config on CUDA at batch sizes 1k / 10k / 100k (same lr: see item 4 of
-    # issue 11 for a large-batch rule)
+    # tools/gpu_check.sh: the reference config on CUDA at batch sizes 1k / 10k / 100k (the lr follows the batch
+    # by the default `optimizer.lr_scaling: auto`, docs/training.md)
     "gpu_b1k": {"runtime.device": "cuda"},
     "gpu_b10k": {"runtime.device": "cuda", "train_data.per_replica_batch_size": 10_000},
     "gpu_b100k": {"runtime.device": "cuda", "train_data.per_replica_batch_size": 100_000},
