@@ -68,18 +68,32 @@ def test_lr_factor(tmp_path, kind: str, rule: str, batch: int, accumulation: int
     assert auto_rule("sgd") == LrScaling.none
 
 
-def test_scaled_lr_trains_like_the_same_lr_written_out(tmp_path) -> None:
-    """``lr_scaling: sqrt`` at B = 2000 is lr x sqrt(2), every step, for tables and relations alike."""
+def test_scaled_lr_warms_up_over_the_first_epoch_then_holds(tmp_path) -> None:
+    """``lr_scaling: sqrt`` at B = 2000 (3 batches an epoch) is lr x sqrt(2) after a linear warm-up over the
+    first epoch, for tables and relations alike: it trains exactly like that schedule written out."""
     graph = tmp_path / "g"
+    over = BIG | {"training.num_epochs": 2, "training.train_log_every_n": 1}
     scaled = make_config(graph, save_dir=tmp_path / "scaled", optimizer={"adagrad": {"lr": 0.1}, "lr_scaling": "sqrt"},
-                         overrides=BIG | {"model.translation_optimizer.lr_scaling": "sqrt"})  # fmt: skip
+                         overrides=over | {"model.translation_optimizer.lr_scaling": "sqrt"})  # fmt: skip
     lr = 0.1 * math.sqrt(2)
-    fixed = {"adagrad": {"lr": lr}, "lr_scaling": "none"}
+    steps = [lr * (1 / 3), lr * (2 / 3), lr]
+    fixed = {
+        "adagrad": {"lr": lr},
+        "lr_scaling": "none",
+        "learning_rate": {"piecewise_constant": {"learning_rate_boundaries": [1, 2], "learning_rate_values": steps}},
+    }
     plain = make_config(graph, save_dir=tmp_path / "plain", optimizer=fixed,
-                        overrides=BIG | {"model.translation_optimizer": fixed})  # fmt: skip
+                        overrides=over | {"model.translation_optimizer": fixed})  # fmt: skip
     planted_graph(scaled, edges=5000)
     for cfg in (scaled, plain):
         tbg.train(cfg, fresh=True)
     assert torch.equal(*(full_table(c.training.save_dir, str(graph))[0] for c in (scaled, plain)))
-    assert _lrs(scaled.training.save_dir) == pytest.approx([lr] * len(_lrs(scaled.training.save_dir)))
-    assert _lrs(scaled.training.save_dir)
+    assert _lrs(scaled.training.save_dir) == pytest.approx(steps + [lr] * 3)
+
+
+def test_no_warm_up_or_scaling_at_the_reference_batch(tmp_path) -> None:
+    cfg = make_config(tmp_path / "g", overrides=BIG | {"train_data.per_replica_batch_size": 1000,
+                                                        "training.train_log_every_n": 1})  # fmt: skip
+    planted_graph(cfg, edges=3000)
+    tbg.train(cfg, fresh=True)
+    assert _lrs(cfg.training.save_dir) == [0.1] * 3

@@ -76,12 +76,14 @@ class DataConfig:
         " edges (TwHIN); `batch`: S edges of the whole batch, shared by all; `chunk`: PBG's chunks of S edges"
         " whose positives are negatives for one another; `auto`: tbg's best measured scheme, `batch` with every"
         " other positive of the batch (S is raised to the batch size) when the section also draws uniform"
-        " negatives, `relation` (TwHIN's meaning) when it has in-batch negatives only (docs/training.md)",
+        " negatives (a batch above 1000 edges: chunks of 1000, each its own uniform draw), `relation` (TwHIN's"
+        " meaning) when it has in-batch negatives only (docs/training.md)",
         default=InBatchScope.auto,
         default_doc="`auto`: the whole batch as in-batch negatives gave the best filtered MRR of the defaults"
         " study at P=1 and P=4 (docs/benchmarks.md), well above S per relation or PBG's chunks of S, at about"
-        " half their edges/s; a config without uniform negatives is TwHIN's scheme, so it keeps TwHIN's"
-        " per-relation S",
+        " half their edges/s; above 1000 edges the whole batch costs O(B^2) a step, so each chunk of 1000 gets"
+        " exactly the negatives of a 1000-edge batch; a config without uniform negatives is TwHIN's scheme, so"
+        " it keeps TwHIN's per-relation S",
         ext=True,
     )
     global_negatives_scope: GlobalNegativesScope = setting(

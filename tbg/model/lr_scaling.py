@@ -47,11 +47,18 @@ def lr_factor(opt: OptimizerConfig, batch: int) -> float:
 
 
 class ScaledLr:
-    """``lr_at(step)``: the optimizer's lr (or schedule) at ``step`` (0-based) times its batch factor."""
+    """``lr_at(step)``: the optimizer's lr (or schedule) at ``step`` (0-based, counting batches) times its batch
+    factor.  A factor above 1 comes with a linear warm-up over the first epoch (``warmup_steps``: its batches):
+    the update after batch s uses ``min(1, (s + 1) / warmup_steps)`` of the scaled lr, so a large batch's first
+    updates, which move every row the batch touched by a full Adagrad step at once, start small."""
 
-    def __init__(self, opt: OptimizerConfig, batch: int) -> None:
+    def __init__(self, opt: OptimizerConfig, batch: int, warmup_steps: int = 0) -> None:
         self.opt = opt
         self.factor = lr_factor(opt, batch)
+        self.warmup_steps = warmup_steps if self.factor > 1 else 0
 
     def lr_at(self, step: int) -> float:
-        return self.opt.lr_at(step) * self.factor
+        lr = self.opt.lr_at(step) * self.factor
+        if step + 1 < self.warmup_steps:
+            lr *= (step + 1) / self.warmup_steps
+        return lr

@@ -78,9 +78,9 @@ class Trainer:
         self.edges = EdgeSource(self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor)
         self.ckpts = CheckpointStore(self.save_dir, cfg.training.checkpoint_max_to_keep)
         self.grid = (self.graph.num_lhs_partitions, self.graph.num_rhs_partitions)
-        batch = effective_batch(cfg)  # each optimizer's lr at this batch (optimizer.lr_scaling)
-        self.table_lrs = {t.name: ScaledLr(t.optimizer, batch) for t in cfg.model.embeddings.tables}
-        self.rel_lr = ScaledLr(cfg.model.translation_optimizer, batch)
+        batch, epoch = effective_batch(cfg), self._steps_per_epoch()  # each lr at this batch (optimizer.lr_scaling)
+        self.table_lrs = {t.name: ScaledLr(t.optimizer, batch, epoch) for t in cfg.model.embeddings.tables}
+        self.rel_lr = ScaledLr(cfg.model.translation_optimizer, batch, epoch)
         self.fingerprint = model_fingerprint(cfg)
         self.progress = Progress()
         self.bucket: Bucket = (0, 0)
