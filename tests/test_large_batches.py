@@ -50,10 +50,11 @@ def test_auto_large_batch_trains_exactly_like_explicit_chunks(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("kind", "rule", "batch", "accumulation", "want"),
     [
-        ("adagrad", "auto", 10_000, None, math.sqrt(10)),
-        ("row_adagrad", "auto", 2000, 5, math.sqrt(10)),  # the effective batch counts
-        ("adam", "auto", 100_000, None, 10.0),
-        ("sgd", "auto", 10_000, None, 1.0),  # summed loss: SGD's step already grows with the batch
+        ("adagrad", "auto", 10_000, None, 1.0),  # auto = none, the rule measured best
+        ("adam", "auto", 100_000, None, 1.0),
+        ("sgd", "auto", 10_000, None, 1.0),
+        ("row_adagrad", "sqrt", 2000, 5, math.sqrt(10)),  # the effective batch counts
+        ("adam", "sqrt", 100_000, None, 10.0),
         ("adagrad", "none", 10_000, None, 1.0),
         ("adagrad", "linear", 10_000, None, 10.0),
         ("adagrad", "sqrt", 500, None, 1.0),  # below the reference batch: the config's lr
@@ -65,7 +66,7 @@ def test_lr_factor(tmp_path, kind: str, rule: str, batch: int, accumulation: int
     opt = cfg.model.embeddings.tables[0].optimizer
     assert opt.lr_scaling == LrScaling(rule)
     assert lr_factor(opt, effective_batch(cfg)) == pytest.approx(want)
-    assert auto_rule("sgd") == LrScaling.none
+    assert auto_rule(kind) == LrScaling.none
 
 
 def test_scaled_lr_warms_up_over_the_first_epoch_then_holds(tmp_path) -> None:
@@ -91,9 +92,11 @@ def test_scaled_lr_warms_up_over_the_first_epoch_then_holds(tmp_path) -> None:
     assert _lrs(scaled.training.save_dir) == pytest.approx(steps + [lr] * 3)
 
 
-def test_no_warm_up_or_scaling_at_the_reference_batch(tmp_path) -> None:
-    cfg = make_config(tmp_path / "g", overrides=BIG | {"train_data.per_replica_batch_size": 1000,
-                                                        "training.train_log_every_n": 1})  # fmt: skip
+@pytest.mark.parametrize("batch", [1000, 2000])
+def test_auto_keeps_the_config_lr_at_any_batch(tmp_path, batch: int) -> None:
+    """The default (`auto` = `none`, the rule measured best): the config's lr at every step, no warm-up."""
+    over = BIG | {"train_data.per_replica_batch_size": batch, "training.train_log_every_n": 1}
+    cfg = make_config(tmp_path / "g", overrides=over)
     planted_graph(cfg, edges=3000)
     tbg.train(cfg, fresh=True)
-    assert _lrs(cfg.training.save_dir) == [0.1] * 3
+    assert _lrs(cfg.training.save_dir) == [0.1] * (-(-3000 // batch))

@@ -160,12 +160,15 @@ class OptimizerConfig:
         "Adagrad with one accumulator per row (PBG's default), 1/D of Adagrad's state", default=None, ext=True
     )
     lr_scaling: LrScaling = setting(
-        "how the lr follows the batch: `lr` (or the schedule) is the lr at a batch of 1000 edges per update"
-        " (`per_replica_batch_size` x `gradient_accumulation`, PBG's batch); at B > 1000 it is multiplied by"
-        " 1 (`none`), sqrt(B/1000) (`sqrt`) or B/1000 (`linear`); `auto`: the rule measured best for the"
-        " optimizer (docs/training.md)",
+        "how the lr follows the batch: `lr` (or the schedule) is the lr at 1000 edges per update (PBG's batch);"
+        " at B = `per_replica_batch_size` x `gradient_accumulation` above 1000 it is multiplied by 1 (`none`),"
+        " sqrt(B/1000) (`sqrt`) or B/1000 (`linear`), a scaled lr reached by a linear warm-up over the first"
+        " epoch; `auto`: the rule measured best (docs/training.md)",
         default=LrScaling.auto,
-        default_doc="`auto`: AUTO_DOC",
+        default_doc="`auto` = `none`: on WordNet at 10 epochs and B = 10k (docs/benchmarks.md#large-batches),"
+        " Adagrad at the config's lr reached filtered MRR 0.594 against sqrt scaling with warm-up 0.567 (PBG at"
+        " B = 1000: 0.577), and 0.560 against sqrt 0.515 and linear 0.428 with 1000 in-batch negatives shared"
+        " by the batch: Adagrad's normalisation already absorbs the batch size",
         ext=True,
     )
 
