@@ -17,6 +17,7 @@ import yaml
 
 from tbg.checkpoint import Checkpoint
 from tbg.config import Config, OptimizerConfig, TrainOn, converter
+from tbg.config.loading import read_yaml
 from tbg.errors import CheckpointError, ConsistencyError
 from tbg.graph import Graph, PartitionLayout
 
@@ -218,7 +219,7 @@ def check_shard(path: str, shape: tuple[int, ...], want: tuple[int, int]) -> Non
 def _checkpoint_model(ckpt: Checkpoint) -> dict[str, Any] | None:
     """The model section of the checkpoint's config.yaml (None for checkpoints without one)."""
     try:
-        data = yaml.safe_load(ckpt.config_text())
+        data = read_yaml(ckpt.config_text())
     except FileNotFoundError:
         return None
     except yaml.YAMLError as exc:

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import yaml
 
 from tbg.checkpoint import Checkpoint, open_checkpoint
 from tbg.config import Config, parse_config
+from tbg.config.loading import read_yaml
 from tbg.errors import CheckpointError, QueryError
 from tbg.graph import Graph
 from tbg.query.entities import EntityNames
@@ -48,7 +48,7 @@ class TrainedModel:
         with open_checkpoint(path) as first:  # (pinned until open_trained pins it for the model's life)
             source = f"{first.path}/config.yaml"
             try:
-                data = yaml.safe_load(first.config_text())
+                data = read_yaml(first.config_text())
             except FileNotFoundError:
                 raise CheckpointError(
                     f"{source}: missing (the checkpoint does not say which config trained it)"

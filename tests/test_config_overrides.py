@@ -106,3 +106,18 @@ def test_verbatim_seed_runs_on_other_data(tmp_path: Path, capsys: pytest.Capture
     assert main(["train", *argv, "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 20  # 9990 training rows (the seed's limit) in batches of 500, one epoch
+
+
+def test_on_off_are_strings_in_files_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """YAML 1.2 booleans: `cpu_bf16: off` (the documented spelling) is the string, in a file and in --set."""
+    assert resolved(capsys, "runtime.cpu_bf16=off")["runtime"]["cpu_bf16"] == "off"
+    assert resolved(capsys, "runtime.cpu_bf16=on")["runtime"]["cpu_bf16"] == "on"
+    data = yaml.safe_load(SEED.read_text(encoding="utf-8"))
+    data.setdefault("runtime", {})["cpu_bf16"] = "off"
+    text = yaml.safe_dump(data, sort_keys=False)
+    assert "cpu_bf16: 'off'" in text  # (PyYAML quotes it; a user writes it bare)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text.replace("cpu_bf16: 'off'", "cpu_bf16: off"), encoding="utf-8")
+    assert main(["config", str(path)]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["runtime"]["cpu_bf16"] == "off"
+    assert "expected true/false, got 'yes'" in error(capsys, "training.report=yes")

@@ -26,6 +26,23 @@ from tbg.config.schema import Config, check_references
 from tbg.errors import ConfigError
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false are booleans, so ``cpu_bf16: off`` stays the string "off"."""
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def read_yaml(text: str) -> Any:
+    """Config YAML as tbg reads it everywhere (files, ``--set`` values, checkpoints' config.yaml)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _strict(kind: type, name: str):
     def hook(value: Any, _type: Any) -> Any:
         if kind is float:
@@ -196,7 +213,7 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -247,7 +264,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str 
             if not sep:
                 raise ValueError("expected dotted.key=value")
             steps = parse_path(key.strip())
-            value = yaml.safe_load(text)
+            value = read_yaml(text)
         except (ValueError, yaml.YAMLError) as exc:
             problem = str(exc).splitlines()[0]
             raise ConfigError(f"{source}: --set {item!r}: {problem}") from None
