@@ -101,6 +101,14 @@ def config_data(
     return data
 
 
+def write_config_file(path: str | Path, graph_dir: str | Path, **kw: Any) -> str:
+    """:func:`config_data` (same arguments) written as YAML at ``path`` (for tests that drive the CLI); its path."""
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(config_data(graph_dir, **kw), sort_keys=False))
+    return str(path)
+
+
 def twhin_config(graph_dir: str | Path, **kw: Any) -> Config:
     """:func:`make_config` in the TwHIN seed's shape (user, tweet; fav, reply, follow), for the importer tests."""
     kw.setdefault("types", TWHIN_TYPES)

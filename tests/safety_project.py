@@ -1,4 +1,5 @@
-"""A tiny end-to-end project for the reliability tests: TSV sources, a YAML config, import + train via the CLI."""
+"""A tiny end-to-end project for the reliability tests: TSV sources, a YAML config (tests/builders.py), import +
+train via the CLI."""
 
 from __future__ import annotations
 
@@ -6,22 +7,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from builders import write_config_file
 
 from tbg.cli import main
-
-CONFIG = """
-runtime: {{seed: 0, num_threads: 1, hogwild_workers: 1}}
-training: {{save_dir: {root}/save, num_epochs: {epochs}, checkpoint_every_n: 5, train_log_every_n: 5,
-           eval_log_every_n: 100000}}
-model:
-  translation_optimizer: {{adagrad: {{lr: 0.1}}}}
-  embeddings:
-    tables: [{{name: user, embedding_dim: 8, num_partitions: 2, optimizer: {{adagrad: {{lr: 0.1}}}}}}]
-  relations: [{{name: follows, lhs: user, rhs: user, operator: translation}}]
-train_data: {{data_root: {root}/train.tsv, per_replica_batch_size: 50, in_batch_negatives: 10, global_negatives: 10}}
-validation_data: {{data_root: {root}/valid.tsv, per_replica_batch_size: 50}}
-graph: {{dir: {root}/graph, id_mode: names}}
-"""
 
 
 def write_project(root: Path, epochs: int = 2) -> str:
@@ -29,9 +17,24 @@ def write_project(root: Path, epochs: int = 2) -> str:
     for name, n in (("train", 600), ("valid", 60)):
         lines = [f"u{rng.integers(50)}\tfollows\tu{rng.integers(50)}" for _ in range(n)]
         (root / f"{name}.tsv").write_text("\n".join(lines) + "\n")
-    path = root / "c.yaml"
-    path.write_text(CONFIG.format(root=root, epochs=epochs))
-    return str(path)
+    adagrad = {"adagrad": {"lr": 0.1}}
+    return write_config_file(
+        root / "c.yaml", root / "graph", types={"user": (None, 8, 2)}, relations=[("follows", "user", "user")],
+        optimizer=adagrad,
+        overrides={
+            "runtime": {"seed": 0, "num_threads": 1, "hogwild_workers": 1},
+            "training": {
+                "save_dir": f"{root}/save", "num_epochs": epochs, "checkpoint_every_n": 5, "train_log_every_n": 5,
+                "eval_log_every_n": 100000,
+            },
+            "model.loss": "logistic", "graph.id_mode": "names",
+            "train_data": {
+                "data_root": f"{root}/train.tsv", "per_replica_batch_size": 50, "in_batch_negatives": 10,
+                "global_negatives": 10,
+            },
+            "validation_data": {"data_root": f"{root}/valid.tsv", "per_replica_batch_size": 50},
+        },
+    )  # fmt: skip
 
 
 def trained_project(root: Path) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from builders import config_data
 
 import tbg
 from tbg.config import ConfigError
@@ -38,23 +39,18 @@ def write_sources(root: Path, seed: int = 0) -> dict[str, list[tuple[str, str, s
 
 def config(root: Path) -> dict[str, Any]:
     data = {"per_replica_batch_size": 50, "in_batch_negatives": 10, "global_negatives": 10}
-    return {
-        "runtime": {"seed": 3, "hogwild_workers": 1},
-        "training": {"save_dir": str(root / "run"), "num_epochs": 4, "train_log_every_n": 5},
-        "model": {
-            "embeddings": {
-                "tables": [
-                    {"name": "person", "embedding_dim": 8, "num_partitions": 2, "optimizer": {"adagrad": {"lr": 0.1}}}
-                ]
-            },
-            "relations": [{"name": r, "lhs": "person", "rhs": "person", "operator": "diagonal"} for r in RELATIONS],
-            "translation_optimizer": {"adagrad": {"lr": 0.1}},
+    return config_data(
+        root / "graph", save_dir=root / "run", types={"person": (None, 8, 2)},
+        relations=[(r, "person", "person", "diagonal") for r in RELATIONS],
+        train=str(root / "train.tsv"), valid=str(root / "valid.tsv"), test=str(root / "test.tsv"),
+        overrides={
+            "runtime": {"seed": 3, "hogwild_workers": 1},
+            "training": {"save_dir": str(root / "run"), "num_epochs": 4, "train_log_every_n": 5},
+            "model.loss": "logistic", "graph.id_mode": "names", "graph.format": "tsv",
+            "train_data": {"data_root": str(root / "train.tsv"), **data},
+            "validation_data": {"data_root": str(root / "valid.tsv"), **data},
         },
-        "train_data": {"data_root": str(root / "train.tsv"), **data},
-        "validation_data": {"data_root": str(root / "valid.tsv"), **data},
-        "test_data": {"data_root": str(root / "test.tsv")},
-        "graph": {"dir": str(root / "graph"), "id_mode": "names", "format": "tsv"},
-    }
+    )  # fmt: skip
 
 
 def realistic_rank(scores: np.ndarray, true_score: float) -> float:

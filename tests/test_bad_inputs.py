@@ -11,31 +11,39 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+from builders import write_config_file
 
 from tbg.cli import main
 
-CONFIG = """\
-model:
-  embeddings:
-    tables:
-      - {{name: user, embedding_dim: 4, optimizer: {{sgd: {{lr: 0.1}}}}}}
-      - {{name: tweet, embedding_dim: 4, optimizer: {{sgd: {{lr: 0.1}}}}}}
-  relations:
-    - {{name: fav, lhs: user, rhs: tweet}}
-    - {{name: reply, lhs: user, rhs: tweet}}
-  translation_optimizer: {{sgd: {{lr: 0.1}}}}
-train_data: {{data_root: {root}/train.tsv, per_replica_batch_size: 10}}
-validation_data: {{data_root: {root}/valid.tsv}}
-graph: {{dir: {graph}, id_mode: names}}
-training: {{save_dir: {save}, num_train_steps: 4, checkpoint_every_n: 2, train_log_every_n: 2}}
-runtime: {{hogwild_workers: 1, num_threads: 1}}
-"""
+USER_TWEET = {"user": (None, 4, 1), "tweet": (None, 4, 1)}
+FAV_REPLY = [("fav", "user", "tweet"), ("reply", "user", "tweet")]
+SGD = {"sgd": {"lr": 0.1}}
+
+
+def config_text(root: Path, graph: Path, save: Path) -> str:
+    """The tiny run's config: two names-mode types, 4 steps, a checkpoint every 2."""
+    path = write_config_file(
+        root / "tmp-config.yaml", graph, save_dir=save, types=USER_TWEET, relations=FAV_REPLY, optimizer=SGD,
+        overrides={
+            "model.translation_optimizer": SGD, "model.loss": "logistic", "graph.id_mode": "names",
+            "train_data": {"data_root": f"{root}/train.tsv", "per_replica_batch_size": 10},
+            "validation_data": {"data_root": f"{root}/valid.tsv"},
+            "training": {"save_dir": str(save), "num_train_steps": 4, "checkpoint_every_n": 2, "train_log_every_n": 2},
+            "runtime": {"hogwild_workers": 1, "num_threads": 1},
+        },
+    )  # fmt: skip
+    text = Path(path).read_text()
+    os.remove(path)
+    return text
+
+
 V2 = "save/checkpoints/v0000000002"
 
 
 def write_config(root: Path, graph: str = "graph", save: str = "save", name: str = "cfg.yaml") -> str:
     path = root / name
-    path.write_text(CONFIG.format(root=root, graph=root / graph, save=root / save))
+    path.write_text(config_text(root, root / graph, root / save))
     return str(path)
 
 
@@ -118,7 +126,7 @@ def test_config_that_is_not_utf8(tmp_path, capsys) -> None:
 
 
 def test_line_break_in_a_config_name_stays_on_one_line(tmp_path, capsys) -> None:
-    text = CONFIG.format(root=tmp_path, graph=tmp_path / "g", save=tmp_path / "s")
+    text = config_text(tmp_path, tmp_path / "g", tmp_path / "s")
     (tmp_path / "c.yaml").write_text(text + '"ba\\nd": 1\n')
     rc, lines = cli(capsys, "import", str(tmp_path / "c.yaml"))
     assert_error(rc, lines, "import", "ba\\nd: unknown key")
@@ -316,31 +324,24 @@ def test_a_disk_filling_up_inside_hdf5_files_is_one_line(run, command, capsys) -
 
 # --------------------------------------------------------------------------------------------- source files
 
-SOURCE_CONFIG = """\
-model:
-  embeddings:
-    tables:
-      - {{name: user, embedding_dim: 4, optimizer: {{sgd: {{lr: 0.1}}}}}}
-      - {{name: tweet, embedding_dim: 4, optimizer: {{sgd: {{lr: 0.1}}}}}}
-  relations: {relations}
-  translation_optimizer: {{sgd: {{lr: 0.1}}}}
-train_data: {{data_root: {root}/train.{ext}}}
-validation_data: {{data_root: {root}/valid.{ext}}}
-graph: {{dir: {root}/graph, id_mode: names{graph}}}
-"""
-TWO_RELATIONS = "[{name: fav, lhs: user, rhs: tweet}, {name: reply, lhs: user, rhs: tweet}]"
-ONE_RELATION = "[{name: fav, lhs: user, rhs: tweet}]"
+ONE_RELATION = FAV_REPLY[:1]
 
 
 def import_sources(
-    root: Path, capsys, train: str, valid: str = "u1\tfav\tt1\n", graph: str = "", relations: str = TWO_RELATIONS,
-    ext: str = "tsv",
+    root: Path, capsys, train: str, valid: str = "u1\tfav\tt1\n", graph: dict | None = None,
+    relations: list = FAV_REPLY, ext: str = "tsv",
 ) -> tuple[int, list[str]]:  # fmt: skip
     (root / f"train.{ext}").write_text(train)
     (root / f"valid.{ext}").write_text(valid)
-    cfg = root / "c.yaml"
-    cfg.write_text(SOURCE_CONFIG.format(root=root, graph=graph, relations=relations, ext=ext))
-    return cli(capsys, "import", str(cfg), "--no-progress")
+    cfg = write_config_file(
+        root / "c.yaml", root / "graph", types=USER_TWEET, relations=relations, optimizer=SGD,
+        overrides={
+            "model.translation_optimizer": SGD, "graph.id_mode": "names",
+            **{f"graph.{key}": value for key, value in (graph or {}).items()},
+            "train_data": {"data_root": f"{root}/train.{ext}"}, "validation_data": {"data_root": f"{root}/valid.{ext}"},
+        },
+    )  # fmt: skip
+    return cli(capsys, "import", cfg, "--no-progress")
 
 
 def split_edges(root: Path) -> dict[str, int]:
@@ -349,14 +350,14 @@ def split_edges(root: Path) -> dict[str, int]:
 
 
 def test_out_of_range_column_names_only_the_missing_one(tmp_path, capsys) -> None:
-    rc, lines = import_sources(tmp_path, capsys, "u1\tfav\tt1\n", graph=", columns: {lhs: 0, rel: 1, rhs: 5}")
+    rc, lines = import_sources(tmp_path, capsys, "u1\tfav\tt1\n", graph={"columns": {"lhs": 0, "rel": 1, "rhs": 5}})
     assert_error(rc, lines, "import", "train.tsv: column 'rhs' at position 5 out of range (the file has 3 columns)")
     assert "'lhs'" not in lines[-1] and "'rel'" not in lines[-1]
 
 
 def test_rel_may_be_omitted_with_one_relation(tmp_path, capsys) -> None:
     rows = "u1\tt1\nu2\tt2\nu1\tt2\n"
-    rc, lines = import_sources(tmp_path, capsys, rows, "u3\tt1\n", ", columns: {lhs: 0, rhs: 1}", ONE_RELATION)
+    rc, lines = import_sources(tmp_path, capsys, rows, "u3\tt1\n", {"columns": {"lhs": 0, "rhs": 1}}, ONE_RELATION)
     assert rc == 0 and lines == [], lines
     assert split_edges(tmp_path) == {"train": 3, "valid": 1}
 
@@ -364,12 +365,12 @@ def test_rel_may_be_omitted_with_one_relation(tmp_path, capsys) -> None:
 def test_rel_column_is_still_checked_when_present(tmp_path, capsys) -> None:
     header = "lhs\trel\trhs\n"
     rows, valid = header + "u1\tfav\tt1\nu2\tbad\tt2\n", header + "u1\tfav\tt1\n"
-    rc, lines = import_sources(tmp_path, capsys, rows, valid, ", header: true", ONE_RELATION)
+    rc, lines = import_sources(tmp_path, capsys, rows, valid, {"header": True}, ONE_RELATION)
     assert_error(rc, lines, "import", "train.tsv row 2: column 'rel': unknown relation 'bad'")
 
 
 def test_rel_is_needed_with_several_relations(tmp_path, capsys) -> None:
-    rc, lines = import_sources(tmp_path, capsys, "u1\tt1\n", "u1\tt1\n", ", columns: {lhs: 0, rhs: 1}")
+    rc, lines = import_sources(tmp_path, capsys, "u1\tt1\n", "u1\tt1\n", {"columns": {"lhs": 0, "rhs": 1}})
     assert_error(rc, lines, "import", "train.tsv: column 'rel' given by name")
 
 
@@ -397,13 +398,13 @@ def test_empty_name_is_an_error(tmp_path, capsys, row) -> None:
     ("x", "cannot parse"),
 ])  # fmt: skip
 def test_weights_must_be_finite_and_non_negative(tmp_path, capsys, weight, problem) -> None:
-    graph = ", columns: {lhs: 0, rel: 1, rhs: 2, weight: 3}"
+    graph = {"columns": {"lhs": 0, "rel": 1, "rhs": 2, "weight": 3}}
     rc, lines = import_sources(tmp_path, capsys, f"u1\tfav\tt1\t1\nu2\tfav\tt2\t{weight}\n", "u1\tfav\tt1\t0\n", graph)
     assert_error(rc, lines, "import", "train.tsv row 2: column 'weight'", problem)
 
 
 def test_zero_weight_is_accepted(tmp_path, capsys) -> None:
-    graph = ", columns: {lhs: 0, rel: 1, rhs: 2, weight: 3}"
+    graph = {"columns": {"lhs": 0, "rel": 1, "rhs": 2, "weight": 3}}
     rc, lines = import_sources(tmp_path, capsys, "u1\tfav\tt1\t0\nu2\tfav\tt2\t2.5\n", "u1\tfav\tt1\t0\n", graph)
     assert rc == 0 and split_edges(tmp_path)["train"] == 2
 
@@ -411,31 +412,36 @@ def test_zero_weight_is_accepted(tmp_path, capsys) -> None:
 # --------------------------------------------------------------------------------------------- resume
 
 
-def _resume_with(run: Path, old: str, new: str) -> str:
+def _resume_with(run: Path, changes: dict | None = None) -> str:
+    """Rewrite the run's config to train on to step 6 (2 epochs), with ``changes`` (dotted key -> value)."""
     cfg = run / "cfg.yaml"
-    text = cfg.read_text().replace("num_train_steps: 4", "num_train_steps: 6, num_epochs: 2")
-    assert old in text
-    cfg.write_text(text.replace(old, new, 1))
+    data = yaml.safe_load(cfg.read_text())
+    for dotted, value in {"training.num_train_steps": 6, "training.num_epochs": 2, **(changes or {})}.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[leaf] = value
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(cfg)
 
 
-@pytest.mark.parametrize(("old", "new", "key"), [
-    ("{sgd: {lr: 0.1}}}", "{sgd: {lr: 0.2}}}", "model.embeddings.tables[0].optimizer"),
-    ("translation_optimizer: {sgd: {lr: 0.1}}", "translation_optimizer: {adam: {lr: 0.1}}",
-     "model.translation_optimizer"),
+@pytest.mark.parametrize(("path", "new", "key"), [
+    ("model.embeddings.tables.0.optimizer", {"sgd": {"lr": 0.2}}, "model.embeddings.tables[0].optimizer"),
+    ("model.translation_optimizer", {"adam": {"lr": 0.1}}, "model.translation_optimizer"),
 ])  # fmt: skip
-def test_optimizer_change_on_resume_needs_the_flag(run, capsys, old, new, key) -> None:
-    cfg = _resume_with(run, old, new)
+def test_optimizer_change_on_resume_needs_the_flag(run, capsys, path, new, key) -> None:
+    cfg = _resume_with(run, {path: new})
     rc, lines = cli(capsys, "train", cfg, "--no-progress")
     assert_error(rc, lines, "train", f"{key}: ", "--allow-optimizer-change")
     rc, lines = cli(capsys, "train", cfg, "--no-progress", "--allow-optimizer-change")
     assert rc == 0 and f"at step 4 with a changed {key}" in lines[0], lines
     progress = json.loads((run / "save/checkpoints/v0000000003/progress.json").read_text())
     assert progress["step"] == 6
-    rc, lines = cli(capsys, "train", _resume_with(run, "num_train_steps: 6", "num_train_steps: 8"), "--no-progress")
+    rc, lines = cli(capsys, "train", _resume_with(run, {"training.num_train_steps": 8}), "--no-progress")
     assert rc == 0, lines  # the new optimizer is now the checkpoint's own
 
 
 def test_unchanged_optimizer_resumes(run, capsys) -> None:
-    rc, lines = cli(capsys, "train", _resume_with(run, "num_epochs: 2", "num_epochs: 2"), "--no-progress")
+    rc, lines = cli(capsys, "train", _resume_with(run), "--no-progress")
     assert rc == 0 and "resumed from" in lines[0] and "with a changed" not in lines[0], lines
