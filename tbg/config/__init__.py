@@ -25,6 +25,7 @@ from tbg.config.optimizers import (
     LearningRate,
     LinearRampToConstant,
     LinearRampToCosine,
+    LrScaling,
     OptimizerConfig,
     PiecewiseConstant,
     RowAdagradConfig,
@@ -32,13 +33,14 @@ from tbg.config.optimizers import (
 )
 from tbg.config.runtime import RuntimeConfig, WandbConfig
 from tbg.config.schema import Config, check_references
-from tbg.config.training import BucketOrder, TrainingConfig
+from tbg.config.training import BucketOrder, TrainingConfig, TrainOn
 from tbg.errors import ConfigError
 
 __all__ = [
     "AdagradConfig",
     "AdamConfig",
     "BucketOrder",
+    "TrainOn",
     "Candidates",
     "ColumnsConfig",
     "Config",
@@ -56,6 +58,7 @@ __all__ = [
     "LearningRate",
     "LinearRampToConstant",
     "LinearRampToCosine",
+    "LrScaling",
     "ModelConfig",
     "OptimizerConfig",
     "PiecewiseConstant",

@@ -25,6 +25,7 @@ from tbg.config import Config, dump_config
 from tbg.consistency import check_checkpoint, check_optimizers, check_shards, check_trainable, model_fingerprint
 from tbg.errors import CheckpointError
 from tbg.graph import Graph
+from tbg.model.lr_scaling import ScaledLr, effective_batch
 from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
 from tbg.train.batch_scorer import Batch, BatchScorer, coalesced_grads
@@ -74,10 +75,14 @@ class Trainer:
             cfg, counts, sizes, self.device, os.path.join(self.save_dir, SWAP_DIR), self.executor
         )
         chunk = cfg.training.max_edges_per_chunk
-        self.edges = EdgeSource(self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor)
+        self.edges = EdgeSource(
+            self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor, cfg.training.train_on.value
+        )
         self.ckpts = CheckpointStore(self.save_dir, cfg.training.checkpoint_max_to_keep)
         self.grid = (self.graph.num_lhs_partitions, self.graph.num_rhs_partitions)
-        self.table_opts = {t.name: t.optimizer for t in cfg.model.embeddings.tables}
+        batch, epoch = effective_batch(cfg), self._steps_per_epoch()  # each lr at this batch (optimizer.lr_scaling)
+        self.table_lrs = {t.name: ScaledLr(t.optimizer, batch, epoch) for t in cfg.model.embeddings.tables}
+        self.rel_lr = ScaledLr(cfg.model.translation_optimizer, batch, epoch)
         self.fingerprint = model_fingerprint(cfg)
         self.progress = Progress()
         self.bucket: Bucket = (0, 0)
@@ -111,27 +116,36 @@ class Trainer:
         init = self.cfg.training.initial_checkpoint_dir
         if init:
             with open_checkpoint(init) as ckpt:  # pinned while read (its shards are linked into the swap dir)
-                self._load(ckpt, resume=False)
-            return f"warm start from {ckpt.path} (weights only, step 0)"
+                grown = self._load(ckpt, resume=False)
+            what = "weights and optimizer state" if self.cfg.training.warm_start_optimizer else "weights only"
+            note = f", {grown:,} new entities initialised" if grown else ""
+            return f"warm start from {ckpt.path} ({what}, step 0{note})"
         return "fresh start"
 
-    def _load(self, ckpt: Checkpoint, resume: bool) -> None:
+    def _load(self, ckpt: Checkpoint, resume: bool) -> int:
+        """Start from ``ckpt``: resume (everything) or warm start (weights, optionally optimizer state; a
+        checkpoint of the graph before an append fills the rows it has).  Returns the number of new rows."""
         fix = (
             "use `tbg train --fresh` or another training.save_dir" if resume else "fix training.initial_checkpoint_dir"
         )
-        check_checkpoint(self.cfg, self.graph, ckpt, fix)
-        check_shards(self.cfg, self.graph, ckpt)  # a missing shard is an error, never a re-initialised partition
+        counts = check_checkpoint(self.cfg, self.graph, ckpt, fix, warm_start=not resume)
+        check_shards(self.cfg, self.graph, ckpt, counts)  # a missing shard is an error, never a re-initialised one
         sources = {key: ckpt.embedding_path(*key) for key in self.store.keys}
-        self.store.set_sources(sources, with_optimizer=resume)
+        with_optimizer = resume or self.cfg.training.warm_start_optimizer
+        self.store.set_sources(sources, with_optimizer=with_optimizer, trained_counts=counts)
         rel = {k: torch.from_numpy(v) for k, v in ckpt.relations().items()}
         try:
             self.model.load_state_dict(rel)
         except RuntimeError as exc:  # missing/unexpected/mis-shaped parameters
             problem = " ".join(str(exc).split())
             raise CheckpointError(f"{ckpt.file('relations.h5')}: relation parameters do not fit: {problem}") from None
-        if resume:
+        if with_optimizer:
             read_state(ckpt, self.rel_opt)
+        if resume:
             self.progress = Progress.of(ckpt)
+        if counts is None:
+            return 0
+        return sum(t.count - counts[name] for name, t in self.graph.entity_types.items())
 
     # ------------------------------------------------------------------ buckets
     def finished(self) -> bool:
@@ -175,9 +189,7 @@ class Trainer:
 
     def _steps_per_epoch(self) -> int:
         b = self.cfg.train_data.per_replica_batch_size
-        return sum(
-            -(-self.graph.bucket_count("train", i, j) // b) for i in range(self.grid[0]) for j in range(self.grid[1])
-        )
+        return sum(-(-self.edges.count((i, j)) // b) for i in range(self.grid[0]) for j in range(self.grid[1]))
 
     # ------------------------------------------------------------------ step groups
     def run_group(self, worker: Worker, group: list[Batch], first_step: int) -> tuple[list[torch.Tensor], GroupChecks]:
@@ -227,14 +239,14 @@ class Trainer:
         table, so an entity seen in several micro-batches gets one summed-gradient update); returns, per table
         updated, the :func:`finite_sum` of its rows' update (and of the relation parameters)."""
         lr_step = group.last_step - 1  # schedules count the steps completed before this one
-        self.rel_opt.step(self.cfg.model.translation_optimizer.lr_at(lr_step), group.worker.params)
+        self.rel_opt.step(self.rel_lr.lr_at(lr_step), group.worker.params)
         params = [p for p in self.model.parameters() if p.numel()]
         updated: dict[TableKey | str, torch.Tensor] = {}
         if params:
-            updated[RELATIONS] = torch.stack([finite_sum(p.detach()) for p in params]).sum()
+            updated[RELATIONS] = finite_sum(torch.cat([p.data.view(-1) for p in params]))
         for key, (rows, grad, live) in coalesced_grads(group.gathered).items():
             res = self.store.get(key)
-            delta = res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True, live=live)
+            delta = res.optimizer.step(rows, grad, self.table_lrs[key[0]].lr_at(lr_step), owned=True, live=live)
             res.dirty = True
             if delta is not None:
                 updated[key] = finite_sum(delta)
@@ -379,7 +391,7 @@ class Trainer:
             self._advance_cursor()  # so a checkpoint here says where to go on (or that the run finished)
         if p.step % t.train_log_every_n == 0 or self.finished():
             self.guard.check(self.committed)  # the record's read-back syncs anyway
-            self.log.train(p.step, epoch, self.cfg.model.embeddings.tables[0].optimizer.lr_at(p.step - 1))
+            self.log.train(p.step, epoch, self.table_lrs[self.cfg.model.embeddings.tables[0].name].lr_at(p.step - 1))
         if p.step % t.eval_log_every_n == 0:
             self.guard.check(self.committed)
             record = self.validation.record(self.bucket, self._tables, p.step, epoch)
