@@ -16,8 +16,9 @@ import yaml
 
 from tbg.checkpoint import Checkpoint, open_checkpoint
 from tbg.config import Config, parse_config
-from tbg.errors import CheckpointError, InputError
+from tbg.errors import CheckpointError, QueryError
 from tbg.graph import Graph
+from tbg.query.entities import EntityNames
 
 if TYPE_CHECKING:
     from tbg.model.scoring import RelationModel
@@ -34,7 +35,7 @@ class TrainedModel:
         self._relation_model = relation_model
         self._engines: dict[tuple, object] = {}
         self._vectors: dict[str, np.ndarray] = {}
-        self._ids: dict[str, dict[str, int]] = {}
+        self._names: dict[str, EntityNames] = {}
 
     @classmethod
     def open(cls, path: str, graph_dir: str | None = None) -> TrainedModel:
@@ -44,17 +45,32 @@ class TrainedModel:
 
         from tbg.evaluation.checkpoint_eval import open_trained
 
-        ckpt = open_checkpoint(path)
-        source = f"{ckpt.path}/config.yaml"
-        try:
-            data = yaml.safe_load(ckpt.config_text())
-        except FileNotFoundError:
-            raise CheckpointError(f"{source}: missing (the checkpoint does not say which config trained it)") from None
-        cfg = parse_config(data, source)
-        if graph_dir is not None:
-            cfg = attrs.evolve(cfg, graph=attrs.evolve(cfg.graph, dir=graph_dir))
-        graph, ckpt, model = open_trained(cfg, ckpt.path)
+        with open_checkpoint(path) as first:  # (pinned until open_trained pins it for the model's life)
+            source = f"{first.path}/config.yaml"
+            try:
+                data = yaml.safe_load(first.config_text())
+            except FileNotFoundError:
+                raise CheckpointError(
+                    f"{source}: missing (the checkpoint does not say which config trained it)"
+                ) from None
+            cfg = parse_config(data, source)
+            if graph_dir is not None:
+                cfg = attrs.evolve(cfg, graph=attrs.evolve(cfg.graph, dir=graph_dir))
+            graph, ckpt, model = open_trained(cfg, first.path)
         return cls(cfg, graph, ckpt, model)
+
+    def close(self) -> None:
+        """Release the graph dir's reader lock and the checkpoint's pin (held since :meth:`open`, so that no
+        import replaces the graph and no pruning removes the version while the model reads them lazily);
+        dropping the object does the same."""
+        self.checkpoint.release()
+        self.graph.release()
+
+    def __enter__(self) -> TrainedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ entities
     @property
@@ -84,14 +100,11 @@ class TrainedModel:
         return self.vectors(etype)[self.ids(etype, [name])[0]]
 
     def ids(self, etype: str, names: Sequence[str | int]) -> np.ndarray:
-        """Dense ids of entity names; an unknown name is an :class:`InputError`."""
-        if etype not in self._ids:
-            self._ids[etype] = {str(n): i for i, n in enumerate(self.entity_names(etype))}
-        lookup = self._ids[etype]
-        try:
-            return np.fromiter((lookup[str(n)] for n in names), dtype=np.int64, count=len(names))
-        except KeyError as exc:
-            raise InputError(f"{self.graph.path}: no {etype} entity named {exc.args[0]!r}") from None
+        """Dense ids of entity names (indices mode: ids, or their decimal strings); an unknown name is a
+        :class:`QueryError` (the lookup of ``tbg neighbors``/``predict``, :class:`tbg.query.entities.EntityNames`)."""
+        if etype not in self._names:
+            self._names[etype] = EntityNames(self.graph, self._type(etype))
+        return self._names[etype].ids(names)
 
     # ------------------------------------------------------------------ scores
     def score(
@@ -109,9 +122,9 @@ class TrainedModel:
         import torch
 
         if len(lhs_names) != len(rhs_names):
-            raise InputError(f"score: {len(lhs_names)} lhs names but {len(rhs_names)} rhs names")
+            raise QueryError(f"score: {len(lhs_names)} lhs names but {len(rhs_names)} rhs names")
         if target not in ("rhs", "lhs"):
-            raise InputError(f"score: target must be rhs or lhs, got {target!r}")
+            raise QueryError(f"score: target must be rhs or lhs, got {target!r}")
         r = self._relation(rel)
         relation = self.config.model.relations[r]
         lhs = torch.from_numpy(self.vectors(relation.lhs)[self.ids(relation.lhs, lhs_names)])
@@ -166,17 +179,17 @@ class TrainedModel:
     # ------------------------------------------------------------------ helpers
     def _type(self, etype: str) -> str:
         if etype not in self.entity_types:
-            raise InputError(f"no entity type {etype!r} (types: {', '.join(self.entity_types)})")
+            raise QueryError(f"unknown entity type {etype!r} (types: {', '.join(self.entity_types)})")
         return etype
 
     def _relation(self, rel: str | int) -> int:
         names = self.relations
         if isinstance(rel, str):
             if rel not in names:
-                raise InputError(f"no relation {rel!r} (relations: {', '.join(names)})")
+                raise QueryError(f"unknown relation {rel!r} (relations: {', '.join(names)})")
             return names.index(rel)
         if not 0 <= rel < len(names):
-            raise InputError(f"relation index {rel} out of range ({len(names)} relations)")
+            raise QueryError(f"relation index {rel} out of range ({len(names)} relations)")
         return int(rel)
 
     def __repr__(self) -> str:

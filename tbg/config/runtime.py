@@ -81,8 +81,6 @@ class RuntimeConfig:
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.cpu_bf16 not in ("auto", "on", "off"):
-            raise FieldProblem("cpu_bf16", f"must be auto, on or off, got {self.cpu_bf16!r}")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise FieldProblem("device", f"must be auto, cpu, cuda or cuda:N, got {dev!r}")

@@ -12,7 +12,6 @@ resumes from (:meth:`MetricsLog.cut_back`), so no step is logged twice.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -21,15 +20,23 @@ from typing import Any
 import torch
 
 from tbg.checkpoint import atomic_write_bytes
+from tbg.run_files import METRICS, json_line, metrics_path
 
-METRICS = "metrics.jsonl"
+
+def remove_metrics_leftovers(save_dir: str) -> None:
+    """Remove ``metrics.jsonl.tmp-*`` left by a run killed while it cut the file back; the save_dir's lock
+    holder calls this before training, when no other writer can be rewriting it."""
+    if os.path.isdir(save_dir):
+        for name in os.listdir(save_dir):
+            if name.startswith(f"{METRICS}.tmp-"):
+                os.remove(os.path.join(save_dir, name))
 
 
 class MetricsLog:
     def __init__(
         self, save_dir: str, device: torch.device, show_bar: bool, fields: dict[str, Any] | None = None
     ) -> None:
-        self.path = os.path.join(save_dir, METRICS)
+        self.path = metrics_path(save_dir)
         self.fields = fields or {}  # added to every record (a distributed trainer's rank)
         self.device = device
         self.show_bar = show_bar
@@ -99,14 +106,6 @@ class MetricsLog:
         self._loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self._edges = 0
         self._since = now
-
-
-def json_line(record: dict[str, Any]) -> str:
-    """``record`` as strict JSON: non-finite floats become null, their keys listed under ``nonfinite``."""
-    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-    if bad:
-        record = {**{k: (None if k in bad else v) for k, v in record.items()}, "nonfinite": bad}
-    return json.dumps(record, allow_nan=False)
 
 
 def _step_of(line: bytes) -> int | None:
