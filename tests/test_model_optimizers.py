@@ -88,7 +88,7 @@ def test_fp16_storage_fp32_math() -> None:
 
 def test_coalesce_sums_duplicates() -> None:
     rows, g, live = coalesce(torch.tensor([5, 2, 5]), torch.tensor([[1.0], [2.0], [3.0]]))
-    assert live.tolist() == [True, True, False]  # one slot per gathered row: padding after the distinct ids
+    assert live.tolist() == [True, True, False]  # one slot per gathered row: a repeated id's later slots are padding
     assert rows[live].tolist() == [2, 5] and g.squeeze(1).tolist() == [2.0, 4.0, 0.0]
 
 

@@ -18,8 +18,8 @@ from tbg.checkpoint import CheckpointStore
 from tbg.cli import main
 from tbg.config import dump_config
 
-PLUGIN = '''"""logistic, but NaN from training step TBG_TEST_NAN_FROM (two loss calls per step: one per side), or in
-validation only (TBG_TEST_NAN_IN_VALIDATION): a plugin loss gone wrong (docs/extending.md)."""
+PLUGIN = '''"""logistic, but NaN from training step TBG_TEST_NAN_FROM (one loss call per step: both sides at
+once), or in validation only (TBG_TEST_NAN_IN_VALIDATION): a plugin loss gone wrong (docs/extending.md)."""
 
 import os
 
@@ -38,7 +38,7 @@ class PoisonedLoss(Loss):
         if torch.is_grad_enabled():
             PoisonedLoss.calls += 1
             start = os.environ.get("TBG_TEST_NAN_FROM")
-            if start and (PoisonedLoss.calls + 1) // 2 >= int(start):
+            if start and PoisonedLoss.calls >= int(start):
                 return out * float("nan")
         elif os.environ.get("TBG_TEST_NAN_IN_VALIDATION"):
             return out * float("nan")

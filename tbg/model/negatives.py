@@ -92,30 +92,37 @@ def mask_negatives(
     batch_ids: torch.Tensor,
     batch_rel: torch.Tensor | None,
     uniform_ids: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked fp32 scores and the count of valid negatives per row: :func:`negative_bias`'s semantics (tests
-    check they agree), applied in place (an fp32 ``neg`` is modified, so it may be a view of the logits).
+    count: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Masked fp32 scores and the count of valid negatives per row (None unless ``count``: only some losses
+    read it): :func:`negative_bias`'s semantics (tests check they agree), applied in place (an fp32 ``neg``
+    is modified, so it may be a view of the logits).  Leading dims (the two sides of a step) broadcast:
+    ``neg [..., B, K + G]``, ``true_ids [..., B]``, ``batch_ids [..., K]``, ``uniform_ids [..., G]``;
+    ``true_rel [B]`` and ``batch_rel [K]`` are shared.
 
     One dense [B, K + G] equality mask: it costs a compare per score, against the D multiply-adds each score
     took, and its shape never depends on the data (a sparse search of the collisions needs their count on
     the host).
     """
-    k = batch_ids.shape[0]
+    k = batch_ids.shape[-1]
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg  # fp32 scores: masked in place
-    hit = true_ids.unsqueeze(1) == torch.cat([batch_ids, uniform_ids]).unsqueeze(0)
+    hit = true_ids.unsqueeze(-1) == torch.cat([batch_ids, uniform_ids], -1).unsqueeze(-2)
     if k and batch_rel is not None:
-        hit[:, :k] |= true_rel.unsqueeze(1) != batch_rel.unsqueeze(0)
+        hit[..., :k] |= true_rel.unsqueeze(1) != batch_rel.unsqueeze(0)
     out.masked_fill_(hit, MASKED)
-    return out, (neg.shape[1] - hit.sum(1)).to(out.dtype)
+    return out, ((neg.shape[-1] - hit.sum(-1)).to(out.dtype) if count else None)
 
 
-def _chunk_hits(true_ids: torch.Tensor, per: int, ids: torch.Tensor) -> torch.Tensor:
-    """[B, W] mask: row i's true id equals an id in row ``i // per`` of ``ids`` [groups, W] (groups * per >= B),
-    or that id is padding (< 0)."""
-    size, groups = true_ids.shape[0], ids.shape[0]
-    padded = torch.nn.functional.pad(true_ids, (0, groups * per - size), value=-2).view(groups, per, 1)
-    hit = (padded == ids.unsqueeze(1)) | (ids < 0).unsqueeze(1)
-    return hit.view(groups * per, -1)[:size]
+def _chunk_hits(true_ids: torch.Tensor, per: int, ids: torch.Tensor, padding: bool = True) -> torch.Tensor:
+    """[..., B, W] mask: row i's true id equals an id in row ``i // per`` of ``ids`` [..., groups, W]
+    (groups * per >= B), or that id is padding (< 0; ``padding=False``: ``ids`` has none)."""
+    size, groups = true_ids.shape[-1], ids.shape[-2]
+    padded = torch.nn.functional.pad(true_ids, (0, groups * per - size), value=-2)
+    padded = padded.view(*true_ids.shape[:-1], groups, per, 1)
+    hit = padded == ids.unsqueeze(-2)
+    if padding:
+        hit |= (ids < 0).unsqueeze(-2)
+    return hit.view(*true_ids.shape[:-1], groups * per, -1)[..., :size, :]
 
 
 def mask_chunked(
@@ -126,28 +133,31 @@ def mask_chunked(
     pad_columns: int,
     shared_ids: torch.Tensor | None = None,
     chunks_per_draw: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask PBG-style chunk scores ``neg`` [B, K + G] (row i belongs to chunk ``i // chunk``) in place.
+    count: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mask PBG-style chunk scores ``neg`` [..., B, K + G] (row i belongs to chunk ``i // chunk``) in place.
 
-    ``cand_ids`` [C, K] are the entity ids of each chunk's own negatives (its positives first, -1 where the
-    last chunk is padded, then, in PBG's exact scheme, its own uniform samples); ``shared_ids`` [draws, G]
-    (or [G]) are uniform draws in the last G columns, draw ``d`` shared by chunks ``d * chunks_per_draw ...``
-    (a [G] draw: by every chunk).  Any negative equal to the row's true entity is masked — the positive
-    itself (the chunk diagonal) included — and so are the padding columns (``pad_columns``: how many the last
-    chunk has; they are the -1 ids).  Dense per-chunk equality masks, as in :func:`mask_negatives`.
+    ``cand_ids`` [..., C, K] are the entity ids of each chunk's own negatives (its positives first, -1 where
+    the last chunk is padded, then, in PBG's exact scheme, its own uniform samples); ``shared_ids``
+    [..., draws, G] (or [G]) are uniform draws in the last G columns, draw ``d`` shared by chunks
+    ``d * chunks_per_draw ...`` (one draw: by every chunk).  Any negative equal to the row's true entity
+    (``true_ids [..., B]``) is masked — the positive itself (the chunk diagonal) included — and so are the
+    padding columns (``pad_columns``: how many the last chunk has; they are the -1 ids).  Dense per-chunk
+    equality masks, as in :func:`mask_negatives`; the count of valid negatives per row only when ``count``.
     """
     del pad_columns  # the padding is marked by its -1 ids
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg
-    k = cand_ids.shape[1]
+    k = cand_ids.shape[-1]
     hit = _chunk_hits(true_ids, chunk, cand_ids)
-    out[:, :k].masked_fill_(hit, MASKED)
-    invalid = hit.sum(1)
+    out[..., :k].masked_fill_(hit, MASKED)
+    invalid = hit.sum(-1) if count else None
     if shared_ids is not None and shared_ids.numel():
-        draws = shared_ids.view(-1, shared_ids.shape[-1])
-        if draws.shape[0] == 1:
-            shared = true_ids.unsqueeze(1) == draws[0].unsqueeze(0)
+        draws = shared_ids if shared_ids.dim() > 1 else shared_ids.unsqueeze(0)
+        if draws.shape[-2] == 1:
+            shared = true_ids.unsqueeze(-1) == draws
         else:
-            shared = _chunk_hits(true_ids, chunk * chunks_per_draw, draws)
-        out[:, k:].masked_fill_(shared, MASKED)
-        invalid = invalid + shared.sum(1)
-    return out, (neg.shape[1] - invalid).to(out.dtype)
+            shared = _chunk_hits(true_ids, chunk * chunks_per_draw, draws, padding=False)
+        out[..., k:].masked_fill_(shared, MASKED)
+        if invalid is not None:
+            invalid = invalid + shared.sum(-1)
+    return out, (None if invalid is None else (neg.shape[-1] - invalid).to(out.dtype))

@@ -45,6 +45,7 @@ class SparseOptimizer:
     """
 
     state_names: tuple[str, ...] = ()
+    uses_live = False  # True: padding slots must be masked (the state moves without a gradient)
 
     def __init__(self, table: torch.Tensor, cfg: OptimizerConfig) -> None:
         self.table = table
@@ -64,8 +65,11 @@ class SparseOptimizer:
         rows), which the trainer checks for non-finite values without gathering the rows again."""
         if rows.numel() == 0:
             return None
-        grad = grad.float() if owned else grad.to(torch.float32, copy=True)
-        mask = None if live is None else live.to(torch.float32).unsqueeze(-1)
+        if not owned:
+            grad = grad.to(torch.float32, copy=True)
+        elif grad.dtype != torch.float32:
+            grad = grad.float()
+        mask = None if live is None or not self.uses_live else live.to(torch.float32).unsqueeze(-1)
         delta = self._delta(rows, grad, lr, mask)
         self.table.index_add_(0, rows, delta if self.table.dtype == torch.float32 else delta.to(self.table.dtype))
         return delta
@@ -80,12 +84,20 @@ class SparseOptimizer:
         state = self.state[name]
         return state.clone() if rows is None else state.index_select(0, rows)
 
-    def _add(self, name: str, rows: Rows, inc: torch.Tensor) -> None:
+    def _add(self, name: str, rows: Rows, inc: torch.Tensor, alpha: float = 1.0) -> None:
         state = self.state[name]
         if rows is None:
-            state.add_(inc)
+            state.add_(inc, alpha=alpha)
         else:
-            state.index_add_(0, rows, inc)
+            state.index_add_(0, rows, inc, alpha=alpha)
+
+    def _eps(self) -> torch.Tensor:
+        """eps (at least MIN_EPS) as a 0-dim tensor on the table's device, made once: a Python float in an
+        in-place op is turned into a tensor on every call."""
+        eps = getattr(self, "_eps_tensor", None)
+        if eps is None:
+            eps = self._eps_tensor = torch.tensor(max(self.cfg.params.eps, MIN_EPS), device=self.table.device)
+        return eps
 
     def _delta(self, rows: Rows, grad: torch.Tensor, lr: float, live: torch.Tensor | None) -> torch.Tensor:
         """The change of the rows' parameters (updating the optimizer state as it goes); may reuse ``grad``."""
@@ -101,6 +113,10 @@ class SparseOptimizer:
 
 
 class SparseSGD(SparseOptimizer):
+    @property
+    def uses_live(self) -> bool:  # type: ignore[override]
+        return self.cfg.params.momentum > 0
+
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.cfg.params.momentum > 0:
             return {"momentum": _zeros(tuple(table.shape), table.device)}
@@ -123,8 +139,7 @@ class SparseAdagrad(SparseOptimizer):
     def _delta(self, rows, grad, lr, live):
         self._add("sum", rows, grad * grad)  # a padding slot adds 0
         acc = self._take("sum", rows)
-        eps = max(self.cfg.params.eps, MIN_EPS)
-        return grad.div_(acc.sqrt_().add_(eps)).mul_(-lr)
+        return grad.div_(acc.sqrt_().add_(self._eps())).mul_(-lr)
 
 
 class SparseRowAdagrad(SparseOptimizer):
@@ -132,15 +147,16 @@ class SparseRowAdagrad(SparseOptimizer):
         return {"sum": torch.zeros(table.shape[0], dtype=torch.float32, device=table.device)}
 
     def _delta(self, rows, grad, lr, live):
-        self._add("sum", rows, torch.linalg.vector_norm(grad, dim=-1).square_().div_(grad.shape[-1]))
+        self._add("sum", rows, torch.linalg.vector_norm(grad, dim=-1).square_(), alpha=1 / grad.shape[-1])
         acc = self._take("sum", rows)
-        eps = max(self.cfg.params.eps, MIN_EPS)
-        return grad.mul_(acc.sqrt_().add_(eps).reciprocal_().mul_(-lr).unsqueeze(-1))
+        return grad.mul_(acc.sqrt_().add_(self._eps()).reciprocal_().mul_(-lr).unsqueeze(-1))
 
 
 class SparseAdam(SparseOptimizer):
     """The step count lives on the host (a Python int mirrored into the ``step`` state): bias corrections
     are Python floats, so a step never reads a tensor back."""
+
+    uses_live = True
 
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         self._steps = 0
@@ -208,10 +224,35 @@ class RelationOptimizer:
         parameters share this optimizer's storage but hold their own ``.grad``; same order and shapes).
         """
         sources = self.params if grads_of is None else [p for p in grads_of if p.numel()]
-        for p, opt in zip(sources, self.opts, strict=True):
-            if p.grad is not None:
-                opt.dense_step(p.grad.view(p.shape[0], -1), lr)
+        pairs = [(p, opt) for p, opt in zip(sources, self.opts, strict=True) if p.grad is not None]
+        if pairs and self._fused(pairs, lr):
+            for p, _ in pairs:
                 p.grad = None
+            return
+        for p, opt in pairs:
+            opt.dense_step(p.grad.view(p.shape[0], -1), lr)
+            p.grad = None
+
+    def _fused(self, pairs: list[tuple[torch.nn.Parameter, SparseOptimizer]], lr: float) -> bool:
+        """Plain SGD and Adagrad on every parameter at once (``torch._foreach_*``: a few ops per step, not a
+        few per parameter); False for the kinds whose state moves without a gradient (momentum, Adam)."""
+        cfg = self.opts[0].cfg
+        params = [opt.table for _, opt in pairs]
+        grads = [p.grad.view(opt.table.shape) for p, opt in pairs]
+        if cfg.kind == "sgd" and cfg.params.momentum == 0:
+            torch._foreach_add_(params, grads, alpha=-lr)
+            return True
+        if cfg.kind == "adagrad":
+            sums = [opt.state["sum"] for _, opt in pairs]
+            torch._foreach_addcmul_(sums, grads, grads)
+            std = torch._foreach_sqrt(sums)
+            # eps as tensors of the parameters' shapes, made once: a Python eps becomes a tensor per call
+            if not hasattr(self, "_eps"):
+                self._eps = {id(o): torch.full_like(o.state["sum"], max(cfg.params.eps, MIN_EPS)) for o in self.opts}
+            torch._foreach_add_(std, [self._eps[id(opt)] for _, opt in pairs])
+            torch._foreach_addcdiv_(params, grads, std, value=-lr)
+            return True
+        return False
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {f"{i}/{name}": arr for i, opt in enumerate(self.opts) for name, arr in opt.state_arrays().items()}
@@ -229,28 +270,31 @@ class RelationOptimizer:
 def coalesce(
     rows: torch.Tensor | list[torch.Tensor], grad: torch.Tensor | list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row ids with their summed fp32 gradients, one slot per distinct id (duplicates arise when an entity
-    appears twice), and which slots are live: ``(ids [M], grads [M, D], live [M])`` for M gathered rows.
+    """Row ids with their summed fp32 gradients, one live slot per distinct id (duplicates arise when an
+    entity appears twice), and which slots are live: ``(ids [M], grads [M, D], live [M])`` for M gathered rows.
 
-    Sync-free: M is the number of rows gathered, not of distinct ones (which only the device knows), so the
-    slots after the distinct ids are padding (id 0, zero gradient, not live); :meth:`SparseOptimizer.step`
-    applies them as no-ops.  By sort + run boundaries + cumsum.  Takes one (rows, grad) pair or lists of them
-    (a step's several gathers): each part is added into the result on its own, never concatenated.
+    Sync-free: M is the number of rows gathered, not of distinct ones (which only the device knows).  The
+    ids are sorted; each row's gradient is added into the slot of its id's first occurrence, so the other
+    slots of a repeated id keep that id with a zero gradient and are not live; :meth:`SparseOptimizer.step`
+    applies them as no-ops.  Takes one (rows, grad) pair or lists of them (a step's several gathers): each
+    part is added into the result on its own, never concatenated.
     """
     rows_list = rows if isinstance(rows, list) else [rows]
     grads = grad if isinstance(grad, list) else [grad]
-    ids = torch.cat(rows_list)
-    size, device = ids.shape[0], ids.device
-    sorted_ids, order = torch.sort(ids)
-    starts = torch.ones(size, dtype=torch.long, device=device)
-    torch.ne(sorted_ids[1:], sorted_ids[:-1], out=starts[1:])
-    slot_sorted = torch.cumsum(starts, 0).sub_(1)  # the slot of each sorted row
-    slot = torch.empty_like(slot_sorted).scatter_(0, order, slot_sorted)  # ... of each gathered row
-    uniq = torch.zeros(size, dtype=ids.dtype, device=device).scatter_(0, slot_sorted, sorted_ids)
-    summed = torch.zeros((size, grads[0].shape[1]), dtype=torch.float32, device=device)
+    ids = torch.cat(rows_list) if len(rows_list) > 1 else rows_list[0]
+    size = ids.shape[0]
+    uniq, order = torch.sort(ids)
+    live = torch.ones(size, dtype=torch.bool, device=ids.device)  # slot s: its id's first occurrence
+    torch.ne(uniq[1:], uniq[:-1], out=live[1:])
+    # the first occurrence of each sorted row's id (a running max of the live positions), per gathered row
+    first = torch.cummax(torch.arange(size, device=ids.device).mul_(live), 0)[0]
+    slot = torch.empty_like(first).scatter_(0, order, first)
+    summed = torch.zeros((size, grads[0].shape[1]), dtype=torch.float32, device=ids.device)
     start = 0
     for part in grads:
-        summed.index_add_(0, slot[start : start + part.shape[0]], part.float())
-        start += part.shape[0]
-    live = torch.arange(size, device=device) <= slot_sorted[-1:]
+        end = start + part.shape[0]
+        summed.index_add_(
+            0, slot if len(grads) == 1 else slot[start:end], part if part.dtype == torch.float32 else part.float()
+        )
+        start = end
     return uniq, summed, live

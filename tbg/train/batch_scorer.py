@@ -75,6 +75,7 @@ class BatchScorer:
         self.loss = build_loss(cfg.model)
         rels = cfg.model.relations
         self.rel_weight = torch.tensor([r.weight for r in rels], dtype=torch.float32, device=device)
+        self.unit_weights = all(r.weight == 1 for r in rels)  # no relation weight to apply
         self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
         self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
         self.bf16 = bf16
@@ -152,34 +153,38 @@ class BatchScorer:
 
     def _shared_scores(
         self,
-        target: str,
         queries: torch.Tensor,
-        rel: torch.Tensor,
-        key: TableKey,
-        table: torch.Tensor,
-        ids: torch.Tensor,
+        sources: list[tuple[TableKey, torch.Tensor]],
+        ids: torch.Tensor | None,
         grad: bool,
         gathered: list[Gathered],
+        prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scores ``[C, S, K]`` of prepared queries ``[C, S, D]`` against candidate rows ``ids [C, K]`` (``[S, K]``
-        from ``[S, D]`` and ``[K]``: one candidate set shared by the whole batch); bf16 when the products run in
-        bf16 (they are rounded to it anyway), widened where they join the fp32 logits.
+        """Scores ``[2, ..., S, P + K]`` of both sides' prepared queries ``[2, ..., S, D]`` against relation-free
+        candidates: rows the step holds (``prefix [2, ..., P, D]``, e.g. the batch's own; None: P = 0), then
+        table rows ``ids [2, ..., K]`` (side ``i`` from ``sources[i]``; None: K = 0).  bf16 when the products
+        run in bf16 (they are rounded to it anyway), widened where they join the fp32 logits.
 
-        With ``dot`` and relation-free candidates (the common case) this is :func:`candidate_scores`: one
-        batched product whose backward sends the rows' gradient straight to ``gathered``.  Otherwise the rows
-        become a leaf and go through the model's comparator (cos/l2), or per relation (relation_sides rhs
-        with a relation-aware operator; one chunk only, as the config check guarantees).
+        With ``dot`` this is :func:`candidate_scores`: one batched product whose backward sends the table
+        rows' gradient straight to ``gathered``.  Otherwise those rows become leaves and all go through the
+        comparator.
         """
-        if self.model.comparator.name == "dot" and not self.model.candidates_need_relation(target):  # type: ignore[arg-type]
-            return candidate_scores(queries, table, ids, key, gathered if grad else None, self.bf16)
-        rows = self._leaf(key, table, ids.reshape(-1), grad, gathered)
-        with self.autocast():
-            if self.model.candidates_need_relation(target):  # type: ignore[arg-type]
-                out = self.model.negative_scores(target, queries, rel, rows)  # type: ignore[arg-type]
+        if self.model.comparator.name == "dot":
+            return candidate_scores(queries, sources, ids, gathered if grad else None, self.bf16, prefix)
+        parts = [] if prefix is None else [prefix]
+        if ids is not None:
+            dim = sources[0][1].shape[-1]
+            if all(key == sources[0][0] for key, _ in sources):
+                key, table = sources[0]
+                parts.append(self._leaf(key, table, ids.reshape(-1), grad, gathered).view(*ids.shape, dim))
             else:
-                cand = self.model.candidates(target, rows.view(*ids.shape, rows.shape[-1]))  # type: ignore[arg-type]
-                out = self.model.comparator.matrix(queries, cand)
-        return out
+                parts.append(torch.stack([
+                    self._leaf(key, table, part.reshape(-1), grad, gathered).view(*part.shape, dim)
+                    for (key, table), part in zip(sources, ids, strict=True)
+                ]))  # fmt: skip
+        rows = parts[0] if len(parts) == 1 else torch.cat(parts, -2)
+        with self.autocast():
+            return self.model.comparator.matrix(queries, self.model.comparator.prepare(rows))
 
     def _group(
         self,
@@ -194,15 +199,19 @@ class BatchScorer:
         """Loss of one (lhs type, rhs type) group: per side, queries against shared candidate rows.
 
         relation/batch scope: candidates = the selected in-batch entities + ``uniform`` samples, shared by
-        the whole batch.  chunk scope: see :meth:`_chunk_negatives`.
+        the whole batch.  chunk scope: see :meth:`_chunk_negatives`.  Both sides run as one: their queries,
+        candidates and scores are stacked (index 0 predicts rhs, index 1 lhs), so a step is one product per
+        kind of block, one mask, one loss and one backward, whatever the tables; only relation-aware rhs
+        candidates (``relation_sides: rhs``) are scored per side (:meth:`_per_side`).
         """
         size, in_batch, uniform = len(batch), negatives.in_batch, negatives.uniform
         # chunk scope without in-batch negatives is one chunk of uniform samples: the shared path below
         chunked = negatives.scope == InBatchScope.chunk and in_batch > 0 and size > 0
         per_relation = negatives.scope == InBatchScope.relation
+        every = not chunked and 0 < size <= in_batch  # the in-batch negatives are the whole batch, in order
         sel, sel_rel = (
             (None, None)
-            if chunked
+            if chunked or every
             else select_in_batch(
                 batch.rel if per_relation else torch.zeros_like(batch.rel),
                 in_batch,
@@ -210,6 +219,8 @@ class BatchScorer:
                 self.rel_weight.shape[0] if per_relation else 1,
             )
         )
+        if every:
+            sel_rel = batch.rel
         chunk = min(in_batch, size)
         n_chunks = -(-size // chunk) if chunked else 1
         per_draw = (
@@ -224,83 +235,128 @@ class BatchScorer:
             key, table = tables(etype, side)
             uni = sample_uniform(draws * uniform, table.shape[0], generator, self.device)
             rows[side] = (key, table, self._leaf(key, table, ids, grad, gathered), uni)
+        if self.model.candidates_need_relation("rhs"):
+            return self._per_side(batch, rows, sel, sel_rel if per_relation else None, grad, gathered)
+        (key_l, table_l, leaf_l, uni_l), (key_r, table_r, leaf_r, uni_r) = rows["lhs"], rows["rhs"]
+        model = self.model
+        q = torch.stack([model.query("rhs", leaf_l, batch.rel), model.query("lhs", leaf_r, batch.rel)])
+        raw = torch.stack([leaf_r, leaf_l])  # the true candidates' rows: scored as the in-batch ones too
+        pos = model.comparator.pairwise(q, model.comparator.prepare(raw))  # [2, B]
+        true_ids = torch.stack([batch.rhs, batch.lhs])
+        sources = [(key_r, table_r), (key_l, table_l)]
+        uni = torch.stack([uni_r, uni_l])
+        if chunked:
+            blocks, masker = self._chunk_negatives(
+                q, raw, true_ids, sources, uni.view(2, draws, -1), chunk, per_draw, grad, gathered
+            )
+        else:
+            sampled = uni if uniform else None
+            if every:  # the batch's rows (held already) then the samples: no gather of the batch again
+                sel_ids = true_ids
+                blocks = [self._shared_scores(q, sources, sampled, grad, gathered, prefix=raw)]
+            else:
+                sel_ids = true_ids[:, sel]
+                blocks = [self._shared_scores(q, sources, torch.cat([sel_ids, uni], 1), grad, gathered)]
+            masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=sel_ids,
+                             batch_rel=sel_rel if per_relation else None, uniform_ids=uni)  # fmt: skip
+        return self._loss(torch.cat([pos.float().unsqueeze(-1), *blocks], dim=-1), masker, batch, grad)
+
+    def _loss(self, logits: torch.Tensor, masker: Callable, batch: Batch, grad: bool) -> torch.Tensor:
+        """Mask ``logits [..., B, 1 + K]`` (the only copy of the scores) in place, apply the loss, weight and
+        sum it, and backpropagate it when ``grad``; returns it detached."""
+        with torch.no_grad():
+            # masked scores become MASKED in place, outside autograd: every loss has an exactly zero
+            # gradient there, so recording the write (a full copy of the scores in backward) buys nothing
+            count = masker(logits[..., 1:], count=self.loss.needs_count)[1]
+        flat = logits.view(-1, logits.shape[-1])
+        per_edge = self.loss(flat, None if count is None else count.reshape(-1))
+        loss = self._weighted(per_edge.view(logits.shape[:-1]), batch)
+        if grad:
+            loss.backward()
+        return loss.detach()
+
+    def _per_side(
+        self,
+        batch: Batch,
+        rows: dict[str, tuple[TableKey, torch.Tensor, torch.Tensor, torch.Tensor]],
+        sel: torch.Tensor | None,
+        sel_rel: torch.Tensor | None,
+        grad: bool,
+        gathered: list[Gathered],
+    ) -> torch.Tensor:
+        """relation_sides rhs with relation-aware rhs candidates (one chunk only, as the config check
+        guarantees): each side on its own, rhs candidates through the comparator per relation.  ``sel`` None:
+        the whole batch is the in-batch negatives."""
         total = torch.zeros((), device=self.device)
         for target, known_side, true_ids in (("rhs", "lhs", batch.rhs), ("lhs", "rhs", batch.lhs)):
             key, table, cand, uni = rows[target]
-            known = rows[known_side][2]
-            q = self.model.query(target, known, batch.rel)  # type: ignore[arg-type]
+            q = self.model.query(target, rows[known_side][2], batch.rel)  # type: ignore[arg-type]
             pos = self.model.comparator.pairwise(q, self.model.candidates_per_row(target, cand, batch.rel))  # type: ignore[arg-type]
-            if chunked:
-                blocks, masker = self._chunk_negatives(
-                    target, q, true_ids, batch.rel, key, table, uni.view(draws, -1), chunk, per_draw, grad, gathered
-                )
+            sel_ids = true_ids if sel is None else true_ids[sel]
+            ids = torch.cat([sel_ids, uni])
+            if self.model.comparator.name == "dot" and not self.model.candidates_need_relation(target):  # type: ignore[arg-type]
+                neg = candidate_scores(q, [(key, table)], ids, gathered if grad else None, self.bf16)
             else:
-                sel_ids = true_ids[sel]
-                cand_ids = torch.cat([sel_ids, uni])
-                blocks = [self._shared_scores(target, q, batch.rel, key, table, cand_ids, grad, gathered)]
-                masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=sel_ids,
-                                 batch_rel=sel_rel if per_relation else None, uniform_ids=uni)  # fmt: skip
-            logits = torch.cat([pos.float().unsqueeze(1), *blocks], dim=1)  # the only copy of the scores
-            with torch.no_grad():
-                # masked scores become MASKED in place, outside autograd: every loss has an exactly zero
-                # gradient there, so recording the write (a full copy of the scores in backward) buys nothing
-                count = masker(logits[:, 1:])[1]
-            side = self._weighted(self.loss(logits, count), batch)
-            if grad:  # backward per side: only one side's score matrices are alive at a time
-                side.backward()
-            total = total + side.detach()
+                leaf = self._leaf(key, table, ids, grad, gathered)
+                with self.autocast():
+                    neg = self.model.negative_scores(target, q, batch.rel, leaf)  # type: ignore[arg-type]
+            masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=sel_ids,
+                             batch_rel=sel_rel, uniform_ids=uni)  # fmt: skip
+            total = total + self._loss(torch.cat([pos.float().unsqueeze(1), neg], dim=1), masker, batch, grad)
         return total
 
     def _chunk_negatives(
         self,
-        target: str,
         q: torch.Tensor,
+        raw: torch.Tensor,
         true_ids: torch.Tensor,
-        rel: torch.Tensor,
-        key: TableKey,
-        table: torch.Tensor,
+        sources: list[tuple[TableKey, torch.Tensor]],
         samples: torch.Tensor,
         chunk: int,
         per_draw: int,
         grad: bool,
         gathered: list[Gathered],
-    ) -> tuple[list[torch.Tensor], Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
-        """PBG's batched negatives: score blocks (``[B, S]`` and ``[B, G]``, or one ``[B, S + G]``) and the
-        function that masks their concatenation in place and counts each row's valid negatives.
+    ) -> tuple[list[torch.Tensor], Callable[..., tuple[torch.Tensor, torch.Tensor | None]]]:
+        """PBG's batched negatives for both sides (``q [2, B, D]``, the true candidates' rows ``raw [2, B,
+        D]``, ``true_ids [2, B]``, ``samples [2, draws, G]``): score blocks (``[2, B, S]`` and ``[2, B, G]``, or
+        one ``[2, B, S + G]``) and the function that masks their concatenation in place and counts each row's
+        valid negatives.
 
         The batch is cut into C chunks of S = ``chunk`` edges; each edge's negatives are the other positives
         of its chunk (any relation: chunk scope needs relation-free candidates, checked with the config) and G
-        uniform samples of its chunk's *draw*: ``samples`` [draws, G] holds one draw per ``per_draw``
-        consecutive chunks (1: PBG exactly, one ``[C, S, D] x [C, D, S + G]`` product over C·G sampled rows;
-        more: a small ``[C, S, D] x [C, D, S]`` in-batch product plus one ``[K·S, D] x [D, G]`` product per draw).
+        uniform samples of its chunk's *draw*: ``samples`` holds one draw per ``per_draw`` consecutive chunks
+        (1: PBG exactly, one ``[C, S, D] x [C, D, S + G]`` product per side over C·G sampled rows; more: a
+        small ``[C, S, D] x [C, D, S]`` in-batch product plus one ``[K·S, D] x [D, G]`` product per draw).
         """
-        size = true_ids.shape[0]
+        size = true_ids.shape[-1]
         n_chunks = -(-size // chunk)
         pad = n_chunks * chunk - size
-        draws = samples.shape[0]
-        own = torch.nn.functional.pad(true_ids, (0, pad), value=-1).view(n_chunks, chunk)
-        fetch = torch.where(own < 0, true_ids[-1], own) if pad else own  # padding: any row, its scores are masked
-        qc = (torch.nn.functional.pad(q, (0, 0, 0, pad)) if pad else q).view(n_chunks, chunk, -1)
+        draws = samples.shape[1]
+        own = torch.nn.functional.pad(true_ids, (0, pad), value=-1).view(2, n_chunks, chunk)
+        # padding rows score 0 and are masked (their ids are -1)
+        qc = (torch.nn.functional.pad(q, (0, 0, 0, pad)) if pad else q).view(2, n_chunks, chunk, -1)
+        rc = (torch.nn.functional.pad(raw, (0, 0, 0, pad)) if pad else raw).view(2, n_chunks, chunk, -1)
+        sampled = samples if samples.shape[-1] else None
         if per_draw == 1:
-            ids = torch.cat([fetch, samples], 1)
-            neg = self._shared_scores(target, qc, rel, key, table, ids, grad, gathered).view(n_chunks * chunk, -1)
-            neg = neg[:size] if pad else neg  # a slice's backward zero-fills a full-size gradient
-            cand_ids = torch.cat([own, samples], 1)
+            neg = self._shared_scores(qc, sources, sampled, grad, gathered, prefix=rc).view(2, n_chunks * chunk, -1)
+            neg = neg[:, :size] if pad else neg  # a slice's backward zero-fills a full-size gradient
+            cand_ids = torch.cat([own, samples], -1)
             return [neg], partial(mask_chunked, true_ids=true_ids, cand_ids=cand_ids, chunk=chunk, pad_columns=pad)
-        neg = self._shared_scores(target, qc, rel, key, table, fetch, grad, gathered).view(n_chunks * chunk, chunk)
-        blocks = [neg[:size] if pad else neg]
-        if samples.shape[1]:
+        neg = self._shared_scores(qc, sources, None, grad, gathered, prefix=rc).view(2, n_chunks * chunk, chunk)
+        blocks = [neg[:, :size] if pad else neg]
+        if sampled is not None:
             rows = draws * per_draw * chunk
             qd = torch.nn.functional.pad(q, (0, 0, 0, rows - size)) if rows > size else q
-            drawn = self._shared_scores(
-                target, qd.view(draws, per_draw * chunk, -1), rel, key, table, samples, grad, gathered
-            ).view(rows, -1)
-            blocks.append(drawn[:size] if rows > size else drawn)
+            drawn = self._shared_scores(qd.view(2, draws, per_draw * chunk, -1), sources, samples, grad, gathered)
+            drawn = drawn.view(2, rows, -1)
+            blocks.append(drawn[:, :size] if rows > size else drawn)
         masker = partial(mask_chunked, true_ids=true_ids, cand_ids=own, chunk=chunk, pad_columns=pad,
                          shared_ids=samples, chunks_per_draw=per_draw)  # fmt: skip
         return blocks, masker
 
     def _weighted(self, per_edge: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if self.unit_weights and batch.weight is None:
+            return per_edge.sum()
         weight = self.rel_weight[batch.rel]
         if batch.weight is not None:
             weight = weight * batch.weight

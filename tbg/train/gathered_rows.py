@@ -11,6 +11,7 @@ gradient, no autocast copies of transposed operands, which is most of what PBG's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,54 +33,89 @@ class Gathered:
 
 
 class _CandidateScores(torch.autograd.Function):
-    """``scores[c] = queries[c] @ table[ids[c]]ᵀ``; backward returns d(queries) and stores d(rows) in ``sink``."""
+    """``scores[..., s, k] = queries[..., s, :] · rows[..., k, :]``, the rows being ``prefix`` (rows the
+    step holds already, e.g. the batch's own; autograd inputs) followed by rows gathered by id, side ``i``'s
+    (``ids[i]``) from ``tables[i]`` (one table: every side from it); backward returns d(queries) and
+    d(prefix) and stores each side's d(gathered rows) in its sink."""
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
         queries: torch.Tensor,
-        table: torch.Tensor,
-        ids: torch.Tensor,
-        sink: Gathered | None,
+        prefix: torch.Tensor | None,
+        ids: torch.Tensor | None,
+        tables: tuple[torch.Tensor, ...],
+        sinks: tuple[Gathered, ...] | None,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        rows = torch.nn.functional.embedding(ids, table).to(dtype)  # a faster gather than index_select here
-        q = queries.to(dtype)
+        parts = [] if prefix is None else [prefix.to(dtype)]
+        if ids is not None:
+            if len(tables) == 1:  # a faster gather than index_select here
+                parts.append(torch.nn.functional.embedding(ids, tables[0]).to(dtype))
+            else:
+                gathered = [torch.nn.functional.embedding(i, t) for i, t in zip(ids, tables, strict=True)]
+                parts.append(torch.stack(gathered).to(dtype))
+        rows = parts[0] if len(parts) == 1 else torch.cat(parts, -2)
+        # one bmm over the flattened leading dims (matmul would expand and reshape both operands first)
+        n = math.prod(queries.shape[:-2])
+        q = queries.to(dtype).reshape(n, *queries.shape[-2:])
+        rows = rows.reshape(n, *rows.shape[-2:])
         ctx.save_for_backward(q, rows)
-        ctx.sink = sink
+        ctx.sinks = sinks
+        ctx.shape = queries.shape
+        ctx.prefix = None if prefix is None else prefix.shape
         # bf16 products are rounded to bf16 either way; the caller's concatenation into the fp32 logits
         # buffer widens them in the same pass (no separate fp32 copy of every score block)
-        return torch.matmul(q, rows.transpose(-1, -2))
+        return torch.bmm(q, rows.transpose(1, 2)).view(*queries.shape[:-1], rows.shape[1])
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):  # type: ignore[override]
         q, rows = ctx.saved_tensors
-        g = grad.to(q.dtype)
-        d_queries = torch.matmul(g, rows).float() if ctx.needs_input_grad[0] else None
-        if ctx.sink is not None:
-            ctx.sink.grad = torch.matmul(g.transpose(-1, -2), q).reshape(-1, rows.shape[-1])
-        return d_queries, None, None, None, None
+        g = grad.to(q.dtype).reshape(q.shape[0], q.shape[1], rows.shape[1])
+        d_queries = torch.bmm(g, rows).view(ctx.shape).float() if ctx.needs_input_grad[0] else None
+        d_prefix = None
+        if ctx.sinks is not None or ctx.needs_input_grad[1]:
+            d_rows = torch.bmm(g.transpose(1, 2), q)
+            p = 0 if ctx.prefix is None else ctx.prefix[-2]
+            if ctx.needs_input_grad[1]:
+                d_prefix = d_rows[:, :p].reshape(ctx.prefix).float()
+            if ctx.sinks is not None:
+                d_rows = d_rows[:, p:] if p else d_rows
+                dim = rows.shape[-1]
+                if len(ctx.sinks) == 1:
+                    ctx.sinks[0].grad = d_rows.reshape(-1, dim)
+                else:
+                    for sink, part in zip(ctx.sinks, d_rows.reshape(len(ctx.sinks), -1, dim), strict=True):
+                        sink.grad = part
+        return d_queries, d_prefix, None, None, None, None
 
 
 def candidate_scores(
     queries: torch.Tensor,
-    table: torch.Tensor,
-    ids: torch.Tensor,
-    key: TableKey,
+    sources: list[tuple[TableKey, torch.Tensor]],
+    ids: torch.Tensor | None,
     gathered: list[Gathered] | None,
     bf16: bool,
+    prefix: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dot scores ``[C, S, K]`` (bf16 when ``bf16``, else fp32) of prepared queries ``[C, S, D]`` against the
-    table rows ``ids [C, K]`` (or ``[S, K]`` from ``[S, D]`` and ``[K]``: one shared candidate set, no batch
-    dimension to select away).
+    """Dot scores ``[..., S, P + K]`` (bf16 when ``bf16``, else fp32) of prepared queries ``[..., S, D]``
+    against ``prefix [..., P, D]`` (prepared rows the caller has, differentiable; None: P = 0) and table rows
+    ``ids [..., K]`` (None: K = 0).  The leading dims match (``[S, K]`` from ``[S, D]`` and ``[K]``: one
+    shared candidate set).  ``sources``: one (key, table), or one per index of the leading dim (the two
+    sides of a step: side ``i``'s ids ``ids[i]`` come from ``sources[i]``).
 
-    ``gathered`` (None: no gradient) receives the rows and, after backward, their gradient ``[C·K, D]``
-    (bf16 when ``bf16``).  The product runs in bf16 when ``bf16``; the caller widens the scores to fp32 where
-    it concatenates them into the logits that masks and losses read.
+    ``gathered`` (None: no gradient) receives the gathered rows and, after backward, their gradient
+    ``[rows, D]`` (bf16 when ``bf16``), one entry per table.  The product runs in bf16 when ``bf16``; the
+    caller widens the scores to fp32 where it concatenates them into the logits that masks and losses read.
     """
-    sink = None
-    if gathered is not None and torch.is_grad_enabled():
-        sink = Gathered(key, ids.reshape(-1))
-        gathered.append(sink)
+    if len(sources) > 1 and all(key == sources[0][0] for key, _ in sources):
+        sources = sources[:1]  # both sides read one table: one gather, one gradient entry
+    sinks = None
+    if ids is not None and gathered is not None and torch.is_grad_enabled():
+        if len(sources) == 1:
+            sinks = (Gathered(sources[0][0], ids.reshape(-1)),)
+        else:
+            sinks = tuple(Gathered(key, part.reshape(-1)) for (key, _), part in zip(sources, ids, strict=True))
+        gathered.extend(sinks)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    return _CandidateScores.apply(queries, table, ids, sink, dtype)
+    return _CandidateScores.apply(queries, prefix, ids, tuple(t for _, t in sources), sinks, dtype)

@@ -243,7 +243,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.numel()]
         updated: dict[TableKey | str, torch.Tensor] = {}
         if params:
-            updated[RELATIONS] = torch.stack([finite_sum(p.detach()) for p in params]).sum()
+            updated[RELATIONS] = finite_sum(torch.cat([p.data.view(-1) for p in params]))
         for key, (rows, grad, live) in coalesced_grads(group.gathered).items():
             res = self.store.get(key)
             delta = res.optimizer.step(rows, grad, self.table_lrs[key[0]].lr_at(lr_step), owned=True, live=live)

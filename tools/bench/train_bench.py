@@ -33,6 +33,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     # configs/wordnet.yaml as written: PBG's batched negatives (chunks of 50 edges, each against its chunk's
     # positives and 1000 uniform samples), one uniform draw per 5 chunks (4 per batch), row-wise Adagrad
     "ref_p1": {},
+    # the same on a CPU without native bf16 (fp32 score products)
+    "ref_p1_bf16_off": {"runtime.cpu_bf16": "off"},
     "ref_p4": {"partitions": 4},
     # one worker using every core as intra-op threads (runtime.hogwild_workers auto: a worker per core, up to 4)
     "ref_p1_1worker": {"runtime.hogwild_workers": 1},
