@@ -19,7 +19,8 @@ from readback import rank_quality
 from tbg.config import dump_config
 
 TRAIN_EDGES = 6000
-# final filtered MRR of 2 trainers vs 1 on the planted graph: measured within 0.01 (docs/distributed.md)
+# rhs MRR of 2 trainers vs 1 on the planted graph (3 epochs): 0.085 vs 0.073 measured (random: ~0.016;
+# the planted clusters cap it near 0.09)
 MRR_TOLERANCE = 0.03
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find a trainer")
@@ -157,3 +158,31 @@ def test_unreachable_store_is_one_line(graph, tmp_path) -> None:
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("tbg train")]
     assert len(lines) == 1 and f"cannot reach the torchrun store at 127.0.0.1:{port}" in lines[0], proc.stderr
+
+
+def test_save_dir_on_gcs(graph, tmp_path, fake_gcs) -> None:
+    """training.save_dir = gs://… (the real fake-gcs-server): partitions move through the bucket, rank 0
+    commits versions there; every bucket once per epoch."""
+    import gcsfs
+
+    fs = gcsfs.GCSFileSystem(endpoint_url=fake_gcs, token="anon")
+    fs.mkdir("tbg-dist")
+    _, path = _config(graph[0], tmp_path, epochs=2, **{"training.save_dir": "gs://tbg-dist/run"})
+    env = {**child_env(), "FSSPEC_GCS_TOKEN": "anon", "TBG_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "tbg", "train", path, "--nproc", "2", "--no-progress"], env=env,
+                          capture_output=True, text=True, timeout=150)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name = fs.cat_file("tbg-dist/run/checkpoints/latest").decode().strip()
+    progress = json.loads(fs.cat_file(f"tbg-dist/run/checkpoints/{name}/progress.json"))
+    assert progress["finished"] and progress["epoch_edges"] == [TRAIN_EDGES] * 2
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls("tbg-dist/run/partitions")) == [f"node_{p}.h5" for p in range(4)]
+    for rel in progress["files"]:  # every file the version lists is there, with its size
+        assert fs.size(f"tbg-dist/run/checkpoints/{name}/{rel}") == progress["files"][rel]["size"]
+    ev = subprocess.run([sys.executable, "-m", "tbg", "eval", path], env=env, capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr  # eval reads the gs:// save_dir and writes its JSON there
+    assert np.isfinite(json.loads(fs.cat_file("tbg-dist/run/eval_test.json"))["metrics"]["overall"]["mean"]["mrr"])
+    out = tmp_path / "vectors"
+    ex = subprocess.run([sys.executable, "-m", "tbg", "export", path, "--format", "npy", "--out", str(out)], env=env,
+                        capture_output=True, text=True)  # fmt: skip
+    assert ex.returncode == 0, ex.stderr
+    assert any(out.iterdir())

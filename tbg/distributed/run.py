@@ -49,9 +49,11 @@ def train_distributed(
     lock = None
     try:
         if env.rank == 0:
+            from tbg.distributed.remote import cache_dir, is_url
             from tbg.train.cli import exclusive_save_dir
 
-            lock = exclusive_save_dir(cfg.training.save_dir)
+            save_dir = cfg.training.save_dir
+            lock = exclusive_save_dir(cache_dir(save_dir, 0) if is_url(save_dir) else save_dir)
         trainer = DistributedTrainer(cfg, env, coord, progress=progress)
         init_process_group(env, trainer.device, timeout_s)
         how = trainer.start(fresh=fresh and env.rank == 0, allow_optimizer_change=allow_optimizer_change)

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from tbg.config import Config, dump_config
 from tbg.distributed.env import DistEnv, DistributedError, connect_store
 from tbg.distributed.leases import Coordinator
+from tbg.distributed.remote import cache_dir, is_url, remote_of
 from tbg.distributed.sync import SharedState
 from tbg.train.metrics_log import MetricsLog
 from tbg.train.progress import write_state
@@ -46,7 +47,8 @@ def trainer_config(cfg: Config, env: DistEnv) -> Config:
         runtime = attrs.evolve(runtime, num_threads=max(1, usable_cpus() // local))
     if runtime.device in ("auto", "cuda") and torch.cuda.is_available():
         runtime = attrs.evolve(runtime, device=f"cuda:{env.local_rank % torch.cuda.device_count()}")
-    training = attrs.evolve(cfg.training, checkpoint_every_n=NEVER, num_train_steps=NEVER)
+    save_dir = cache_dir(cfg.training.save_dir, env.rank) if is_url(cfg.training.save_dir) else cfg.training.save_dir
+    training = attrs.evolve(cfg.training, checkpoint_every_n=NEVER, num_train_steps=NEVER, save_dir=save_dir)
     return attrs.evolve(cfg, runtime=runtime, training=training)
 
 
@@ -63,24 +65,39 @@ class DistributedTrainer(Trainer):
         self.show_bar = progress and env.rank == 0
         self.round = 0
         self.bytes_moved = {"partitions_read": 0, "partitions_written": 0, "allreduce": 0}
+        self.buckets_trained = 0
         self._reported = (0, time.monotonic())
+        self.remote = remote_of(cfg)  # a save_dir URL: this trainer works in a local cache (remote.py)
+        self._gens: dict[tuple[str, int], int] = {}  # generation of our copy of each partition (remote)
         self._mid_epoch: str | None = None  # rank 0: the last round's version, if it did not end an epoch
 
     # ------------------------------------------------------------------ start
     def start(self, fresh: bool = False, allow_optimizer_change: bool = False) -> str:
         """Rank 0 prepares the save_dir and restores; the others then restore the same checkpoint."""
+        import os
+        import shutil
+
+        from tbg.train.partition_store import SWAP_DIR
+
+        if self.remote is not None:  # start from the remote state only: drop what an earlier run cached here
+            for sub in (self.ckpts.root, os.path.join(self.save_dir, SWAP_DIR)):
+                shutil.rmtree(sub, ignore_errors=True)
+            if fresh and self.rank == 0:
+                for rel in ("checkpoints", "partitions"):
+                    if self.remote.fs.exists(f"{self.remote.root}/{rel}"):
+                        self.remote.fs.rm(f"{self.remote.root}/{rel}", recursive=True)
+            self.coord.barrier("cache-cleared")
+            self.remote.pull_latest(self.save_dir)
         if self.rank == 0:
-            import os
-            import shutil
-
-            from tbg.train.partition_store import SWAP_DIR
-
             if fresh:
                 self.ckpts.remove_all()  # (refused while an eval or export reads one of them)
                 shutil.rmtree(os.path.join(self.save_dir, SWAP_DIR), ignore_errors=True)
                 self.log.clear()
             os.makedirs(self.save_dir, exist_ok=True)
             how = self._restore(allow_optimizer_change)
+            if self.remote is not None:  # the shared partitions restart from this checkpoint's shards
+                for key, path in self.store.sources.items():
+                    self.remote.put(path, f"partitions/{key[0]}_{key[1]}.h5")
             self.coord.publish("started", how)
         else:
             self.coord.wait_value("started")
@@ -128,7 +145,8 @@ class DistributedTrainer(Trainer):
             "val_loss": self.log.last_val_loss, "bf16": self.bf16, "device": str(self.device),
             "threads": torch.get_num_threads(), "hogwild_workers": len(self.workers),
             "rank": self.rank, "world_size": self.env.world_size, "rounds": self.round,
-            "bytes_moved": dict(self.bytes_moved),
+            "buckets": self.buckets_trained, "bytes_moved": dict(self.bytes_moved),
+            "remote_bytes": dict(self.remote.moved) if self.remote is not None else None,
         }  # fmt: skip
 
     def _round(self, pool: WorkerPool) -> None:
@@ -150,8 +168,9 @@ class DistributedTrainer(Trainer):
         if len(p.done) == sum(1 for b in order if self.edges.count(b) > 0):
             p.next_epoch()
             p.bucket_index = 0
-        if self.rank == 0:
-            self._commit_round(epoch_ended=not p.done)
+        epoch_ended = not p.done
+        if self.rank == 0 and (self.remote is None or epoch_ended or self.finished()):
+            self._commit_round(epoch_ended)  # (object storage: only at epoch ends, remote.py)
         self.coord.barrier(f"r{self.round}/committed")
         self.round += 1
 
@@ -171,6 +190,7 @@ class DistributedTrainer(Trainer):
 
         self.bucket = bucket
         keys = self._partition_keys(bucket)
+        self._pull(keys)
         self.store.adopt_shared(keys)
         for key in keys:
             source = self.store.sources.get(key)
@@ -183,8 +203,25 @@ class DistributedTrainer(Trainer):
         self.store.write_back(keys)
         for key in keys:
             self.bytes_moved["partitions_written"] += os.path.getsize(self.store.sources[key])
+            if self.remote is not None:  # uploaded (atomically) before the lease goes
+                self.remote.put(self.store.sources[key], f"partitions/{key[0]}_{key[1]}.h5")
+                self._gens[key] = self.coord.add(f"gen/{key[0]}_{key[1]}", 1)
         self.coord.release([f"{t}_{q}" for t, q in keys])
+        self.buckets_trained += 1
         self._report_edges(force=True)
+
+    def _pull(self, keys: list[tuple[str, int]]) -> None:
+        """Remote save_dir: download the partitions another trainer changed since our copy."""
+        import os
+
+        if self.remote is None:
+            return
+        for key in keys:
+            gen = self.coord.add(f"gen/{key[0]}_{key[1]}", 0)
+            if gen != self._gens.get(key, 0):
+                local = os.path.join(self.store.swap_dir, f"{key[0]}_{key[1]}.h5")
+                self.remote.get(f"partitions/{key[0]}_{key[1]}.h5", local)
+                self._gens[key] = gen
 
     def _after_step(self, position: int, size: int, loss: torch.Tensor) -> None:
         super()._after_step(position, size, loss)
@@ -204,12 +241,15 @@ class DistributedTrainer(Trainer):
         """Commit the round; the previous round's version goes unless it ended an epoch (the versions kept are
         the epochs' ends and the latest; ``checkpoint_max_to_keep`` prunes those)."""
         path = self.checkpoint()
+        if self.remote is not None and (epoch_ended or self.finished()):
+            self.remote.push_version(path)  # (object storage: versions at epoch ends, docs/distributed.md)
         if self._mid_epoch is not None:
             self.ckpts.remove(self._mid_epoch)  # (kept while a reader pins it; pruning takes it later)
         self._mid_epoch = None if epoch_ended else path
 
     def checkpoint(self) -> str:
         """Rank 0 commits the merged state; partition files come from the shared swap dir."""
+        self._pull([k for k in self.store.keys if self.partitioned[k[0]]])
         self.store.adopt_shared([k for k in self.store.keys if self.partitioned[k[0]]])
         self.verify_finite()
         latest = self.ckpts.latest()

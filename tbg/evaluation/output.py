@@ -55,6 +55,12 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def write_json(path: str, result: dict[str, Any]) -> None:
-    """Temp file + rename: a reader never sees a half-written result."""
+    """Temp file + rename: a reader never sees a half-written result (an fsspec URL: one object put)."""
+    text = json.dumps(result, indent=1, sort_keys=False, allow_nan=True) + "\n"
+    if "://" in path:
+        from tbg.distributed.remote import write_text
+
+        write_text(path, text)
+        return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=1, sort_keys=False, allow_nan=True) + "\n")
+    atomic_write_text(path, text)
