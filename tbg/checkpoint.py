@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import h5py
@@ -103,14 +104,28 @@ def write_embedding_file(
         raise
 
 
-def read_embedding_file(path: str, with_optimizer: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def read_embedding_file(
+    path: str, with_optimizer: bool = False, alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A partition's table and (``with_optimizer``) optimizer state; ``alloc(shape, dtype)`` gives the arrays
+    they are read into (e.g. huge-page buffers), so nothing is held twice."""
     try:
         with h5py.File(path, "r") as f:
-            emb = f["embeddings"][...]
-            state = {name: f["optimizer"][name][...] for name in f.get("optimizer", {})} if with_optimizer else {}
+            emb = _read(f["embeddings"], alloc)
+            state = (
+                {name: _read(f["optimizer"][name], alloc) for name in f.get("optimizer", {})} if with_optimizer else {}
+            )
     except (OSError, KeyError) as exc:
         raise CheckpointError(f"{path}: damaged or unreadable embedding shard: {exc}") from None
     return emb, state
+
+
+def _read(ds: Any, alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None) -> np.ndarray:
+    if alloc is None or ds.size == 0:
+        return ds[...]
+    out = alloc(tuple(ds.shape), ds.dtype)
+    ds.read_direct(out)
+    return out
 
 
 class CheckpointWriter:

@@ -14,6 +14,7 @@ import ctypes.util
 import os
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from tbg.config import Config
@@ -56,19 +57,31 @@ def hugepage_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     buffers ask for it before they are first touched.  A no-op for small tensors or where madvise fails.
     """
     out = torch.empty(shape, dtype=dtype)
-    if out.nbytes < 4 * _HUGE:
-        return out
+    _advise_huge(out.data_ptr(), out.nbytes)
+    return out
+
+
+def hugepage_array(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """:func:`hugepage_empty` as a numpy array: numpy and ctypes only, so the partition I/O thread may call it
+    (a torch op there would give that thread its own OpenMP team); ``torch.from_numpy`` adopts it for free."""
+    out = np.empty(shape, dtype=dtype)
+    _advise_huge(out.ctypes.data, out.nbytes)
+    return out
+
+
+def _advise_huge(ptr: int, nbytes: int) -> None:
+    if nbytes < 4 * _HUGE:
+        return
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
         if libc is not None:
-            start = (out.data_ptr() + _HUGE - 1) & ~(_HUGE - 1)
-            end = (out.data_ptr() + out.nbytes) & ~(_HUGE - 1)
+            start = (ptr + _HUGE - 1) & ~(_HUGE - 1)
+            end = (ptr + nbytes) & ~(_HUGE - 1)
             if end > start:
                 libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_HUGEPAGE)
     except (OSError, AttributeError):
         pass
-    return out
 
 
 def usable_cpus() -> int:

@@ -8,10 +8,11 @@ import torch
 
 from tbg.checkpoint import Checkpoint, resolve_checkpoint
 from tbg.config import Config
-from tbg.consistency import check_checkpoint, check_graph, check_shards
+from tbg.consistency import check_checkpoint, check_graph, check_shards, resolve_partitions
 from tbg.errors import CheckpointError
-from tbg.evaluation.evaluate import evaluate_model
+from tbg.evaluation.evaluate import DEFAULT_CACHE_BYTES, evaluate_model
 from tbg.graph import Graph
+from tbg.memory import budget_of
 from tbg.model.scoring import RelationModel
 
 
@@ -34,6 +35,7 @@ def open_trained(
     """The graph, the checkpoint (``checkpoint`` or the latest) and its relation model, each checked against
     ``cfg`` and one another; ``split``, when given, must have been imported.  ``tbg eval`` and ``tbg.load``."""
     graph = Graph(cfg.graph_dir)
+    cfg = resolve_partitions(cfg, graph)
     check_graph(cfg, graph)
     if split is not None:
         graph.split_info(split)  # a split that was never imported is one clear error
@@ -54,8 +56,18 @@ def evaluate_checkpoint(
     graph, ckpt, model = open_trained(cfg, checkpoint, split)
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
+    budget = budget_of(cfg)  # candidate partitions cached within the budget (half: the rest is edges, filters)
+    cache = DEFAULT_CACHE_BYTES if budget is None else min(DEFAULT_CACHE_BYTES, budget // 2)
     result = evaluate_model(
-        cfg, graph, ckpt.embeddings, model, split, candidates=candidates, filtered=filtered, max_edges=max_edges
+        cfg,
+        graph,
+        ckpt.embeddings,
+        model,
+        split,
+        candidates=candidates,
+        filtered=filtered,
+        max_edges=max_edges,
+        cache_bytes=cache,
     )
     result["checkpoint"] = {"path": ckpt.path, "name": ckpt.name, "version": ckpt.version, "progress": ckpt.progress}
     return result
