@@ -21,7 +21,9 @@ import cattrs.gen
 import yaml
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from tbg.config.schema import Config, ConfigError, _FieldProblem, _StrEnum, check_references, field_types
+from tbg.config.fields import ConfigEnum, FieldProblem, field_types
+from tbg.config.schema import Config, check_references
+from tbg.errors import ConfigError
 
 
 def _strict(kind: type, name: str):
@@ -58,7 +60,7 @@ def _make_converter() -> cattrs.Converter:
             choices = ", ".join(m.value for m in cls)
             raise ValueError(f"must be one of {choices}, got {value!r}") from None
 
-    for enum_type in _StrEnum.__subclasses__():
+    for enum_type in ConfigEnum.__subclasses__():
         conv.register_structure_hook(enum_type, enum_hook)
 
     def column_hook(value: Any, _type: Any) -> str | int | None:
@@ -104,7 +106,7 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook_factory(attrs.has, mapping_factory)
     conv.register_structure_hook_factory(lambda t: typing.get_origin(t) is list, list_factory)
-    for enum_type in _StrEnum.__subclasses__():
+    for enum_type in ConfigEnum.__subclasses__():
         conv.register_unstructure_hook(enum_type, lambda v: v.value)
     conv.register_unstructure_hook_func(lambda t: t == tuple[float, float], list)
     return conv
@@ -133,7 +135,7 @@ def _messages(exc: BaseException, path: str) -> list[str]:
         return out
     if isinstance(exc, ForbiddenExtraKeysError):
         return [f"{_format_path(path + '.' + key)}: unknown key" for key in sorted(exc.extra_fields)]
-    if isinstance(exc, _FieldProblem):
+    if isinstance(exc, FieldProblem):
         full = f"{path}.{exc.field}" if exc.field else path
         return [f"{_format_path(full) or '<top>'}: {exc.problem}"]
     if isinstance(exc, KeyError):

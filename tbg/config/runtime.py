@@ -1,0 +1,66 @@
+"""The `runtime` section: device, threads, seed, precision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from tbg.config.fields import FieldProblem, positive, setting
+
+
+@attrs.define(kw_only=True)
+class WandbConfig:
+    """Accepted for TwHIN compatibility (TwHIN does not use it either); tbg logs to metrics.jsonl instead."""
+
+    host: str | None = setting("accepted, unused", default=None)
+    key_path: str = setting("accepted, unused")
+    name: str | None = setting("accepted, unused", default=None)
+    entity: str | None = setting("accepted, unused", default=None)
+    project: str | None = setting("accepted, unused", default=None)
+    notes: str | None = setting("accepted, unused", default=None)
+    tags: list[str] = setting("accepted, unused", factory=list)
+    metadata: dict[str, Any] | None = setting("accepted, unused", default=None)
+
+
+@attrs.define(kw_only=True)
+class RuntimeConfig:
+    """Where and how the process runs."""
+
+    wandb: WandbConfig | None = setting(
+        "accepted for compatibility; tbg logs to `metrics.jsonl`", twhin="not used", default=None
+    )
+    enable_tensorfloat32: bool = setting("allow TF32 matmuls on GPU", twhin="ignored", default=False)
+    enable_amp: bool = setting("bf16/fp16 autocast on GPU", twhin="ignored", default=False)
+    device: str = setting("`auto` (CUDA if present) | `cpu` | `cuda` | `cuda:N`", default="auto", ext=True)
+    num_threads: int | None = setting(
+        "CPU threads, shared out among the Hogwild workers",
+        default=None,
+        validator=positive,
+        ext=True,
+        default_doc="none: the CPUs of the process's affinity mask",
+    )
+    hogwild_workers: int | None = setting(
+        "CPU training threads that each run whole steps against the shared tables without locks, with"
+        " `num_threads // hogwild_workers` intra-op threads each (docs/training.md); 1: one worker using every"
+        " thread, bit-reproducible runs",
+        default=None,
+        validator=positive,
+        ext=True,
+        default_doc="none (auto): `min(num_threads, 4)` on CPU, 1 on CUDA",
+    )
+    seed: int = setting("seed of initialisation, shuffling and negatives", default=0, ext=True)
+    cpu_bf16: str = setting(
+        "bf16 score matrix products on CPU during training; `auto` = only where the CPU has"
+        " native bf16 (AVX512-BF16/AMX), since emulation is slow. Evaluation always runs in fp32",
+        default="auto",
+        choices=("auto", "on", "off"),
+        ext=True,
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.cpu_bf16 not in ("auto", "on", "off"):
+            raise FieldProblem("cpu_bf16", f"must be auto, on or off, got {self.cpu_bf16!r}")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise FieldProblem("device", f"must be auto, cpu, cuda or cuda:N, got {dev!r}")
