@@ -20,6 +20,7 @@ file with its size (small files with a SHA-256), HDF5 datasets carry fletcher32.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -90,8 +91,15 @@ def _remove_quietly(path: str) -> None:
 def write_embedding_file(
     path: str, embeddings: np.ndarray, optimizer_state: dict[str, np.ndarray] | None = None
 ) -> None:
-    """One partition's table + optimizer state, written to ``path`` (temp + rename)."""
+    """One partition's table + optimizer state, written to ``path`` (temp + rename).
+
+    A write that cannot fit the free space is refused before HDF5 starts it: HDF5 reports a full disk met
+    while it flushes a dataset's chunks only as printed tracebacks, and may leave a truncated file."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    need = embeddings.nbytes + sum(np.asarray(a).nbytes for a in (optimizer_state or {}).values())
+    need += need // 50 + (256 << 10)  # chunk checksums, object headers, the superblock
+    if shutil.disk_usage(os.path.dirname(os.path.abspath(tmp))).free < need:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format_version"] = FORMAT_VERSION

@@ -31,7 +31,7 @@ AUTO = "auto"
 FIXED_OVERHEAD = 600 << 20  # interpreter + torch + batch scratch + metadata, on top of the budget (docs/memory.md)
 EDGE_BYTES = 80  # per edge of the chunk: int64 lhs/rhs/rel + weight training, plus the next chunk being shuffled
 EDGE_SHARE = 8  # the edge chunks take at most 1/EDGE_SHARE of the budget
-MIN_CHUNK_EDGES = 1 << 16
+MIN_CHUNK_EDGES = 1 << 14
 SMALL_SHARE = 16  # an `auto` table under 1/SMALL_SHARE of the budget stays unpartitioned (if the rest fits)
 MAX_AUTO_PARTITIONS = 256
 
