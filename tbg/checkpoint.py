@@ -21,9 +21,13 @@ file with its size (small files with a SHA-256), HDF5 datasets carry fletcher32.
 from __future__ import annotations
 
 import errno
+import gc
+import io
 import json
 import os
 import shutil
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -88,6 +92,40 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
+def _write_hdf5(path: str, fill: Any) -> None:
+    """``fill(h5py.File(path, "w"))`` with stderr held back: when the write fails (disk full), h5py's
+    "Exception ignored in ... _dealloc" reports of the same failure are dropped, so only the one-line error
+    follows; the failure itself is raised.  (Anything else written meanwhile is passed on.)  Writes from
+    several threads take turns (sys.stderr is per process)."""
+    with _STDERR_HELD:
+        _write_hdf5_held(path, fill)
+
+
+_STDERR_HELD = threading.Lock()
+
+
+def _write_hdf5_held(path: str, fill: Any) -> None:
+    buffer = io.StringIO()
+    held, sys.stderr = sys.stderr, buffer
+    failed = False
+    try:
+        with h5py.File(path, "w") as f:
+            fill(f)
+        del f
+    except BaseException:
+        failed = True
+        try:
+            gc.collect()  # (ids of the failed write are freed while stderr is still held)
+        finally:
+            sys.stderr = held
+        raise
+    finally:
+        sys.stderr = held  # first, so a signal arriving here cannot leave stderr held
+        text = buffer.getvalue()
+        if text and not (failed and "h5py" in text):
+            held.write(text)
+
+
 def write_embedding_file(
     path: str, embeddings: np.ndarray, optimizer_state: dict[str, np.ndarray] | None = None
 ) -> None:
@@ -101,11 +139,14 @@ def write_embedding_file(
     if shutil.disk_usage(os.path.dirname(os.path.abspath(tmp))).free < need:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
     try:
-        with h5py.File(tmp, "w") as f:
+
+        def fill(f: Any) -> None:
             f.attrs["format_version"] = FORMAT_VERSION
             checked_dataset(f, "embeddings", embeddings)
             for name, arr in (optimizer_state or {}).items():
                 checked_dataset(f, f"optimizer/{name}", np.asarray(arr))
+
+        _write_hdf5(tmp, fill)
         os.replace(tmp, path)
     except BaseException:
         _remove_quietly(tmp)

@@ -20,10 +20,10 @@ from typing import Any
 
 from tbg.checkpoint import CheckpointStore, atomic_write_bytes, atomic_write_text
 from tbg.errors import TbgError
+from tbg.run_files import METRICS, eval_result_path, metrics_path
 
 REPORT_DIR = "report"
 INDEX = "index.md"
-METRICS = "metrics.jsonl"  # written by the trainer (one JSON record per line)
 EVAL_SPLITS = ("test", "valid", "train")
 DRAWN = ("loss", "edges_per_s", "val_loss", "time")  # and valid_* (training.validation_mrr)
 MAX_BARS = 30  # per-relation bars: the relations with the most eval edges beyond this many
@@ -120,13 +120,13 @@ def _read_eval(path: str) -> dict[str, Any]:
 def load_run(save_dir: str) -> Run:
     """Read a save_dir; a dir without metrics, eval results or checkpoints is an error."""
     run = Run(save_dir)
-    metrics = os.path.join(save_dir, METRICS)
+    metrics = metrics_path(save_dir)
     if os.path.isfile(metrics):
         _read_metrics(metrics, run)
     else:
         run.notes.append(f"no {METRICS}: no training curves")
     for split in EVAL_SPLITS:
-        path = os.path.join(save_dir, f"eval_{split}.json")
+        path = eval_result_path(save_dir, split)
         if os.path.isfile(path):
             run.evals[split] = _read_eval(path)
     latest = CheckpointStore(save_dir).latest()

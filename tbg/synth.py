@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,16 +182,10 @@ def _sample_edges(
 
 
 def _unique_edges(
-    total: int,
-    cfg: Config,
-    latent: dict[str, Latent],
-    samplers: dict[str, _CellSampler],
-    kinds: int,
-    p: SynthParams,
-    rng: np.random.Generator,
-    sizes: dict[str, int],
+    total: int, cfg: Config, sizes: dict[str, int], sample: Callable[[int], np.ndarray], rng: np.random.Generator
 ) -> np.ndarray:
-    """``total`` distinct edges in a seeded random order; oversamples until enough survive dedup."""
+    """``total`` distinct edges in a seeded random order; oversamples (``sample(n)``: n raw edges) until enough
+    survive dedup."""
     num_rel = len(cfg.model.relations)
     max_lhs = max(sizes[r.lhs] for r in cfg.model.relations)
     max_rhs = max(sizes[r.rhs] for r in cfg.model.relations)
@@ -202,7 +197,7 @@ def _unique_edges(
     keys = np.empty(0, dtype=np.int64)
     batch = int(total * 1.15) + 1000
     for _ in range(50):
-        e = _sample_edges(batch, cfg, latent, samplers, kinds, p, rng)
+        e = sample(batch)
         new = (e[:, 0] * num_rel + e[:, 1]) * max_rhs + e[:, 2]
         # keep first occurrences in sampling order, so the result does not depend on sort order
         merged = np.concatenate([keys, new])
@@ -256,7 +251,9 @@ def generate(
         exponent = p.activity_exponent if t.name in lhs_tables else p.popularity_exponent
         latent[t.name] = _make_latent(sizes[t.name], kinds, exponent, p, rng)
     samplers = {name: _CellSampler(latent[name], p.num_communities, kinds) for name in sorted(rhs_tables)}
-    edges = _unique_edges(num_edges + num_test_edges, cfg, latent, samplers, kinds, p, rng, sizes)
+    edges = _unique_edges(
+        num_edges + num_test_edges, cfg, sizes, lambda n: _sample_edges(n, cfg, latent, samplers, kinds, p, rng), rng
+    )
     main, test = edges[:num_edges], edges[num_edges:]
 
     out.parent.mkdir(parents=True, exist_ok=True)

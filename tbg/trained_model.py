@@ -16,8 +16,9 @@ import yaml
 
 from tbg.checkpoint import Checkpoint, open_checkpoint
 from tbg.config import Config, parse_config
-from tbg.errors import CheckpointError, InputError
+from tbg.errors import CheckpointError, QueryError
 from tbg.graph import Graph
+from tbg.query.entities import EntityNames
 
 if TYPE_CHECKING:
     from tbg.model.scoring import RelationModel
@@ -34,7 +35,7 @@ class TrainedModel:
         self._relation_model = relation_model
         self._engines: dict[tuple, object] = {}
         self._vectors: dict[str, np.ndarray] = {}
-        self._ids: dict[str, dict[str, int]] = {}
+        self._names: dict[str, EntityNames] = {}
 
     @classmethod
     def open(cls, path: str, graph_dir: str | None = None) -> TrainedModel:
@@ -84,14 +85,11 @@ class TrainedModel:
         return self.vectors(etype)[self.ids(etype, [name])[0]]
 
     def ids(self, etype: str, names: Sequence[str | int]) -> np.ndarray:
-        """Dense ids of entity names; an unknown name is an :class:`InputError`."""
-        if etype not in self._ids:
-            self._ids[etype] = {str(n): i for i, n in enumerate(self.entity_names(etype))}
-        lookup = self._ids[etype]
-        try:
-            return np.fromiter((lookup[str(n)] for n in names), dtype=np.int64, count=len(names))
-        except KeyError as exc:
-            raise InputError(f"{self.graph.path}: no {etype} entity named {exc.args[0]!r}") from None
+        """Dense ids of entity names (indices mode: ids, or their decimal strings); an unknown name is a
+        :class:`QueryError` (the lookup of ``tbg neighbors``/``predict``, :class:`tbg.query.entities.EntityNames`)."""
+        if etype not in self._names:
+            self._names[etype] = EntityNames(self.graph, self._type(etype))
+        return self._names[etype].ids(names)
 
     # ------------------------------------------------------------------ scores
     def score(
@@ -109,9 +107,9 @@ class TrainedModel:
         import torch
 
         if len(lhs_names) != len(rhs_names):
-            raise InputError(f"score: {len(lhs_names)} lhs names but {len(rhs_names)} rhs names")
+            raise QueryError(f"score: {len(lhs_names)} lhs names but {len(rhs_names)} rhs names")
         if target not in ("rhs", "lhs"):
-            raise InputError(f"score: target must be rhs or lhs, got {target!r}")
+            raise QueryError(f"score: target must be rhs or lhs, got {target!r}")
         r = self._relation(rel)
         relation = self.config.model.relations[r]
         lhs = torch.from_numpy(self.vectors(relation.lhs)[self.ids(relation.lhs, lhs_names)])
@@ -166,17 +164,17 @@ class TrainedModel:
     # ------------------------------------------------------------------ helpers
     def _type(self, etype: str) -> str:
         if etype not in self.entity_types:
-            raise InputError(f"no entity type {etype!r} (types: {', '.join(self.entity_types)})")
+            raise QueryError(f"unknown entity type {etype!r} (types: {', '.join(self.entity_types)})")
         return etype
 
     def _relation(self, rel: str | int) -> int:
         names = self.relations
         if isinstance(rel, str):
             if rel not in names:
-                raise InputError(f"no relation {rel!r} (relations: {', '.join(names)})")
+                raise QueryError(f"unknown relation {rel!r} (relations: {', '.join(names)})")
             return names.index(rel)
         if not 0 <= rel < len(names):
-            raise InputError(f"relation index {rel} out of range ({len(names)} relations)")
+            raise QueryError(f"relation index {rel} out of range ({len(names)} relations)")
         return int(rel)
 
     def __repr__(self) -> str:

@@ -33,7 +33,12 @@ TWHIN_TYPES: Types = {"user": (50, 4, 1), "tweet": (30, 4, 1)}
 TWHIN_RELATIONS: Relations = [("fav", "user", "tweet"), ("reply", "user", "tweet"), ("follow", "user", "user")]
 
 
-def make_config(
+def make_config(graph_dir: str | Path, **kw: Any) -> Config:
+    """:func:`config_data` (same arguments), parsed."""
+    return parse_config(config_data(graph_dir, **kw))
+
+
+def config_data(
     graph_dir: str | Path,
     *,
     save_dir: str | Path | None = None,
@@ -45,8 +50,8 @@ def make_config(
     valid: str = "unused",
     test: str | None = None,
     overrides: dict[str, Any] | None = None,
-) -> Config:
-    """A small, fast config for ``graph_dir`` (default: one type ``node``, 3 translation relations).
+) -> dict[str, Any]:
+    """The YAML mapping of a small, fast config for ``graph_dir`` (default: one type ``node``, 3 translation relations).
 
     ``partitions`` sets every type's partition count, ``optimizer`` every table's optimizer block (default
     adagrad, lr 0.1, also the relations'); ``train``/``valid``/``test`` are the sources' data
@@ -93,7 +98,7 @@ def make_config(
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    return parse_config(data)
+    return data
 
 
 def twhin_config(graph_dir: str | Path, **kw: Any) -> Config:

@@ -15,6 +15,7 @@ from typing import Any
 
 import h5py
 import yaml
+from builders import config_data
 from hypothesis import HealthCheck, settings
 
 from tbg.cli import main
@@ -29,25 +30,22 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 
-RELATIONS = [("fav", "user", "tweet"), ("follow", "user", "user")]
+FUZZ_RELATIONS = [("fav", "user", "tweet"), ("follow", "user", "user")]
 
 
-def base_config(graph_dir: str, train: str, *, mode: str = "names", graph: dict | None = None) -> dict[str, Any]:
-    tables = [{"name": n, "embedding_dim": 4, "num_partitions": 2, "optimizer": {"sgd": {"lr": 0.1}}}
-              for n in ("user", "tweet")]  # fmt: skip
-    if mode == "indices":
-        for t in tables:
-            t["num_embeddings"] = 50
-    return {
-        "model": {
-            "embeddings": {"tables": tables},
-            "relations": [{"name": n, "lhs": lhs, "rhs": rhs} for n, lhs, rhs in RELATIONS],
-            "translation_optimizer": {"sgd": {"lr": 0.1}},
-        },
-        "graph": {"dir": graph_dir, "id_mode": mode, **(graph or {})},
-        "train_data": {"data_root": train},
-        "validation_data": {"data_root": train},  # the same file: its errors name it either way
-    }
+def fuzz_config(graph_dir: str, train: str, *, mode: str = "names", graph: dict | None = None) -> dict[str, Any]:
+    """The fuzz tests' config mapping (:func:`builders.config_data`): user/tweet in 2 partitions, ``train`` as
+    both splits' source (its errors name it either way), ``graph`` keys set on the graph section."""
+    count = 50 if mode == "indices" else None
+    return config_data(
+        graph_dir,
+        types={"user": (count, 4, 2), "tweet": (count, 4, 2)},
+        relations=FUZZ_RELATIONS,
+        optimizer={"sgd": {"lr": 0.1}},
+        train=train,
+        valid=train,
+        overrides={"graph.id_mode": mode, **{f"graph.{k}": v for k, v in (graph or {}).items()}},
+    )
 
 
 def run_cli(argv: list[str]) -> tuple[int, str]:

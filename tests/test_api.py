@@ -13,7 +13,7 @@ import pytest
 
 import tbg
 from tbg.config import ConfigError
-from tbg.errors import InputError
+from tbg.errors import QueryError
 
 ROOT = Path(__file__).resolve().parents[1]
 RELATIONS = ("likes", "follows")
@@ -113,11 +113,11 @@ def test_score_by_index_and_name_agree_and_errors_are_clear(tmp_path: Path) -> N
     model = tbg.load(str(tmp_path / "run"))
     a, b = model.entity_names("person")[:2]
     np.testing.assert_array_equal(model.score([a, b], "follows", [b, a]), model.score([a, b], 1, [b, a]))
-    with pytest.raises(InputError, match="no person entity named 'nobody'"):
+    with pytest.raises(QueryError, match="unknown person 'nobody'"):
         model.score(["nobody"], "likes", [a])
-    with pytest.raises(InputError, match="no relation 'hates'"):
+    with pytest.raises(QueryError, match="unknown relation 'hates'"):
         model.score([a], "hates", [b])
-    with pytest.raises(InputError, match="no entity type 'user'"):
+    with pytest.raises(QueryError, match="unknown entity type 'user'"):
         model.vectors("user")
     with pytest.raises(ConfigError, match="training.sav_dir: unknown key"):
         tbg.load_config(data, ["training.sav_dir=x"])

@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 import yaml
-from fuzz_helpers import FUZZ, assert_one_error_line, base_config, check_graph_consistent, import_with, run_cli
+from fuzz_helpers import FUZZ, assert_one_error_line, check_graph_consistent, fuzz_config, import_with, run_cli
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -43,7 +43,7 @@ def _valid_config(work: str) -> dict:
     source = os.path.join(work, "train.tsv")
     with open(source, "w") as fh:
         fh.write("u1\tfav\tt1\nu2\tfollow\tu1\nu3\tfav\tt2\n")
-    return base_config(os.path.join(work, "g"), source)
+    return fuzz_config(os.path.join(work, "g"), source)
 
 
 @FUZZ

@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 from fuzz_helpers import (
     FUZZ,
-    RELATIONS,
+    FUZZ_RELATIONS,
     assert_one_error_line,
-    base_config,
     check_graph_consistent,
     entity_names,
+    fuzz_config,
     import_with,
 )
 from hypothesis import assume, event, given
@@ -35,6 +35,14 @@ def _outcome_ok(work: str, cfg: dict, source: str) -> tuple[int, str]:
     if rc != 0:
         assert_one_error_line(rc, err, mentions=os.path.basename(source))
     return rc, err
+
+
+def _imports_iff_valid(work: str, cfg: dict, source: str, valid: bool, shown: object) -> bool:
+    """Import ``cfg``: valid input must import, invalid must be one error line naming ``source``."""
+    rc, err = _outcome_ok(work, cfg, source)
+    event("valid input" if valid else "invalid input")
+    assert rc == (0 if valid else 2), f"valid input refused: {err}" if valid else f"invalid input imported: {shown}"
+    return valid
 
 
 # ------------------------------------------------------------------------------------------ random bytes
@@ -55,7 +63,7 @@ def test_random_bytes_import_or_one_line(data: bytes, ext: str) -> None:
         source = os.path.join(work, f"train.{ext}")
         with open(source, "wb") as fh:
             fh.write(data)
-        rc, _ = _outcome_ok(work, base_config(os.path.join(work, "g"), source), source)
+        rc, _ = _outcome_ok(work, fuzz_config(os.path.join(work, "g"), source), source)
         event(f"exit {rc}")
         if rc == 0:
             m = check_graph_consistent(os.path.join(work, "g"))
@@ -77,7 +85,7 @@ def test_damaged_parquet_import_or_one_line(flips: list[tuple[float, int]]) -> N
             raw[int(where * len(raw))] = value
         with open(source, "wb") as fh:
             fh.write(bytes(raw))
-        rc, _ = _outcome_ok(work, base_config(os.path.join(work, "g"), source), source)
+        rc, _ = _outcome_ok(work, fuzz_config(os.path.join(work, "g"), source), source)
         if rc == 0:
             check_graph_consistent(os.path.join(work, "g"))
 
@@ -153,14 +161,10 @@ def test_random_rows_import_exactly_the_valid_input(rows, fmt, delimiter, header
         _write_text(source, rows, order, fmt, delimiter, header, weighted, crlf)
         columns = {roles[i]: (roles[i] if header else pos) for pos, i in enumerate(order)}
         graph = {"format": fmt, "delimiter": delimiter, "header": header, "columns": columns}
-        cfg = base_config(os.path.join(work, "g"), source, graph=graph)
+        cfg = fuzz_config(os.path.join(work, "g"), source, graph=graph)
         valid = all(_row_valid(r, weighted, delimiter, fmt) for r in rows)
-        rc, err = _outcome_ok(work, cfg, source)
-        event("valid input" if valid else "invalid input")
-        if not valid:
-            assert rc == 2, f"invalid input imported: {rows}"
+        if not _imports_iff_valid(work, cfg, source, valid, rows):
             return
-        assert rc == 0, f"valid input refused: {err}"
         _check_counts(os.path.join(work, "g"), [(a, REL_OF[r], b) for a, r, b, _w in rows])
 
 
@@ -168,11 +172,11 @@ def _check_counts(graph_dir: str, edges: list[tuple[str, int, str]]) -> None:
     m = check_graph_consistent(graph_dir)
     per_rel = Counter(r for _a, r, _b in edges)
     assert m["splits"]["train"]["num_edges"] == len(edges)
-    assert m["splits"]["train"]["per_relation"] == [per_rel[i] for i in range(len(RELATIONS))]
+    assert m["splits"]["train"]["per_relation"] == [per_rel[i] for i in range(len(FUZZ_RELATIONS))]
     names: dict[str, set[str]] = {"user": set(), "tweet": set()}
     for a, r, b in edges:
-        names[RELATIONS[r][1]].add(a)
-        names[RELATIONS[r][2]].add(b)
+        names[FUZZ_RELATIONS[r][1]].add(a)
+        names[FUZZ_RELATIONS[r][2]].add(b)
     for etype, expected in names.items():
         assert m["entity_types"][etype]["count"] == len(expected)
         assert set(entity_names(graph_dir, etype)) == expected
@@ -250,15 +254,11 @@ def test_random_parquet_schemas(data, mode: str, n: int, weighted: bool) -> None
         source = os.path.join(work, "train.parquet")
         pq.write_table(pa.table(cols), source)
         graph = {"columns": {"lhs": "lhs", "rel": "rel", "rhs": "rhs", **({"weight": "weight"} if weighted else {})}}
-        cfg = base_config(os.path.join(work, "g"), source, mode=mode, graph=graph)
+        cfg = fuzz_config(os.path.join(work, "g"), source, mode=mode, graph=graph)
         rows = list(zip(lhs_ok, rel_ok, rhs_ok, w_ok))
         valid = all(a is not None and r is not None and b is not None and w for a, r, b, w in rows)
-        rc, err = _outcome_ok(work, cfg, source)
-        event("valid input" if valid else "invalid input")
-        if not valid:
-            assert rc == 2, f"invalid input imported: {pa.table(cols).to_pylist()}"
+        if not _imports_iff_valid(work, cfg, source, valid, cols):
             return
-        assert rc == 0, f"valid input refused: {err}"
         if mode == "names":
             _check_counts(os.path.join(work, "g"), [(a, r, b) for a, r, b, _w in rows])
         else:
@@ -275,7 +275,7 @@ def test_empty_names_and_negative_weights_are_one_line_errors(row) -> None:
         source = os.path.join(work, "train.tsv")
         _write_text(source, [("u2", "follow", "u3", "1"), row], [0, 1, 2, 3], "tsv", "\t", False, True, False)
         graph = {"columns": {"lhs": 0, "rel": 1, "rhs": 2, "weight": 3}}
-        rc, err = import_with(work, base_config(os.path.join(work, "g"), source, graph=graph))
+        rc, err = import_with(work, fuzz_config(os.path.join(work, "g"), source, graph=graph))
         assert_one_error_line(rc, err, mentions="train.tsv row 2")
 
 
@@ -307,5 +307,5 @@ def test_damaged_parquet_strings_are_one_clear_line(case: str) -> None:
         source = os.path.join(work, "train.parquet")
         with open(source, "wb") as fh:
             fh.write(raw)
-        rc, err = import_with(work, base_config(os.path.join(work, "g"), source))
+        rc, err = import_with(work, fuzz_config(os.path.join(work, "g"), source))
         assert_one_error_line(rc, err, mentions="train.parquet")

@@ -37,5 +37,3 @@ class EvalConfig:
     def __attrs_post_init__(self) -> None:
         if any(k <= 0 for k in self.hits_at):
             raise FieldProblem("hits_at", f"every k must be > 0, got {self.hits_at}")
-        if self.split not in ("test", "valid", "train"):
-            raise FieldProblem("split", f"must be test, valid or train, got {self.split!r}")

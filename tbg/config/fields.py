@@ -52,13 +52,13 @@ def non_empty(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
         raise FieldProblem(attr.name, "must not be empty")
 
 
-def registered(kind: str) -> Any:
-    """Validator: the value names a registered ``kind`` (operator, comparator, loss; plugins included)."""
+def one_of(names: Callable[[], Iterable[str]]) -> Any:
+    """Validator: the value is one of ``names()`` (the same message as an enum field's)."""
 
     def check(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
-        registry = registries()[kind]
-        if value not in registry:
-            raise FieldProblem(attr.name, f"must be one of {', '.join(registry.names())}, got {value!r}")
+        allowed = list(names())
+        if value not in allowed:
+            raise FieldProblem(attr.name, f"must be one of {', '.join(allowed)}, got {value!r}")
 
     return check
 
@@ -89,7 +89,8 @@ def setting(
     twhin: str | None = None,
     ext: bool = False,
     default_doc: str | None = None,
-    choices: tuple[str, ...] | Callable[[], Iterable[str]] | None = None,
+    choices: tuple[str, ...] | None = None,
+    registry: str | None = None,
     validator: Any = None,
     **kwargs: Any,
 ) -> Any:
@@ -97,10 +98,18 @@ def setting(
 
     ``help`` is what tbg does with the key, ``twhin`` what TwHIN's release does with it (when that differs or
     matters), ``ext`` marks a tbg extension, ``default_doc`` explains a default that its value alone does not,
-    ``choices`` lists the accepted strings of a string field (or returns them, e.g. from a registry, when the
-    docs are rendered).  Validators with a ``bound`` attribute ("> 0") add it to the documented type.
+    ``choices`` lists the accepted strings of a string field, ``registry`` names the registry (operator,
+    comparator, loss) whose names are accepted, looked up when validating or rendering the docs (plugins
+    included); either adds the check.  Validators with a ``bound`` attribute ("> 0") add it to the documented type.
     """
     validators = list(validator) if isinstance(validator, (list, tuple)) else [validator] if validator else []
+    listed: Callable[[], Iterable[str]] | None = None
+    if registry is not None:
+        listed = registered_names(registry)
+    elif choices is not None:
+        listed = lambda: choices  # noqa: E731
+    if listed is not None:
+        validators.append(one_of(listed))
     bounds = [v.bound for v in validators if hasattr(v, "bound")]
     metadata = {
         "help": help,
@@ -108,7 +117,7 @@ def setting(
         "ext": ext,
         "default_doc": default_doc,
         "bound": " ".join(bounds),
-        "choices": choices,
+        "choices": listed,
     }
     return attrs.field(validator=validators or None, metadata=metadata, **kwargs)
 

@@ -70,7 +70,5 @@ class GraphConfig:
     seed: int = setting("seed of the entity shuffle that assigns partitions", default=0)
 
     def __attrs_post_init__(self) -> None:
-        if self.relation_by not in ("auto", "name", "index"):
-            raise FieldProblem("relation_by", f"must be auto, name or index, got {self.relation_by!r}")
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise FieldProblem("delimiter", f"must be a single character, got {self.delimiter!r}")

@@ -6,16 +6,7 @@ from typing import Any, Literal
 
 import attrs
 
-from tbg.config.fields import (
-    ConfigEnum,
-    FieldProblem,
-    finite,
-    non_empty,
-    positive,
-    registered,
-    registered_names,
-    setting,
-)
+from tbg.config.fields import ConfigEnum, FieldProblem, finite, non_empty, positive, setting
 from tbg.config.optimizers import OptimizerConfig
 
 PartitionCount = int | Literal["auto"]
@@ -105,8 +96,7 @@ class RelationConfig:
         " docs/extending.md)",
         twhin="only `translation`, applied to rhs",
         default="translation",
-        validator=registered("operator"),
-        choices=registered_names("operator"),
+        registry="operator",
     )
     weight: float = setting("loss weight of the relation's edges", default=1.0, validator=[finite, positive], ext=True)
 
@@ -126,16 +116,14 @@ class ModelConfig:
         "how an operator-transformed embedding is compared with a candidate",
         twhin="(dot)",
         default="dot",
-        validator=registered("comparator"),
-        choices=registered_names("comparator"),
+        registry="comparator",
         ext=True,
     )
     loss: str = setting(
         "`logistic` (negatives labelled 0, weighted to the positives' total), `ranking` (margin), `softmax`",
         twhin="(BCE, negatives wrongly labelled 1)",
         default="logistic",
-        validator=registered("loss"),
-        choices=registered_names("loss"),
+        registry="loss",
         ext=True,
     )
     margin: float = setting("margin of the `ranking` loss", default=0.1, validator=finite, ext=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from tbg.config.fields import FieldProblem, positive, setting
+from tbg.config.fields import FieldProblem, finite, positive, setting
 
 
 def _size(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
@@ -31,6 +31,25 @@ class WandbConfig:
     notes: str | None = setting("accepted, unused", default=None)
     tags: list[str] = setting("accepted, unused", factory=list)
     metadata: dict[str, Any] | None = setting("accepted, unused", default=None)
+
+
+@attrs.define(kw_only=True)
+class DistributedConfig:
+    """Trainers launched by torchrun (docs/distributed.md): how long a trainer waits for a lost one."""
+
+    timeout_s: float = setting(
+        "a trainer whose heartbeat has not moved for this long is lost (the others stop with one line naming"
+        " it); also bounds reaching the store, forming the process group and every wait for rank 0",
+        default=300.0,
+        validator=[finite, positive],
+        ext=True,
+    )
+    heartbeat_s: float = setting(
+        "interval of each trainer's heartbeat in the launcher's store",
+        default=2.0,
+        validator=[finite, positive],
+        ext=True,
+    )
 
 
 @attrs.define(kw_only=True)
@@ -77,10 +96,11 @@ class RuntimeConfig:
         choices=("auto", "on", "off"),
         ext=True,
     )
+    distributed: DistributedConfig = setting(
+        "torchrun trainers: heartbeats and timeouts", factory=DistributedConfig, ext=True
+    )
 
     def __attrs_post_init__(self) -> None:
-        if self.cpu_bf16 not in ("auto", "on", "off"):
-            raise FieldProblem("cpu_bf16", f"must be auto, on or off, got {self.cpu_bf16!r}")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise FieldProblem("device", f"must be auto, cpu, cuda or cuda:N, got {dev!r}")

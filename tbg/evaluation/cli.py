@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from tbg.config import load_config
     from tbg.evaluation.checkpoint_eval import evaluate_checkpoint
     from tbg.evaluation.output import format_table, write_json
+    from tbg.run_files import eval_result_path
 
     cfg = load_config(args.config, args.overrides)
     split = args.split or cfg.eval.split
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         filtered=False if args.no_filter else None,
         max_edges=args.max_edges,
     )
-    out = args.json_out or os.path.join(cfg.training.save_dir, f"eval_{split}.json")
+    out = args.json_out or eval_result_path(cfg.training.save_dir, split)
     write_json(out, result)
     print(format_table(result))
     print(f"wrote {out}")

@@ -1,4 +1,6 @@
-"""Entity names <-> positions of one type (numpy/pyarrow, vectorised; no per-name Python).
+"""Entity names <-> dense ids and positions of one type (numpy/pyarrow, vectorised; no per-name Python).
+
+The one name lookup: the query engine and :class:`tbg.trained_model.TrainedModel` both resolve names here.
 
 A position is ``bounds[partition] + offset``, the row order of a type's checkpoint shards; dense ids are
 the import's ids (names mode: index into the names dictionary; indices mode: the integer itself).
@@ -31,24 +33,39 @@ class EntityNames:
             self._names = np.asarray(self.graph.names(self.etype), dtype=object)
             self._arrow = pa.array(self._names, type=pa.string())
 
-    def positions(self, names: Sequence[str], where: str | Sequence[str] = "") -> np.ndarray:
-        """Positions of ``names``; an unknown name is one QueryError naming it (and ``where``, e.g. a file row)."""
-        if self.graph.id_mode == "names":
-            import pyarrow as pa
-            import pyarrow.compute as pc
+    def ids(self, names: Sequence[str | int] | np.ndarray, where: str | Sequence[str] = "") -> np.ndarray:
+        """Dense ids of ``names``; an unknown name is one QueryError naming it (and ``where``, e.g. a file row).
 
-            self._load()
-            found = pc.index_in(pa.array(list(names), type=pa.string()), value_set=self._arrow)
+        A name is known when it is one of :meth:`Graph.names` (names mode: a dictionary entry; indices mode: an
+        id written as ``str(id)``, so ``"05"`` or ``"+5"`` are unknown); an integer ``n`` stands for ``str(n)``.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        given = np.asarray(names)
+        if self.graph.id_mode != "names" and given.dtype.kind in "iu":
+            ids = given.astype(np.int64)
+            valid = (ids >= 0) & (ids < self.count)
+        else:
+            text = pa.array(given if given.dtype.kind == "U" else given.astype(str), type=pa.string())
+            if self.graph.id_mode == "names":
+                self._load()
+                found = pc.index_in(text, value_set=self._arrow)
+            else:  # an id as str(id) writes it: ASCII digits, no sign, no leading zero
+                canonical = pc.match_substring_regex(text, r"^(0|[1-9][0-9]{0,17})$")
+                found = pc.cast(pc.if_else(canonical, text, None), pa.int64())
             valid = found.is_valid().to_numpy(zero_copy_only=False)
             ids = found.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        else:
-            ids = np.array([int(n) if str(n).lstrip("-").isdigit() else -1 for n in names], dtype=np.int64)
-            valid = (ids >= 0) & (ids < self.count)
+            valid &= (ids >= 0) & (ids < self.count)
         if not valid.all():
             i = int(np.flatnonzero(~valid)[0])
             label = where if isinstance(where, str) else where[i]
-            raise QueryError(f"{label + ': ' if label else ''}unknown {self.etype} {names[i]!r}")
-        return self.graph.position(self.etype)[ids].astype(np.int64)
+            raise QueryError(f"{label + ': ' if label else ''}unknown {self.etype} {given[i].item()!r}")
+        return ids
+
+    def positions(self, names: Sequence[str | int] | np.ndarray, where: str | Sequence[str] = "") -> np.ndarray:
+        """Shard-row positions of ``names`` (the lookup of :meth:`ids`)."""
+        return self.graph.position(self.etype)[self.ids(names, where)].astype(np.int64)
 
     def names(self, positions: np.ndarray) -> np.ndarray:
         """Names (object array) of positions; -1 gives None."""

@@ -26,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resume although an optimizer (kind, lr, schedule) differs from the checkpoint's; state of the same"
         " kind is kept, a new kind starts from zero",
     )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N trainers on this machine: the same command under `torchrun --standalone --nproc-per-node N`"
+        " (docs/distributed.md)",
+    )
 
 
 def bounded_omp_spin() -> None:
@@ -53,10 +61,16 @@ def train(
     ``log`` receives the one-line start notes (how the run starts, device and threads).
     """
     bounded_omp_spin()
+    from tbg.distributed.env import dist_env
     from tbg.errors import storage_errors
 
     save_dir = cfg.training.save_dir
+    env = dist_env()
     with storage_errors(save_dir, "the checkpoint being written was discarded (checkpoints/latest unchanged)"):
+        if env is not None:  # one of several trainers launched by torchrun (tbg/distributed/)
+            from tbg.distributed.run import train_distributed
+
+            return train_distributed(cfg, env, fresh, progress, log, allow_optimizer_change)
         with exclusive_save_dir(save_dir):
             return _train(cfg, fresh, progress, log, allow_optimizer_change)
 
@@ -98,6 +112,19 @@ def _train(
 def run(args: argparse.Namespace) -> int:
     from tbg.config import load_config
 
+    if args.nproc is not None and "TORCHELASTIC_RUN_ID" not in os.environ:
+        if args.nproc < 1:
+            from tbg.errors import TbgError
+
+            raise TbgError(f"--nproc: expected a number of trainers >= 1, got {args.nproc}")
+        load_config(args.config, args.overrides)  # a bad config is one line here, not one per trainer
+        from tbg.distributed.run import launch
+
+        flags = [f"--set={o}" for o in args.overrides]
+        flags += [f for f, on in (("--fresh", args.fresh), ("--no-progress", args.no_progress), ("--json", args.json),
+                                  ("--allow-optimizer-change", args.allow_optimizer_change)) if on]  # fmt: skip
+        return launch(args.config, flags, args.nproc)
+
     cfg = load_config(args.config, args.overrides)
     summary = train(
         cfg,
@@ -106,12 +133,17 @@ def run(args: argparse.Namespace) -> int:
         log=_note,
         allow_optimizer_change=args.allow_optimizer_change,
     )
+    rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") != "1" else None
     if summary.get("already_finished"):
+        if rank not in (None, "0"):
+            return 0
         _note(f"already finished (step {summary['step']}, epoch {summary['epoch']}) in {cfg.training.save_dir};"
               " nothing to do (use --fresh to retrain)")  # fmt: skip
         return 0
+    if rank not in (None, "0"):
+        return 0  # (rank 0 speaks for the run)
     if args.json:
-        from tbg.train.metrics_log import json_line
+        from tbg.run_files import json_line
 
         print(json_line(summary))
     else:

@@ -12,7 +12,6 @@ resumes from (:meth:`MetricsLog.cut_back`), so no step is logged twice.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -21,13 +20,15 @@ from typing import Any
 import torch
 
 from tbg.checkpoint import atomic_write_bytes
-
-METRICS = "metrics.jsonl"
+from tbg.run_files import json_line, metrics_path
 
 
 class MetricsLog:
-    def __init__(self, save_dir: str, device: torch.device, show_bar: bool) -> None:
-        self.path = os.path.join(save_dir, METRICS)
+    def __init__(
+        self, save_dir: str, device: torch.device, show_bar: bool, fields: dict[str, Any] | None = None
+    ) -> None:
+        self.path = metrics_path(save_dir)
+        self.fields = fields or {}  # added to every record (a distributed trainer's rank)
         self.device = device
         self.show_bar = show_bar
         self.last_loss: float | None = None  # of the latest training record
@@ -90,20 +91,12 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
-            fh.write(json_line({**record, "time": time.time()}) + "\n")
+            fh.write(json_line({**record, **self.fields, "time": time.time()}) + "\n")
 
     def _reset_window(self, now: float) -> None:
         self._loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self._edges = 0
         self._since = now
-
-
-def json_line(record: dict[str, Any]) -> str:
-    """``record`` as strict JSON: non-finite floats become null, their keys listed under ``nonfinite``."""
-    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-    if bad:
-        record = {**{k: (None if k in bad else v) for k, v in record.items()}, "nonfinite": bad}
-    return json.dumps(record, allow_nan=False)
 
 
 def _step_of(line: bytes) -> int | None:

@@ -272,6 +272,23 @@ class PartitionStore:
             self._pending.clear()
             self._io.shutdown(wait=True)
 
+    def write_back(self, keys: list[TableKey]) -> None:
+        """Swap out resident ``keys`` (written when changed): their files are then the shared truth that
+        another trainer may lease next (tbg/distributed/)."""
+        for key in [k for k in keys if k in self.resident]:
+            self._evict(key)
+        self.drain()  # committed before the lease is released
+
+    def adopt_shared(self, keys: list[TableKey]) -> None:
+        """Take the swap files other trainers wrote as the sources of non-resident ``keys`` (distributed runs
+        share the save_dir's swap dir; a file is replaced by rename, so a read sees a whole version)."""
+        for key in keys:
+            path = os.path.join(self.swap_dir, f"{key[0]}_{key[1]}.h5")
+            if key not in self.resident and os.path.exists(path):
+                self.sources[key] = path
+                self._weights_only.discard(key)
+                self._pending.pop(key, None)
+
     # ------------------------------------------------------------------ access
     def get(self, key: TableKey) -> Resident:
         return self.resident[key]

@@ -1,7 +1,9 @@
 """Where a run stands, and how a checkpoint records it (progress.json) beside the trainer's torch state (state.pt).
 
 ``position`` is the number of edges of the current bucket already trained in this epoch's deterministic
-shuffle, so a checkpoint taken mid-bucket resumes at exactly the next batch.
+shuffle, so a checkpoint taken mid-bucket resumes at exactly the next batch.  ``epoch_edges`` lists the edges
+trained in each finished epoch (the training split's size, every epoch: each bucket is trained exactly once),
+and ``done`` the buckets of the current epoch that a distributed run finished out of order (tbg/distributed/).
 """
 
 from __future__ import annotations
@@ -26,14 +28,22 @@ class Progress:
     position: int = 0
     step: int = 0  # steps completed (1-based numbering: step k is the k-th batch trained)
     edges_seen: int = 0
+    epoch_edges: list[int] = dataclasses.field(default_factory=list)
+    done: list[list[int]] = dataclasses.field(default_factory=list)
+
+    def epoch_edges_so_far(self) -> int:
+        """Edges trained in the current epoch."""
+        return self.edges_seen - sum(self.epoch_edges)
 
     def next_bucket(self) -> None:
         self.bucket_index += 1
         self.position = 0
 
     def next_epoch(self) -> None:
+        self.epoch_edges.append(self.epoch_edges_so_far())
         self.epoch += 1
         self.bucket_index = 0
+        self.done = []
 
     def record(self, **extra: Any) -> dict[str, Any]:
         """The progress.json record: these fields, then ``extra`` (finished, fingerprints, ...)."""
@@ -42,7 +52,19 @@ class Progress:
     @classmethod
     def of(cls, ckpt: Checkpoint) -> Progress:
         """A checkpoint's progress; a missing or non-integer field is a CheckpointError naming progress.json."""
-        return cls(**ckpt.counters([f.name for f in dataclasses.fields(cls)]))
+        lists = ("epoch_edges", "done")
+        out = cls(**ckpt.counters([f.name for f in dataclasses.fields(cls) if f.name not in lists]))
+        path = os.path.join(ckpt.path, "progress.json")
+        edges = ckpt.progress.get("epoch_edges", [])  # (older checkpoints have none)
+        if not isinstance(edges, list) or not all(isinstance(n, int) and n >= 0 for n in edges):
+            raise CheckpointError(f"{path}: epoch_edges: expected a list of integers >= 0, got {edges!r:.60}")
+        done = ckpt.progress.get("done", [])
+        if not isinstance(done, list) or not all(
+            isinstance(b, list) and len(b) == 2 and all(isinstance(x, int) and x >= 0 for x in b) for b in done
+        ):
+            raise CheckpointError(f"{path}: done: expected a list of [lhs, rhs] partition pairs, got {done!r:.60}")
+        out.epoch_edges, out.done = list(edges), [list(b) for b in done]
+        return out
 
 
 def write_state(writer: CheckpointWriter, relation_optimizer: RelationOptimizer) -> None:

@@ -159,8 +159,8 @@ class Trainer:
             order = self._order(p.epoch)
             if p.bucket_index >= len(order):
                 p.next_epoch()
-            elif p.position >= self.edges.count(order[p.bucket_index]):
-                p.next_bucket()
+            elif p.position >= self.edges.count(order[p.bucket_index]) or list(order[p.bucket_index]) in p.done:
+                p.next_bucket()  # (``done``: trained out of order by a distributed run)
             else:
                 return
 

@@ -1,7 +1,8 @@
 """Evaluation benchmark: filtered all-entity ranking of the WordNet KG test split; prints JSON.
 
-With ``--config`` (and optionally ``--save-dir``) whose graph and checkpoint exist, the trained checkpoint is
-evaluated and its MRR/Hits@10 reported.  Otherwise a WordNet-shaped graph (116,650 entities, 18 relations,
+With ``--save-dir`` the latest checkpoint there is ranked on the graph it was trained on (the graph dir of its own
+config.yaml; ``--config`` is then optional); with ``--config`` alone, that config's checkpoint and graph.  A
+missing checkpoint or graph is an error (exit 2).  With neither, a WordNet-shaped graph (116,650 entities, 18 relations,
 141k train / 5k valid / 5k test edges, seeded) is imported with ``tbg import`` and ranked with *random*
 embeddings of the right shape (d=100): the speed number stands on its own, the metrics are meaningless and
 labelled so.
@@ -19,6 +20,7 @@ import tempfile
 import time
 
 import numpy as np
+from one_type import one_type_config
 
 ENTITIES, RELATIONS, DIM = 116_650, 18, 100
 EDGES = {"train": 141_442, "valid": 5_000, "test": 5_000}
@@ -31,7 +33,7 @@ def synthetic_config(root: str):
     import torch
 
     from tbg.checkpoint import CheckpointStore
-    from tbg.config import dump_config, parse_config
+    from tbg.config import dump_config
     from tbg.importer import import_graph
     from tbg.model.scoring import RelationModel
 
@@ -46,25 +48,13 @@ def synthetic_config(root: str):
             }
         )
         pq.write_table(table, os.path.join(root, split, "edges.parquet"))
-    opt = {"adagrad": {"lr": 0.1}}
-    cfg = parse_config(
-        {
-            "training": {"save_dir": os.path.join(root, "run")},
-            "model": {
-                "embeddings": {
-                    "tables": [{"name": "entity", "num_embeddings": ENTITIES, "embedding_dim": DIM, "optimizer": opt}]
-                },
-                "relations": [
-                    {"name": f"r{i}", "lhs": "entity", "rhs": "entity", "operator": "translation"}
-                    for i in range(RELATIONS)
-                ],
-                "translation_optimizer": opt,
-            },
-            "train_data": {"data_root": os.path.join(root, "train", "*.parquet")},
-            "validation_data": {"data_root": os.path.join(root, "valid", "*.parquet")},
-            "test_data": {"data_root": os.path.join(root, "test", "*.parquet")},
-            "graph": {"relation_by": "index"},
-        }
+    cfg = one_type_config(
+        os.path.join(root, "run"),
+        dim=DIM,
+        count=ENTITIES,
+        relations=RELATIONS,
+        data={split: os.path.join(root, split, "*.parquet") for split in EDGES},
+        graph={"relation_by": "index"},
     )
     import_graph(cfg, progress=False)
     store = CheckpointStore(cfg.training.save_dir)
@@ -78,6 +68,31 @@ def synthetic_config(root: str):
     return cfg
 
 
+def _trained_config(save_dir: str | None, config: str | None, load_config):
+    """The config to rank with: ``save_dir``'s latest checkpoint with the config it was trained with (so its own
+    graph dir, whatever ``config`` says), else ``config``; None (synthetic) when neither is given.  A missing
+    graph or checkpoint is an error, never a silent switch to random embeddings."""
+    import attrs
+
+    import tbg
+    from tbg.checkpoint import CheckpointStore
+    from tbg.errors import CheckpointError
+    from tbg.graph import Graph
+
+    if save_dir is not None:
+        cfg = tbg.load(save_dir).config  # fails clearly without a checkpoint, its config.yaml or its graph
+        if config is not None and load_config(config).graph_dir != cfg.graph_dir:
+            print(f"eval_bench: the checkpoint was trained on {cfg.graph_dir}; ranking that graph", file=sys.stderr)
+        return attrs.evolve(cfg, training=attrs.evolve(cfg.training, save_dir=save_dir))
+    if config is None:
+        return None
+    cfg = load_config(config)
+    Graph(cfg.graph_dir)  # a missing or unreadable graph dir is one GraphError
+    if CheckpointStore(cfg.training.save_dir).latest() is None:
+        raise CheckpointError(f"{cfg.training.save_dir}: no checkpoint to rank (train first, or give --save-dir)")
+    return cfg
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config")
@@ -88,21 +103,17 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    from tbg.checkpoint import CheckpointStore
     from tbg.config import load_config
+    from tbg.errors import TbgError
     from tbg.evaluation.checkpoint_eval import evaluate_checkpoint
 
     torch.set_num_threads(args.threads)
     tmp = None
-    cfg = None
-    if args.config:
-        cfg = load_config(args.config)
-        if args.save_dir:
-            cfg.training.save_dir = args.save_dir
-        have = os.path.isfile(os.path.join(cfg.graph_dir, "manifest.json"))
-        if not have or CheckpointStore(cfg.training.save_dir).latest() is None:
-            print(f"no graph/checkpoint for {args.config}; timing random embeddings instead", file=sys.stderr)
-            cfg = None
+    try:
+        cfg = _trained_config(args.save_dir, args.config, load_config)
+    except TbgError as exc:
+        print(f"eval_bench: error: {exc}", file=sys.stderr)
+        return 2
     source = "trained checkpoint"
     if cfg is None:
         tmp = tempfile.TemporaryDirectory(prefix="tbg-eval-bench-")

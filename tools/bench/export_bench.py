@@ -16,29 +16,15 @@ import tempfile
 import time
 
 import numpy as np
+from one_type import one_type_config
 
 
 def build(root: str, count: int, dim: int, parts: int):
     from tbg.checkpoint import CheckpointStore
-    from tbg.config import dump_config, parse_config
+    from tbg.config import dump_config
     from tbg.graph import GraphWriter, PartitionLayout
 
-    opt = {"adagrad": {"lr": 0.1}}
-    cfg = parse_config(
-        {
-            "training": {"save_dir": os.path.join(root, "run")},
-            "model": {
-                "embeddings": {
-                    "tables": [{"name": "entity", "embedding_dim": dim, "num_partitions": parts, "optimizer": opt}]
-                },
-                "relations": [{"name": "rel", "lhs": "entity", "rhs": "entity", "operator": "translation"}],
-                "translation_optimizer": opt,
-            },
-            "train_data": {"data_root": "unused"},
-            "validation_data": {"data_root": "unused"},
-            "graph": {"id_mode": "names"},
-        }
-    )
+    cfg = one_type_config(os.path.join(root, "run"), dim=dim, parts=parts, graph={"id_mode": "names"})
     rng = np.random.default_rng(0)
     gdir = cfg.graph_dir
     writer = GraphWriter(gdir)

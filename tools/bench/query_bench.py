@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 import yaml
+from one_type import one_type_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -77,34 +78,18 @@ def twhin_config(config: str | None, work: str):
 def big_config(work: str, rows: int, dim: int, parts: int, comparator: str, noise: float):
     """A graph dir (indices mode) and one checkpoint of ``rows`` x ``dim`` mixture vectors, built once."""
     from tbg.checkpoint import CheckpointStore
-    from tbg.config import dump_config, parse_config
+    from tbg.config import dump_config
     from tbg.graph import GraphWriter, PartitionLayout
 
     base = os.path.abspath(os.path.join(work, f"big_{rows}x{dim}_p{parts}_{comparator}_noise{noise}"))
-    opt = {"adagrad": {"lr": 0.1}}
-    cfg = parse_config(
-        {
-            "training": {"save_dir": os.path.join(base, "run")},
-            "model": {
-                "embeddings": {
-                    "tables": [
-                        {
-                            "name": "entity",
-                            "num_embeddings": rows,
-                            "embedding_dim": dim,
-                            "num_partitions": parts,
-                            "optimizer": opt,
-                        }
-                    ]
-                },
-                "relations": [{"name": "rel", "lhs": "entity", "rhs": "entity", "operator": "none"}],
-                "translation_optimizer": opt,
-                "comparator": comparator,
-            },
-            "train_data": {"data_root": "unused"},
-            "validation_data": {"data_root": "unused"},
-            "graph": {"dir": os.path.join(base, "graph"), "id_mode": "indices"},
-        }
+    cfg = one_type_config(
+        os.path.join(base, "run"),
+        dim=dim,
+        count=rows,
+        parts=parts,
+        operator="none",
+        model={"comparator": comparator},
+        graph={"dir": os.path.join(base, "graph"), "id_mode": "indices"},
     )
     store = CheckpointStore(cfg.training.save_dir)
     if store.latest() is not None:
