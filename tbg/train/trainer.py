@@ -88,6 +88,7 @@ class Trainer:
         self.grid = (self.graph.num_lhs_partitions, self.graph.num_rhs_partitions)
         sides = [{r.lhs for r in cfg.model.relations}, {r.rhs for r in cfg.model.relations}]
         self.shared_grid = len({frozenset(t for t in side if self.partitioned[t]) for side in sides}) == 1
+        self._orders: dict[int, list[Bucket]] = {}
         self.swaps = SwapReport(self.grid, self.shared_grid, self._order, self.store.stats)
         self.table_opts = {t.name: t.optimizer for t in cfg.model.embeddings.tables}
         self.fingerprint = model_fingerprint(cfg)
@@ -165,9 +166,11 @@ class Trainer:
                 return
 
     def _order(self, epoch: int) -> list[Bucket]:
-        t = self.cfg.training
-        seed = self.cfg.runtime.seed
-        return bucket_order(self.grid[0], self.grid[1], t.bucket_order, seed, epoch, shared=self.shared_grid)
+        if epoch not in self._orders:  # (asked for at every bucket: computed once per epoch)
+            t, seed = self.cfg.training, self.cfg.runtime.seed
+            order = bucket_order(self.grid[0], self.grid[1], t.bucket_order, seed, epoch, shared=self.shared_grid)
+            self._orders = {**{e: o for e, o in self._orders.items() if e >= epoch - 1}, epoch: order}
+        return self._orders[epoch]
 
     def bucket_keys(self, bucket: Bucket) -> list[TableKey]:
         keys = set()
@@ -330,6 +333,8 @@ class Trainer:
             wanted = self.bucket_keys(self.bucket)
             self.verify_finite([k for k, r in self.store.resident.items() if r.dirty and k not in wanted])
             self.store.need(wanted)  # (evicted tables are written to swap files)
+            if self.plan.budget is not None:
+                runtime.trim_heap()
             self._prefetch_next(order)
             self._train_bucket(pool)  # to the bucket's end (the cursor moves on) or to num_train_steps
 
