@@ -37,9 +37,27 @@ def load_config(source: ConfigLike, overrides: Sequence[str] = ()) -> Config:
 
 
 def import_graph(
-    cfg: ConfigLike, *, overwrite: bool = False, splits: Sequence[str] | None = None, progress: bool = False
+    cfg: ConfigLike,
+    *,
+    overwrite: bool = False,
+    splits: Sequence[str] | None = None,
+    progress: bool = False,
+    append: str | Mapping[str, str] | None = None,
 ) -> ImportSummary:
-    """``tbg import``: read the source edges into ``cfg.graph_dir``; returns the import summary."""
+    """``tbg import``: read the source edges into ``cfg.graph_dir``; returns the import summary.
+
+    ``append`` (``tbg import --append``): grow the existing graph dir instead, with the edges of a source
+    (train) or of ``{split: source}``; known entities keep their rows, new ones get new rows (the summary's
+    ``new_entities``)."""
+    if append is not None:
+        from tbg.append import append_graph
+
+        if overwrite or splits is not None:
+            from tbg.errors import InputError
+
+            raise InputError("import_graph: append= does not go with overwrite= or splits=")
+        sources = {"train": append} if isinstance(append, str) else dict(append)
+        return append_graph(load_config(cfg), sources, progress=progress)
     from tbg.importer import import_graph as run_import
 
     chosen = list(splits) if splits is not None else None

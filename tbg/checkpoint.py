@@ -15,19 +15,18 @@ never a directory listing.  ``latest`` says ``none`` until the first commit, so 
 or dangling ``latest`` is an error, never "no checkpoint" (which would start fresh over committed work).
 Every file is verified when read (tbg/integrity.py): progress.json carries its own checksum and lists each
 file with its size (small files with a SHA-256), HDF5 datasets carry fletcher32.  Version 1 checkpoints
-(no checksums) stay readable.  This module is numpy/h5py only, so export does not pay for ``import torch``.
+(no checksums) stay readable.  Readers (eval, export, ``tbg.load``, a warm start) pin the version they read
+(:func:`open_checkpoint`, :func:`resolve_checkpoint`; tbg/locking.py) and pruning skips pinned versions, so a
+version never disappears under its reader.  HDF5 files are written through tbg/h5write.py (a full disk is one
+``OSError`` naming the file).  This module is numpy/h5py only, so export does not pay for ``import torch``.
 """
 
 from __future__ import annotations
 
 import errno
-import gc
-import io
 import json
 import os
 import shutil
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -36,8 +35,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tbg.errors import CheckpointError
+from tbg.errors import CheckpointError, LockedError
+from tbg.h5write import create_h5
 from tbg.integrity import FILES_KEY, checked_dataset, list_files, load_json, verify_files, with_checksum
+from tbg.locking import VersionPin, pinned_by, remove_unpinned
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -45,6 +46,7 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 NO_VERSION = "none"  # what ``latest`` says before the first commit
 PROGRESS = "progress.json"
+_PIN_ATTEMPTS = 100  # a reader re-reads `latest` when the version it named was pruned before it was pinned
 
 
 def version_name(version: int) -> str:
@@ -92,40 +94,6 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-def _write_hdf5(path: str, fill: Any) -> None:
-    """``fill(h5py.File(path, "w"))`` with stderr held back: when the write fails (disk full), h5py's
-    "Exception ignored in ... _dealloc" reports of the same failure are dropped, so only the one-line error
-    follows; the failure itself is raised.  (Anything else written meanwhile is passed on.)  Writes from
-    several threads take turns (sys.stderr is per process)."""
-    with _STDERR_HELD:
-        _write_hdf5_held(path, fill)
-
-
-_STDERR_HELD = threading.Lock()
-
-
-def _write_hdf5_held(path: str, fill: Any) -> None:
-    buffer = io.StringIO()
-    held, sys.stderr = sys.stderr, buffer
-    failed = False
-    try:
-        with h5py.File(path, "w") as f:
-            fill(f)
-        del f
-    except BaseException:
-        failed = True
-        try:
-            gc.collect()  # (ids of the failed write are freed while stderr is still held)
-        finally:
-            sys.stderr = held
-        raise
-    finally:
-        sys.stderr = held  # first, so a signal arriving here cannot leave stderr held
-        text = buffer.getvalue()
-        if text and not (failed and "h5py" in text):
-            held.write(text)
-
-
 def write_embedding_file(
     path: str, embeddings: np.ndarray, optimizer_state: dict[str, np.ndarray] | None = None
 ) -> None:
@@ -139,14 +107,11 @@ def write_embedding_file(
     if shutil.disk_usage(os.path.dirname(os.path.abspath(tmp))).free < need:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
     try:
-
-        def fill(f: Any) -> None:
+        with create_h5(tmp) as f:
             f.attrs["format_version"] = FORMAT_VERSION
             checked_dataset(f, "embeddings", embeddings)
             for name, arr in (optimizer_state or {}).items():
                 checked_dataset(f, f"optimizer/{name}", np.asarray(arr))
-
-        _write_hdf5(tmp, fill)
         os.replace(tmp, path)
     except BaseException:
         _remove_quietly(tmp)
@@ -203,14 +168,19 @@ class CheckpointWriter:
             shutil.copyfile(source, dest)
 
     def write_relations(self, params: dict[str, np.ndarray]) -> None:
-        with h5py.File(os.path.join(self.tmp, "relations.h5"), "w") as f:
+        with create_h5(os.path.join(self.tmp, "relations.h5")) as f:
             for name, arr in params.items():
                 checked_dataset(f, name, np.asarray(arr))
 
     def write_file(self, name: str, data: bytes | str) -> None:
-        mode = "w" if isinstance(data, str) else "wb"
-        with open(os.path.join(self.tmp, name), mode) as fh:
-            fh.write(data)
+        path = os.path.join(self.tmp, name)
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data.encode() if isinstance(data, str) else data)
+        except OSError as exc:
+            if exc.filename is None:  # write() on a full disk names no file
+                raise OSError(exc.errno, exc.strerror, path) from None
+            raise
 
     def path(self, name: str) -> str:
         return os.path.join(self.tmp, name)
@@ -234,10 +204,12 @@ class CheckpointWriter:
 
 
 class Checkpoint:
-    """A committed version (read-only)."""
+    """A committed version (read-only).  ``pin``: a reader's :class:`~tbg.locking.VersionPin` on it, held until
+    :meth:`release` (or until the object is dropped), so the trainer's pruning leaves the version alone."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, pin: VersionPin | None = None) -> None:
         self.path = path
+        self.pin = pin
         progress_path = os.path.join(path, PROGRESS)
         try:
             self.progress: dict[str, Any] = load_json(progress_path, CheckpointError, "progress")
@@ -308,6 +280,17 @@ class Checkpoint:
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
+    def release(self) -> None:
+        """Unpin the version (a reader is done with it); reading it afterwards is not protected."""
+        if self.pin is not None:
+            self.pin.release()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
 
 class CheckpointStore:
     """The ``checkpoints/`` dir of a save_dir: versions, the ``latest`` pointer, pruning."""
@@ -349,12 +332,35 @@ class CheckpointStore:
             raise CheckpointError(f"{path}: names {name}, which is not in {self.root} (deleted?)")
         return name
 
-    def latest(self) -> Checkpoint | None:
-        name = self.latest_name()
-        return Checkpoint(os.path.join(self.root, name)) if name else None
+    def latest(self, pin: bool = False) -> Checkpoint | None:
+        """The latest committed version; ``pin`` (readers): pinned against pruning (see :func:`pinned`)."""
+        if not pin:
+            name = self.latest_name()
+            return Checkpoint(os.path.join(self.root, name)) if name else None
+        for _ in range(_PIN_ATTEMPTS):
+            try:
+                name = self.latest_name()
+            except CheckpointError:
+                if self._latest_moved():
+                    continue  # `latest` named a version that a commit and its pruning have since replaced
+                raise
+            if name is None:
+                return None
+            ckpt = pinned(os.path.join(self.root, name))
+            if ckpt is not None:
+                return ckpt
+        raise CheckpointError(f"{self.root}: `latest` keeps moving past the versions it names; try again")
 
-    def require_latest(self) -> Checkpoint:
-        ckpt = self.latest()
+    def _latest_moved(self) -> bool:
+        try:
+            with open(os.path.join(self.root, LATEST), "rb") as fh:
+                name = fh.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return False
+        return name.startswith("v") and os.path.isdir(os.path.join(self.root, name))
+
+    def require_latest(self, pin: bool = False) -> Checkpoint:
+        ckpt = self.latest(pin)
         if ckpt is None:
             raise CheckpointError(f"{self.root}: no committed checkpoint; run `tbg train` first")
         return ckpt
@@ -383,7 +389,8 @@ class CheckpointStore:
                 os.remove(path)
 
     def prune(self) -> None:
-        """Drop old versions beyond ``max_to_keep`` and leftovers of crashed writes; never ``latest``."""
+        """Drop old versions beyond ``max_to_keep`` and leftovers of crashed writes; never ``latest``, and
+        never a version a reader has pinned (a later prune removes it once the reader is done)."""
         latest = self.latest_name()
         self.remove_leftovers()
         if self.max_to_keep is None:
@@ -391,24 +398,60 @@ class CheckpointStore:
         keep = [v for v in self.versions() if latest is None or v <= latest][-self.max_to_keep :]
         for name in self.versions():
             if name not in keep and name != latest:
-                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+                remove_unpinned(os.path.join(self.root, name), self._aside(name))
+
+    def remove(self, path: str) -> bool:
+        """Remove one version dir unless a reader pins it (then False; it stays for a later prune)."""
+        return remove_unpinned(path, self._aside(os.path.basename(os.path.normpath(path))))
+
+    def remove_all(self) -> None:
+        """Delete every version and ``latest`` (``tbg train --fresh``); refused while a reader pins a version."""
+        for name in self.versions():
+            reader = pinned_by(os.path.join(self.root, name))
+            if reader is not None:
+                raise LockedError(
+                    f"{os.path.join(self.root, name)}: being read by {reader}; --fresh would delete it under"
+                    " the reader: wait for it to finish or stop it"
+                )
+        for name in self.versions():
+            if not remove_unpinned(os.path.join(self.root, name), self._aside(name)):
+                raise LockedError(f"{os.path.join(self.root, name)}: a reader pinned it meanwhile; try again")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _aside(self, name: str) -> str:
+        return os.path.join(self.root, f".tmp-removed-{name}-{uuid.uuid4().hex[:8]}")
+
+
+def pinned(path: str) -> Checkpoint | None:
+    """The version dir ``path`` pinned for a reader; None when it is gone (pruned before it could be pinned)."""
+    pin = VersionPin(path)
+    if not pin.acquire():
+        return None
+    try:
+        return Checkpoint(path, pin)
+    except BaseException:
+        pin.release()
+        raise
 
 
 def open_checkpoint(path: str) -> Checkpoint:
-    """A save_dir (its latest version), a ``checkpoints`` dir, or one version dir."""
+    """A reader's checkpoint, pinned until released: a save_dir (its latest version), a ``checkpoints`` dir,
+    or one version dir."""
     if os.path.isfile(os.path.join(path, "progress.json")):
-        return Checkpoint(path)
+        ckpt = pinned(path)
+        return ckpt if ckpt is not None else Checkpoint(path)  # (gone meanwhile: Checkpoint says so)
     save_dir = os.path.dirname(path.rstrip("/")) if os.path.basename(path.rstrip("/")) == CHECKPOINTS else path
-    return CheckpointStore(save_dir).require_latest()
+    return CheckpointStore(save_dir).require_latest(pin=True)
 
 
 def resolve_checkpoint(save_dir: str, path: str | None) -> Checkpoint:
-    """``--checkpoint PATH`` (save_dir, checkpoints dir or version dir), else the latest version of ``save_dir``."""
+    """``--checkpoint PATH`` (save_dir, checkpoints dir or version dir), else the latest version of ``save_dir``;
+    pinned for the reader until released."""
     if path is not None:
         if not os.path.isdir(path):
             raise CheckpointError(f"{path}: checkpoint not found")
         return open_checkpoint(path)
-    return CheckpointStore(save_dir).require_latest()
+    return CheckpointStore(save_dir).require_latest(pin=True)
 
 
 def require_finite(array: np.ndarray, source: str) -> None:

@@ -17,9 +17,9 @@ import h5py
 import yaml
 
 from tbg.checkpoint import Checkpoint
-from tbg.config import Config, OptimizerConfig, converter
+from tbg.config import Config, OptimizerConfig, TrainOn, converter
 from tbg.errors import CheckpointError, ConsistencyError
-from tbg.graph import Graph
+from tbg.graph import Graph, PartitionLayout
 
 # ----------------------------------------------------------------------------- graph <-> config
 
@@ -42,8 +42,11 @@ def resolve_partitions(cfg: Config, graph: Graph) -> Config:
     return attrs.evolve(cfg, model=attrs.evolve(cfg.model, embeddings=embeddings))
 
 
-def check_graph(cfg: Config, graph: Graph) -> None:
-    """The graph holds exactly the config's tables (counts, partitions) and relations (names, types), in order."""
+def check_graph(cfg: Config, graph: Graph, growing: bool = False) -> None:
+    """The graph holds exactly the config's tables (counts, partitions) and relations (names, types), in order.
+
+    ``growing`` (``tbg import --append``): a table's ``num_embeddings`` may exceed the graph's count (the rows
+    the append adds), never fall below it."""
     where = f"graph at {graph.path}"
     tables = cfg.model.embeddings.tables
     for i, table in enumerate(tables):
@@ -54,7 +57,12 @@ def check_graph(cfg: Config, graph: Graph) -> None:
                 f"model.embeddings.tables[{i}].name: {where} has no entity type {table.name!r} (has: {have});"
                 " re-run `tbg import`"
             )
-        if table.num_embeddings is not None and table.num_embeddings != etype.count:
+        if growing and table.num_embeddings is not None and table.num_embeddings < etype.count:
+            raise ConsistencyError(
+                f"model.embeddings.tables[{i}].num_embeddings: {table.num_embeddings} but the {where} already has"
+                f" {etype.count} {table.name!r} entities; an append only adds entities"
+            )
+        if not growing and table.num_embeddings is not None and table.num_embeddings != etype.count:
             raise ConsistencyError(
                 f"model.embeddings.tables[{i}].num_embeddings: {table.num_embeddings} but the {where} has"
                 f" {etype.count} {table.name!r} entities"
@@ -82,10 +90,22 @@ def check_graph(cfg: Config, graph: Graph) -> None:
 
 
 def check_trainable(cfg: Config, graph: Graph) -> None:
-    """:func:`check_graph`, and the graph has training edges."""
+    """:func:`check_graph`, and the graph has training edges (with ``training.train_on: appended``: appended ones)."""
     check_graph(cfg, graph)
     if "train" not in graph.splits or graph.num_edges("train") == 0:
         raise ConsistencyError(f"train_data: the graph at {graph.path} has no training edges")
+    if cfg.training.train_on == TrainOn.appended:
+        entries = graph.lineage
+        if len(entries) == 1:
+            raise ConsistencyError(
+                f"training.train_on: appended, but the graph at {graph.path} was never grown by"
+                " `tbg import --append`; use `all`"
+            )
+        if int(entries[-1].get("splits", {}).get("train", {}).get("num_edges", 0)) == 0:
+            raise ConsistencyError(
+                f"training.train_on: appended, but the latest append to the graph at {graph.path} added no training"
+                " edges; use `all`"
+            )
 
 
 # ----------------------------------------------------------------------------- checkpoint <-> config, graph
@@ -103,21 +123,38 @@ def model_fingerprint(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def check_checkpoint(cfg: Config, graph: Graph, ckpt: Checkpoint, fix: str = "") -> None:
+def check_checkpoint(
+    cfg: Config, graph: Graph, ckpt: Checkpoint, fix: str = "", warm_start: bool = False
+) -> dict[str, int] | None:
     """The checkpoint was trained on this import of the graph and with the config's model.
 
     Compares the model section of the checkpoint's config.yaml key by key (tables, dims, partitions,
     relations with operators, comparator, relation_sides), then the model fingerprint in progress.json;
-    ``fix`` (what the user can do about it) ends every message.
+    ``fix`` (what the user can do about it) ends every message.  A checkpoint of an earlier state of a graph
+    grown by ``tbg import --append`` fits only a ``warm_start``: then the entity counts it was trained with are
+    returned (its shards hold those rows), else None.
     """
     suffix = f"; {fix}" if fix else ""
     where = ckpt.path
+    counts = None
     recorded = ckpt.progress.get("graph_import_id")
     if recorded is not None and graph.import_id is not None and recorded != graph.import_id:
-        raise ConsistencyError(
-            f"{where}: trained on graph import {recorded}, but {graph.path} now holds import {graph.import_id}"
-            " (re-imported: entity ids may differ); retrain, or point graph.dir at the original import"
-        )
+        ids = [entry.get("import_id") for entry in graph.lineage]
+        if recorded not in ids[:-1]:
+            raise ConsistencyError(
+                f"{where}: trained on graph import {recorded}, but {graph.path} now holds import {graph.import_id}"
+                " (re-imported: entity ids may differ); retrain, or point graph.dir at the original import"
+            )
+        entry = graph.lineage[ids.index(recorded)]
+        counts = {name: int(c) for name, c in entry["entity_counts"].items()}
+        if not warm_start:
+            grown = sum(t.count for t in graph.entity_types.values()) - sum(counts.values())
+            raise ConsistencyError(
+                f"{where}: trained on graph import {recorded}, before {graph.path} grew (`tbg import --append`:"
+                f" {len(ids) - 1 - ids.index(recorded)} append(s), +{grown:,} entities); such a checkpoint can warm"
+                " start a run on the grown graph (training.initial_checkpoint_dir, into a new training.save_dir)"
+                " but cannot be resumed, evaluated or read with it"
+            )
     model = _checkpoint_model(ckpt)
     if model is not None:
         _check_model(cfg, model, f"the checkpoint {where}", suffix)
@@ -127,6 +164,7 @@ def check_checkpoint(cfg: Config, graph: Graph, ckpt: Checkpoint, fix: str = "")
             f"model: the checkpoint {where} was trained with a different model"
             f" (tables/relations/operators/comparator/data types){suffix}"
         )
+    return counts
 
 
 def check_optimizers(cfg: Config, ckpt: Checkpoint, allow_change: bool = False) -> list[str]:
@@ -171,10 +209,13 @@ def _describe(optimizer: Any) -> str:
     return yaml.safe_dump(drop_none(optimizer), default_flow_style=True, width=10**6).strip()
 
 
-def check_shards(cfg: Config, graph: Graph, ckpt: Checkpoint) -> None:
-    """Every partition of every table has an embedding shard of the shape the graph and config need."""
+def check_shards(cfg: Config, graph: Graph, ckpt: Checkpoint, counts: dict[str, int] | None = None) -> None:
+    """Every partition of every table has an embedding shard of the shape the graph and config need
+    (``counts``: the entity counts of the earlier graph a warm-start checkpoint was trained on)."""
     for t in cfg.model.embeddings.tables:
         et = graph.entity_types[t.name]
+        if counts is not None:
+            et = PartitionLayout(counts.get(t.name, et.count), et.num_partitions)
         for p in range(et.num_partitions):
             path = ckpt.embedding_path(t.name, p)
             if not os.path.isfile(path):

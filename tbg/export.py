@@ -254,14 +254,17 @@ def export(
 
 
 def _export_locked(cfg: Config, fmt: str, out: str, checkpoint: str | None, overwrite: bool) -> dict[str, object]:
-    graph = Graph(cfg.graph_dir)
-    cfg = resolve_partitions(cfg, graph)
-    check_graph(cfg, graph)
-    ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
-    check_checkpoint(cfg, graph, ckpt)
-    check_shards(cfg, graph, ckpt)
-    params = relation_params(cfg, ckpt)
-    return _write(cfg, fmt, out, overwrite, graph, ckpt, params)
+    graph = Graph.open(cfg.graph_dir)  # read under its reader lock, the checkpoint pinned (tbg/locking.py)
+    try:
+        cfg = resolve_partitions(cfg, graph)
+        check_graph(cfg, graph)
+        with resolve_checkpoint(cfg.training.save_dir, checkpoint) as ckpt:
+            check_checkpoint(cfg, graph, ckpt)
+            check_shards(cfg, graph, ckpt)
+            params = relation_params(cfg, ckpt)
+            return _write(cfg, fmt, out, overwrite, graph, ckpt, params)
+    finally:
+        graph.release()
 
 
 def _write(

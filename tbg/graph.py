@@ -7,6 +7,7 @@ Layout (format version 2, see docs/graph-format.md)::
       entities/<type>.h5            perm[k] = dense id at shuffled position k; position = inverse of perm;
                                     names (names mode: dense id -> UTF-8 name)
       <split>/edges_<i>_<j>.h5      lhs, rhs (offsets inside partitions), rel, [weight]; shuffled
+      <split>/edges_<i>_<j>.<k>.h5  the same for the edges lineage entry k (an append) added to the bucket
 
 Partition ``p`` of a type covers shuffled positions ``[bounds[p], bounds[p+1])`` (:class:`PartitionLayout`);
 the entity at offset ``o`` of partition ``p`` has dense id ``perm[bounds[p] + o]``.  No other module knows
@@ -14,7 +15,8 @@ these file names or datasets.  A graph dir exists only when complete: the import
 and renames it into place, so a dir with a manifest is always whole.  Every file is verified when read
 (tbg/integrity.py): the manifest carries its own checksum and lists each file with its size, datasets carry
 fletcher32 (names: a SHA-256), and each file's counts are checked against the manifest's.  Version 1 dirs
-(no checksums) stay readable.
+(no checksums) stay readable.  A grown graph (``tbg import --append``, tbg/append.py) keeps every entity's
+(partition, offset); a bucket is then the concatenation of its segments (tbg/graph_manifest.py).
 
 This module never imports torch: import and export must start fast.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,7 +35,10 @@ import h5py
 import numpy as np
 
 from tbg.errors import GraphError
+from tbg.graph_manifest import check_manifest, lineage, segments
+from tbg.h5write import H5Writer, create_h5
 from tbg.integrity import FILES_KEY, checked_dataset, list_files, load_json, read_strings, verify_files, with_checksum
+from tbg.locking import DirectoryLock, reading
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -108,10 +113,11 @@ def offset_dtype(max_partition_size: int) -> np.dtype:
 
 
 class Graph:
-    """Read-only view of a complete graph dir."""
+    """Read-only view of a complete graph dir.  :meth:`open` also holds the dir's shared reader lock."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.hold: DirectoryLock | None = None
         manifest_path = os.path.join(path, MANIFEST)
         if not os.path.isfile(manifest_path):
             raise GraphError(f"{path}: no imported graph here (missing {MANIFEST}); run `tbg import` first")
@@ -130,10 +136,36 @@ class Graph:
         self._perm: dict[str, np.ndarray] = {}
         self._position: dict[str, np.ndarray] = {}
 
+    @classmethod
+    def open(cls, path: str) -> Graph:
+        """A reader's graph: ``tbg import --overwrite`` is refused until :meth:`release` (or until the object
+        is dropped), and the graph is not opened while an import writes it (tbg/locking.py)."""
+        hold = reading(path).acquire()
+        try:
+            graph = cls(path)
+        except BaseException:
+            hold.release()
+            raise
+        graph.hold = hold
+        return graph
+
+    def release(self) -> None:
+        if self.hold is not None:
+            self.hold.release()
+
     @property
     def import_id(self) -> str | None:
         """Identity of this import (None for graph dirs written before import ids existed)."""
         return self.manifest.get("import_id")
+
+    @property
+    def lineage(self) -> list[dict[str, Any]]:
+        """Every import and append that made this graph, oldest first (see tbg/graph_manifest.py)."""
+        return lineage(self.manifest)
+
+    def segments(self, split: str, i: int, j: int) -> list[int]:
+        """Edges of bucket (i, j) per lineage entry, in bucket order (segment k follows segment k-1)."""
+        return segments(self.manifest, split, f"{i}_{j}")
 
     # ------------------------------------------------------------------ grid
     @property
@@ -169,12 +201,25 @@ class Graph:
 
     # ------------------------------------------------------------------ edges
     def read_bucket(self, split: str, i: int, j: int, start: int = 0, stop: int | None = None) -> EdgeArrays:
-        """Edges [start, stop) of bucket (i, j); an empty bucket gives empty arrays."""
-        if self.bucket_count(split, i, j) == 0:
+        """Edges [start, stop) of bucket (i, j) (its segments concatenated); an empty bucket gives empty arrays."""
+        total = self.bucket_count(split, i, j)
+        stop = total if stop is None else min(stop, total)
+        parts, base = [], 0
+        for k, count in enumerate(self.segments(split, i, j)):
+            lo, hi = max(start, base), min(stop, base + count)
+            if lo < hi:
+                parts.append(self._read_segment(split, i, j, k, count, lo - base, hi - base))
+            base += count
+        if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return EdgeArrays(empty, empty, empty, np.zeros(0, np.float32) if self.has_weights(split) else None)
-        path = self.bucket_path(split, i, j)
-        want = self.bucket_count(split, i, j)
+        if len(parts) == 1:
+            return parts[0]
+        weight = np.concatenate([p.weight for p in parts]) if parts[0].weight is not None else None
+        return EdgeArrays(*(np.concatenate([getattr(p, key) for p in parts]) for key in ("lhs", "rhs", "rel")), weight)
+
+    def _read_segment(self, split: str, i: int, j: int, k: int, want: int, start: int, stop: int) -> EdgeArrays:
+        path = _bucket_path(self.path, split, i, j, k)
         try:
             with h5py.File(path, "r") as f:
                 sl = slice(start, stop)
@@ -251,48 +296,6 @@ class Graph:
         return names if ids is None else names[ids]
 
 
-_JSON_NAMES = {dict: "an object", list: "an array", int: "an integer", str: "a string"}
-
-
-def check_manifest(manifest: dict[str, Any], path: str) -> None:
-    """The manifest's structure, key by key: a damaged or hand-edited manifest is one :class:`GraphError`
-    naming the file and the key, never a KeyError later."""
-
-    def need(value: Any, key: str, kind: type) -> Any:
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise GraphError(f"{path}: {key}: expected {_JSON_NAMES[kind]}, got {value!r:.40}")
-        return value
-
-    def get(obj: dict[str, Any], where: str, key: str, kind: type) -> Any:
-        full = f"{where}.{key}" if where else key
-        if key not in obj:
-            raise GraphError(f"{path}: missing key {full!r}")
-        value = need(obj[key], full, kind)
-        if kind is int and value < 0:
-            raise GraphError(f"{path}: {full}: must be >= 0, got {value}")
-        return value
-
-    get(manifest, "", "id_mode", str)
-    for name, t in get(manifest, "", "entity_types", dict).items():
-        need(t, f"entity_types.{name}", dict)
-        get(t, f"entity_types.{name}", "count", int)
-        if get(t, f"entity_types.{name}", "num_partitions", int) < 1:
-            raise GraphError(f"{path}: entity_types.{name}.num_partitions: must be >= 1")
-    for i, r in enumerate(get(manifest, "", "relations", list)):
-        need(r, f"relations[{i}]", dict)
-        for key in ("name", "lhs", "rhs"):
-            if get(r, f"relations[{i}]", key, str) not in manifest["entity_types"] and key != "name":
-                raise GraphError(f"{path}: relations[{i}].{key}: unknown entity type {r[key]!r}")
-    for split, info in get(manifest, "", "splits", dict).items():
-        where = f"splits.{split}"
-        need(info, where, dict)
-        get(info, where, "num_edges", int)
-        for bucket, count in get(info, where, "buckets", dict).items():
-            if not re.fullmatch(r"\d+_\d+", bucket):
-                raise GraphError(f"{path}: {where}.buckets: bad bucket key {bucket!r} (expected 'i_j')")
-            need(count, f"{where}.buckets.{bucket}", int)
-
-
 # ----------------------------------------------------------------------------- writing
 
 
@@ -300,19 +303,37 @@ def _entity_path(root: str, etype: str) -> str:
     return os.path.join(root, "entities", f"{etype}.h5")
 
 
-def _bucket_path(root: str, split: str, i: int, j: int) -> str:
-    return os.path.join(root, split, f"edges_{i}_{j}.h5")
+def _bucket_path(root: str, split: str, i: int, j: int, segment: int = 0) -> str:
+    name = f"edges_{i}_{j}.h5" if segment == 0 else f"edges_{i}_{j}.{segment}.h5"
+    return os.path.join(root, split, name)
 
 
 class GraphWriter:
     """Writes the files of a graph dir under ``root``.
 
     The caller makes the whole dir atomic (the importer writes into a temp dir and renames it into place);
-    the manifest is written last, so its presence marks a complete dir.
+    the manifest is written last, so its presence marks a complete dir.  ``segment`` k > 0: the buckets
+    written are lineage entry k's segments (an append), beside the files :meth:`adopt` linked in.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, segment: int = 0) -> None:
         self.root = root
+        self.segment = segment
+
+    def adopt(self, graph: Graph, skip_types: set[str]) -> None:
+        """Hard-link (else copy) every file of ``graph`` but its manifest and the entity files of ``skip_types``
+        (an append rewrites those); files are immutable once committed, so the two dirs may share them."""
+        skip = {MANIFEST, *(os.path.relpath(_entity_path(graph.path, t), graph.path) for t in skip_types)}
+        names = graph.manifest.get(FILES_KEY) or list_files(graph.path, digest=lambda name: False)
+        for rel in names:
+            if rel in skip:
+                continue
+            src, dest = os.path.join(graph.path, rel), os.path.join(self.root, rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            try:
+                os.link(src, dest)
+            except OSError:
+                shutil.copyfile(src, dest)
 
     def write_entities(
         self, etype: str, perm: np.ndarray, num_partitions: int, names: np.ndarray | None = None
@@ -323,7 +344,7 @@ class GraphWriter:
         position[perm] = np.arange(count, dtype=np.int64)
         path = _entity_path(self.root, etype)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with h5py.File(path, "w") as f:
+        with create_h5(path) as f:
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["count"] = count
             f.attrs["num_partitions"] = num_partitions
@@ -334,7 +355,7 @@ class GraphWriter:
         return position
 
     def bucket_path(self, split: str, i: int, j: int) -> str:
-        path = _bucket_path(self.root, split, i, j)
+        path = _bucket_path(self.root, split, i, j, self.segment)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return path
 
@@ -391,14 +412,20 @@ class BucketWriter:
 
     def __init__(self, path: str, count: int, dtypes: dict[str, np.dtype]) -> None:
         chunk = max(1, min(count, 1 << 16))
-        self._file = h5py.File(path, "w")
-        self._file.attrs["format_version"] = FORMAT_VERSION
-        self._file.attrs["count"] = count
+        self._out = H5Writer(path)  # a failing disk: one OSError naming the file, at close (tbg/h5write.py)
+        self._file = self._out.file
+        try:
+            self._file.attrs["format_version"] = FORMAT_VERSION
+            self._file.attrs["count"] = count
+            for key in _BUCKET_KEYS:
+                if key in dtypes:
+                    chunks = (chunk,) if count else None
+                    checked_dataset(self._file, key, shape=(count,), dtype=dtypes[key], chunks=chunks)
+        except BaseException:
+            self._out.abort()
+            raise
         self._count = count
         self._pos = 0
-        for key in _BUCKET_KEYS:
-            if key in dtypes:
-                checked_dataset(self._file, key, shape=(count,), dtype=dtypes[key], chunks=(chunk,) if count else None)
 
     def append(self, edges: EdgeArrays) -> None:
         end = self._pos + len(edges)
@@ -412,9 +439,9 @@ class BucketWriter:
 
     def close(self) -> None:
         if self._pos != self._count:
-            self._file.close()
+            self._out.abort()
             raise ValueError(f"bucket incomplete: wrote {self._pos} of {self._count} edges")
-        self._file.close()
+        self._out.close()
 
     def __enter__(self) -> BucketWriter:
         return self
@@ -422,5 +449,10 @@ class BucketWriter:
     def __exit__(self, exc_type: object, *_: object) -> None:
         if exc_type is None:
             self.close()
+        elif isinstance(exc_type, type) and issubclass(exc_type, Exception):
+            self._out.abort()  # (raises the disk error, when that is what stopped the writes)
         else:
-            self._file.close()
+            try:
+                self._out.abort()
+            except OSError:
+                pass

@@ -29,12 +29,12 @@ import numpy as np
 from tbg import __version__
 from tbg.config import Config, DataConfig, IdMode, load_config
 from tbg.errors import InputError, storage_errors
-from tbg.graph import GraphWriter, PartitionLayout, offset_dtype
+from tbg.graph import MANIFEST, GraphWriter, PartitionLayout, offset_dtype
 from tbg.io import columns
 from tbg.io.bucket_spill import BucketRouter, ShuffledType, record_dtype
 from tbg.io.dictionary import EntityDictionary
 from tbg.io.sources import ReadSpec, SourceReader, resolve
-from tbg.locking import exclusive, remove_path
+from tbg.locking import DirectoryLock, exclusive, remove_path
 from tbg.memory import choose_partitions
 
 _ID_RECORD = np.dtype([("lhs", np.int64), ("rhs", np.int64), ("rel", np.int32), ("weight", np.float32)])
@@ -50,6 +50,7 @@ class ImportSummary:
     entity_types: dict[str, tuple[int, int]]
     seconds: float
     manifest: dict[str, Any] = field(default_factory=dict)
+    new_entities: dict[str, int] | None = None  # an append: entities it added per type
 
     @property
     def num_edges(self) -> int:
@@ -60,11 +61,15 @@ class ImportSummary:
         return self.num_edges / self.seconds if self.seconds > 0 else float("inf")
 
     def table(self) -> str:
-        lines = [f"graph dir: {self.graph_dir}  (id_mode {self.id_mode})", "", f"{'split':<10}{'edges':>14}"]
+        grown = self.new_entities is not None
+        added = " added" if grown else ""
+        lines = [f"graph dir: {self.graph_dir}  (id_mode {self.id_mode})", "", f"{'split':<10}{'edges' + added:>14}"]
         lines += [f"{name:<10}{count:>14,}" for name, count in self.splits.items()]
-        lines += ["", f"{'entity type':<16}{'entities':>14}{'partitions':>12}"]
-        lines += [f"{name:<16}{c:>14,}{p:>12}" for name, (c, p) in self.entity_types.items()]
-        lines += ["", f"{self.num_edges:,} edges in {self.seconds:.2f} s ({self.edges_per_second:,.0f} edges/s)"]
+        lines += ["", f"{'entity type':<16}{'entities':>14}{'partitions':>12}" + (f"{'new':>12}" if grown else "")]
+        lines += [f"{name:<16}{c:>14,}{p:>12}" + (f"{self.new_entities[name]:>12,}" if grown else "")  # type: ignore[index]
+                  for name, (c, p) in self.entity_types.items()]  # fmt: skip
+        what = "edges appended" if grown else "edges"
+        lines += ["", f"{self.num_edges:,} {what} in {self.seconds:.2f} s ({self.edges_per_second:,.0f} edges/s)"]
         return "\n".join(lines)
 
 
@@ -79,10 +84,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated subset of train,valid,test to import (default: every split the config names)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.add_argument(
+        "--append",
+        action="append",
+        metavar="[SPLIT=]SOURCE",
+        help="grow the existing graph dir with the edges of SOURCE (a data_root: path, dir, glob or URL) in SPLIT"
+        " (train unless given); repeat for several splits, all in one append. Known entities keep their"
+        " partition and offset, new ones get new rows (docs/graph-format.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    if args.append:
+        from tbg.append import append_graph, parse_append
+
+        if args.overwrite or args.splits:
+            raise InputError("--append: not with --overwrite or --splits (an append adds to the graph dir as it is)")
+        summary = append_graph(cfg, parse_append(args.append), progress=not args.no_progress)
+        print(summary.table())
+        return 0
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
     summary = import_graph(cfg, overwrite=args.overwrite, progress=not args.no_progress, splits=splits)
     print(summary.table())
@@ -101,8 +122,21 @@ def import_graph(
     """Import every split of ``cfg`` into ``cfg.graph_dir``; nothing is left behind on failure."""
     target = _local_dir(cfg.graph_dir)
     with storage_errors(target, f"nothing imported into {target}"), exclusive(target, "tbg import") as lock:
-        lock.remove_leftovers()  # of an interrupted import: its temp dir, a graph dir moved aside
+        clean_leftovers(lock, target)
         return _import_locked(cfg, target, overwrite, progress, splits)
+
+
+def clean_leftovers(lock: DirectoryLock, target: str) -> None:
+    """What an interrupted import or append left beside ``target``: a graph dir moved aside by a run killed
+    between its two renames is moved back (``target`` is then missing), then temp and moved-aside dirs go."""
+    if not os.path.exists(target):
+        from glob import escape, glob
+
+        for old in sorted(glob(escape(os.path.abspath(target)) + ".old-*")):
+            if os.path.isfile(os.path.join(old, MANIFEST)):
+                os.rename(old, target)
+                break
+    lock.remove_leftovers()
 
 
 def _import_locked(
@@ -215,7 +249,7 @@ class _Builder:
     def build(self, splits: dict[str, DataConfig]) -> dict[str, Any]:
         split_info: dict[str, dict[str, Any]] = {}
         if self.names_mode:
-            dictionaries = {name: EntityDictionary(name) for name in self.tables}
+            dictionaries = self._dictionaries()
             spilled = {split: self._read_names(split, data, dictionaries, split_info) for split, data in splits.items()}
             counts = {name: d.count for name, d in dictionaries.items()}
             parts = self._partition(counts, dictionaries)
@@ -234,6 +268,9 @@ class _Builder:
                 split_info[split]["buckets"] = self._finish(split, router)
         shutil.rmtree(self.spill, ignore_errors=True)
         return self._manifest(counts, split_info)
+
+    def _dictionaries(self) -> dict[str, EntityDictionary]:
+        return {name: EntityDictionary(name) for name in self.tables}
 
     def _partition(self, counts: dict[str, int], dictionaries: dict[str, EntityDictionary] | None) -> dict:
         # num_partitions: auto is resolved here, from runtime.memory_budget and the counts (tbg/memory.py)
@@ -340,6 +377,15 @@ class _Builder:
         }
 
     def _manifest(self, counts: dict[str, int], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        import_id = secrets.token_hex(8)
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        entry = {
+            "kind": "import",
+            "import_id": import_id,
+            "created": created,
+            "entity_counts": dict(counts),
+            "splits": {s: {"num_edges": info["num_edges"]} for s, info in splits.items()},
+        }
         return self.writer.write_manifest(
             self.g.id_mode.value,
             {name: (counts[name], self.num_partitions[name]) for name in self.tables},
@@ -347,11 +393,12 @@ class _Builder:
             splits,
             seed=self.g.seed,
             config_fingerprint=self.cfg.fingerprint("model", "graph", "train_data", "validation_data", "test_data"),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=created,
             # names-mode ids depend on batch order, so every import gets its own id: checkpoints record it and
             # refuse to be read against another import of the "same" graph
-            import_id=secrets.token_hex(8),
+            import_id=import_id,
             tbg_version=__version__,
+            lineage=[entry],
         )
 
 

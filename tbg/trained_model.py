@@ -45,17 +45,32 @@ class TrainedModel:
 
         from tbg.evaluation.checkpoint_eval import open_trained
 
-        ckpt = open_checkpoint(path)
-        source = f"{ckpt.path}/config.yaml"
-        try:
-            data = yaml.safe_load(ckpt.config_text())
-        except FileNotFoundError:
-            raise CheckpointError(f"{source}: missing (the checkpoint does not say which config trained it)") from None
-        cfg = parse_config(data, source)
-        if graph_dir is not None:
-            cfg = attrs.evolve(cfg, graph=attrs.evolve(cfg.graph, dir=graph_dir))
-        graph, ckpt, model = open_trained(cfg, ckpt.path)
+        with open_checkpoint(path) as first:  # (pinned until open_trained pins it for the model's life)
+            source = f"{first.path}/config.yaml"
+            try:
+                data = yaml.safe_load(first.config_text())
+            except FileNotFoundError:
+                raise CheckpointError(
+                    f"{source}: missing (the checkpoint does not say which config trained it)"
+                ) from None
+            cfg = parse_config(data, source)
+            if graph_dir is not None:
+                cfg = attrs.evolve(cfg, graph=attrs.evolve(cfg.graph, dir=graph_dir))
+            graph, ckpt, model = open_trained(cfg, first.path)
         return cls(cfg, graph, ckpt, model)
+
+    def close(self) -> None:
+        """Release the graph dir's reader lock and the checkpoint's pin (held since :meth:`open`, so that no
+        import replaces the graph and no pruning removes the version while the model reads them lazily);
+        dropping the object does the same."""
+        self.checkpoint.release()
+        self.graph.release()
+
+    def __enter__(self) -> TrainedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ entities
     @property

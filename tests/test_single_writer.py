@@ -129,7 +129,12 @@ def test_no_leftovers_after_resume_overwrite_and_a_killed_run(project) -> None:
     for d in ("graph.tmp-999-dead", "graph.old-999-dead", "out.tmp-dead", "out.old-dead", "save/checkpoints/.tmp-v9"):
         (root / d).mkdir()
         (root / d / "x").write_text("partial")
-    for f in ("checkpoints/latest.tmp-dead", "partitions/user_0.h5.tmp-link", "partitions/user_1.h5.tmp-abcd"):
+    for f in (
+        "checkpoints/latest.tmp-dead",
+        "partitions/user_0.h5.tmp-link",
+        "partitions/user_1.h5.tmp-abcd",
+        "metrics.jsonl.tmp-dead",
+    ):
         (save / f).write_text("partial")
     latest = (ckpts / "latest").read_text()
     Path(cfg).write_text(Path(cfg).read_text().replace("num_epochs: 2", "num_epochs: 3"))

@@ -32,13 +32,14 @@ from tbg.config.optimizers import (
 )
 from tbg.config.runtime import RuntimeConfig, WandbConfig
 from tbg.config.schema import Config, check_references
-from tbg.config.training import BucketOrder, TrainingConfig
+from tbg.config.training import BucketOrder, TrainingConfig, TrainOn
 from tbg.errors import ConfigError
 
 __all__ = [
     "AdagradConfig",
     "AdamConfig",
     "BucketOrder",
+    "TrainOn",
     "Candidates",
     "ColumnsConfig",
     "Config",

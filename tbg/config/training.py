@@ -13,6 +13,11 @@ class BucketOrder(ConfigEnum):
     random = "random"
 
 
+class TrainOn(ConfigEnum):
+    all = "all"
+    appended = "appended"
+
+
 @attrs.define(kw_only=True)
 class TrainingConfig:
     """The training run: where it is saved, how long it runs, how often it logs, validates and checkpoints."""
@@ -29,7 +34,23 @@ class TrainingConfig:
         validator=positive,
     )
     initial_checkpoint_dir: str | None = setting(
-        "warm start from this tbg checkpoint", twhin="warm start", default=None
+        "warm start from this tbg checkpoint (a save_dir, its `checkpoints` dir or a version dir): its vectors and"
+        " relation parameters, step 0; a checkpoint of the graph before a `tbg import --append` fits too (its"
+        " rows are copied, the entities the append added start from the initialisation)",
+        twhin="warm start",
+        default=None,
+    )
+    warm_start_optimizer: bool = setting(
+        "a warm start also copies the optimizer state of the checkpoint's rows and relation parameters (new rows"
+        " start with a fresh state); state of another optimizer kind is not used",
+        default=False,
+        ext=True,
+    )
+    train_on: TrainOn = setting(
+        "`all`: every training edge; `appended`: only the training edges the latest `tbg import --append` added"
+        " (e.g. to fit a warm-started model to the new entities first)",
+        default=TrainOn.all,
+        ext=True,
     )
     checkpoint_every_n: int = setting(
         "checkpoint every N steps and at the end",

@@ -76,8 +76,8 @@ class DistributedTrainer(Trainer):
             from tbg.train.partition_store import SWAP_DIR
 
             if fresh:
-                for sub in (self.ckpts.root, os.path.join(self.save_dir, SWAP_DIR)):
-                    shutil.rmtree(sub, ignore_errors=True)
+                self.ckpts.remove_all()  # (refused while an eval or export reads one of them)
+                shutil.rmtree(os.path.join(self.save_dir, SWAP_DIR), ignore_errors=True)
                 self.log.clear()
             os.makedirs(self.save_dir, exist_ok=True)
             how = self._restore(allow_optimizer_change)
@@ -203,11 +203,9 @@ class DistributedTrainer(Trainer):
     def _commit_round(self, epoch_ended: bool) -> None:
         """Commit the round; the previous round's version goes unless it ended an epoch (the versions kept are
         the epochs' ends and the latest; ``checkpoint_max_to_keep`` prunes those)."""
-        import shutil
-
         path = self.checkpoint()
         if self._mid_epoch is not None:
-            shutil.rmtree(self._mid_epoch, ignore_errors=True)
+            self.ckpts.remove(self._mid_epoch)  # (kept while a reader pins it; pruning takes it later)
         self._mid_epoch = None if epoch_ended else path
 
     def checkpoint(self) -> str:

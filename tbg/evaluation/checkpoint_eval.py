@@ -33,16 +33,26 @@ def open_trained(
     cfg: Config, checkpoint: str | None = None, split: str | None = None
 ) -> tuple[Graph, Checkpoint, RelationModel]:
     """The graph, the checkpoint (``checkpoint`` or the latest) and its relation model, each checked against
-    ``cfg`` and one another; ``split``, when given, must have been imported.  ``tbg eval`` and ``tbg.load``."""
-    graph = Graph(cfg.graph_dir)
-    cfg = resolve_partitions(cfg, graph)
-    check_graph(cfg, graph)
-    if split is not None:
-        graph.split_info(split)  # a split that was never imported is one clear error
-    ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
-    check_checkpoint(cfg, graph, ckpt)
-    check_shards(cfg, graph, ckpt)
-    return graph, ckpt, load_relation_model(cfg, ckpt)
+    ``cfg`` and one another; ``split``, when given, must have been imported.  ``tbg eval`` and ``tbg.load``.
+
+    The graph holds its reader lock and the checkpoint its pin (tbg/locking.py) until released: no import
+    replaces the graph and no pruning removes the version while they are read."""
+    graph = Graph.open(cfg.graph_dir)
+    ckpt = None
+    try:
+        cfg = resolve_partitions(cfg, graph)
+        check_graph(cfg, graph)
+        if split is not None:
+            graph.split_info(split)  # a split that was never imported is one clear error
+        ckpt = resolve_checkpoint(cfg.training.save_dir, checkpoint)
+        check_checkpoint(cfg, graph, ckpt)
+        check_shards(cfg, graph, ckpt)
+        return graph, ckpt, load_relation_model(cfg, ckpt)
+    except BaseException:
+        if ckpt is not None:
+            ckpt.release()
+        graph.release()
+        raise
 
 
 def evaluate_checkpoint(
@@ -54,20 +64,24 @@ def evaluate_checkpoint(
     max_edges: int | None = None,
 ) -> dict[str, Any]:
     graph, ckpt, model = open_trained(cfg, checkpoint, split)
-    if cfg.runtime.num_threads:
-        torch.set_num_threads(cfg.runtime.num_threads)
-    budget = budget_of(cfg)  # candidate partitions cached within the budget (half: the rest is edges, filters)
-    cache = DEFAULT_CACHE_BYTES if budget is None else min(DEFAULT_CACHE_BYTES, budget // 2)
-    result = evaluate_model(
-        cfg,
-        graph,
-        ckpt.embeddings,
-        model,
-        split,
-        candidates=candidates,
-        filtered=filtered,
-        max_edges=max_edges,
-        cache_bytes=cache,
-    )
+    try:
+        if cfg.runtime.num_threads:
+            torch.set_num_threads(cfg.runtime.num_threads)
+        budget = budget_of(cfg)  # candidate partitions cached within the budget (half: edges, filters)
+        cache = DEFAULT_CACHE_BYTES if budget is None else min(DEFAULT_CACHE_BYTES, budget // 2)
+        result = evaluate_model(
+            cfg,
+            graph,
+            ckpt.embeddings,
+            model,
+            split,
+            candidates=candidates,
+            filtered=filtered,
+            max_edges=max_edges,
+            cache_bytes=cache,
+        )
+    finally:
+        ckpt.release()
+        graph.release()
     result["checkpoint"] = {"path": ckpt.path, "name": ckpt.name, "version": ckpt.version, "progress": ckpt.progress}
     return result

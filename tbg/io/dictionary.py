@@ -19,6 +19,13 @@ class EntityDictionary:
         self.name = name
         self._values: pa.Array = pa.array([], pa.large_string())
 
+    @classmethod
+    def of(cls, name: str, values: pa.Array) -> EntityDictionary:
+        """A dictionary that already holds ``values`` (names by dense id), e.g. a graph's before an append."""
+        out = cls(name)
+        out._values = values.cast(pa.large_string())
+        return out
+
     @property
     def count(self) -> int:
         return len(self._values)

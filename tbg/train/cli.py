@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tbg.locking import DirectoryLock, exclusive
+from tbg.locking import DirectoryLock, exclusive, reading
 
 if TYPE_CHECKING:
     from tbg.config import Config
@@ -70,20 +70,24 @@ def train(
         if env is not None:  # one of several trainers launched by torchrun (tbg/distributed/)
             from tbg.distributed.run import train_distributed
 
-            return train_distributed(cfg, env, fresh, progress, log, allow_optimizer_change)
-        with exclusive_save_dir(save_dir):
+            with reading(cfg.graph_dir):  # (each trainer reads the graph dir: no import --overwrite under it)
+                return train_distributed(cfg, env, fresh, progress, log, allow_optimizer_change)
+        # the save_dir's writer, and a reader of the graph dir (no `tbg import --overwrite` under the run)
+        with exclusive_save_dir(save_dir), reading(cfg.graph_dir):
             return _train(cfg, fresh, progress, log, allow_optimizer_change)
 
 
 def exclusive_save_dir(save_dir: str) -> DirectoryLock:
     """The save_dir's writer lock for a whole run; what a killed run left inside is removed once it is held."""
     from tbg.checkpoint import CheckpointStore
+    from tbg.train.metrics_log import remove_metrics_leftovers
     from tbg.train.partition_store import SWAP_DIR, remove_swap_leftovers
 
     lock = exclusive(save_dir, "tbg train").acquire()
     try:
         CheckpointStore(save_dir).remove_leftovers()
         remove_swap_leftovers(os.path.join(save_dir, SWAP_DIR))
+        remove_metrics_leftovers(save_dir)
     except BaseException:
         lock.release()
         raise
@@ -96,17 +100,20 @@ def _train(
     from tbg.train.trainer import Trainer
 
     trainer = Trainer(cfg, progress=progress)
-    how = trainer.start(fresh=fresh, allow_optimizer_change=allow_optimizer_change)
-    if trainer.finished():
-        p = trainer.progress
-        return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
-    n, each = len(trainer.workers), trainer.threads_per_worker
-    where = str(trainer.device)
-    if trainer.device.type == "cpu":
-        where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
-    if log is not None:
-        log(f"{how}; device {where}, bf16 matmuls {trainer.bf16}")
-    return trainer.run()
+    try:
+        how = trainer.start(fresh=fresh, allow_optimizer_change=allow_optimizer_change)
+        if trainer.finished():
+            p = trainer.progress
+            return {"already_finished": True, "steps": 0, "step": p.step, "epoch": p.epoch}
+        n, each = len(trainer.workers), trainer.threads_per_worker
+        where = str(trainer.device)
+        if trainer.device.type == "cpu":
+            where += f" ({n} Hogwild workers x {each} threads)" if n > 1 else f" ({each} threads)"
+        if log is not None:
+            log(f"{how}; device {where}, bf16 matmuls {trainer.bf16}")
+        return trainer.run()
+    finally:
+        trainer.close()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,11 @@ A bucket of ``n`` edges is read in chunks of ``max_edges_per_chunk`` (huge bucke
 Each chunk is permuted with a generator seeded by (seed, epoch, bucket, chunk), so the edge at a given
 position of a given epoch is always the same one: a checkpoint that records (bucket, position) resumes
 exactly there.
+
+A bucket of a grown graph is several segments, each shuffled on its own (one per import/append, see
+tbg/graph_manifest.py).  ``train_on: appended`` reads only the latest segment; ``all`` reads a bucket of
+several segments in stratified chunks, each taking the same share of every segment, so a chunk stays an
+unbiased sample of the whole bucket rather than old edges first and new ones last.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tbg.graph import Graph
+from tbg.graph import EdgeArrays, Graph
 from tbg.train.batch_scorer import Batch
 
 
@@ -42,9 +47,21 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
 
 
+Ranges = list[tuple[int, int]]  # [start, stop) ranges of a bucket's edges (its segments concatenated)
+
+
 class EdgeSource:
+    """``edges``: ``all`` of a bucket's edges, or only the ``appended`` ones (its latest segment)."""
+
     def __init__(
-        self, graph: Graph, split: str, chunk_edges: int, device: torch.device, seed: int, executor: Executor
+        self,
+        graph: Graph,
+        split: str,
+        chunk_edges: int,
+        device: torch.device,
+        seed: int,
+        executor: Executor,
+        edges: str = "all",
     ) -> None:
         self.graph = graph
         self.split = split
@@ -52,18 +69,35 @@ class EdgeSource:
         self.device = device
         self.seed = seed
         self.executor = executor
+        self.edges = edges
         self._pending: dict[tuple[int, tuple[int, int], int], Future[_RawChunk]] = {}
+        self._plans: dict[tuple[int, int], tuple[list[Ranges], np.ndarray]] = {}
 
     def count(self, bucket: tuple[int, int]) -> int:
-        return self.graph.bucket_count(self.split, *bucket)
+        return int(self._plan(bucket)[1][-1])
+
+    def _plan(self, bucket: tuple[int, int]) -> tuple[list[Ranges], np.ndarray]:
+        """The bucket's chunks (each a list of ranges) and their start positions (last: the edge count)."""
+        if bucket not in self._plans:
+            sizes = self.graph.segments(self.split, *bucket)
+            starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            ranges = [(int(starts[k]), int(starts[k + 1])) for k in range(len(sizes)) if sizes[k]]
+            if self.edges == "appended":
+                ranges = [(int(starts[-2]), int(starts[-1]))] if len(sizes) > 1 and sizes[-1] else []
+            self._plans[bucket] = _chunk_plan(ranges, self.chunk_edges)
+        return self._plans[bucket]
+
+    def _index(self, bucket: tuple[int, int], position: int) -> int:
+        return int(np.searchsorted(self._plan(bucket)[1], position, side="right")) - 1
 
     def _load(self, epoch: int, bucket: tuple[int, int], index: int, shuffle: bool) -> _RawChunk:
         """Read and permute one chunk with numpy only: this runs on the prefetch thread, and a torch op there
         gives that thread its own OpenMP team, which slows every later training step (docs/benchmarks.md).
         The main thread turns the arrays into tensors (:meth:`_tensors`)."""
-        start = index * self.chunk_edges
-        stop = min(self.count(bucket), start + self.chunk_edges)
-        arr = self.graph.read_bucket(self.split, bucket[0], bucket[1], start, stop)
+        chunks, starts = self._plan(bucket)
+        start = int(starts[index])
+        parts = [self.graph.read_bucket(self.split, bucket[0], bucket[1], lo, hi) for lo, hi in chunks[index]]
+        arr = parts[0] if len(parts) == 1 else _concat(parts)
         n = len(arr)
         perm = np.random.default_rng(_seed(self.seed, epoch, bucket, index)).permutation(n) if shuffle else None
 
@@ -85,20 +119,43 @@ class EdgeSource:
 
     def prefetch(self, epoch: int, bucket: tuple[int, int], index: int = 0) -> None:
         key = (epoch, bucket, index)
-        if key not in self._pending and index * self.chunk_edges < self.count(bucket):
+        if key not in self._pending and index < len(self._plan(bucket)[0]):
             self._pending[key] = self.executor.submit(self._load, epoch, bucket, index, True)
 
     def chunks(self, epoch: int, bucket: tuple[int, int], position: int = 0) -> Iterator[EdgeChunk]:
         """Shuffled chunks from ``position`` on; the next chunk is read while the current one trains."""
-        total = self.count(bucket)
-        index = position // self.chunk_edges
-        while index * self.chunk_edges < total:
+        total = len(self._plan(bucket)[0])
+        index = self._index(bucket, position)
+        while 0 <= index < total:
             key = (epoch, bucket, index)
             future = self._pending.pop(key, None)
             chunk = self._tensors(future.result() if future is not None else self._load(epoch, bucket, index, True))
             self.prefetch(epoch, bucket, index + 1)
             yield chunk
             index += 1
+
+
+def _chunk_plan(ranges: Ranges, chunk_edges: int) -> tuple[list[Ranges], np.ndarray]:
+    """Chunks of at most about ``chunk_edges`` edges over ``ranges``: one range is cut into consecutive pieces
+    (the plain bucket's chunks); several are read K chunks deep, chunk c taking piece c of each range, pieces
+    of ``ceil(len / K)`` edges, so every chunk holds the same share of each range."""
+    total = sum(hi - lo for lo, hi in ranges)
+    chunks: list[Ranges] = []
+    if total:
+        k = -(-total // chunk_edges)
+        steps = [chunk_edges] if len(ranges) == 1 else [-(-(hi - lo) // k) for lo, hi in ranges]
+        for c in range(k):
+            pieces = [(lo + c * step, min(hi, lo + (c + 1) * step)) for (lo, hi), step in zip(ranges, steps)]
+            pieces = [(a, b) for a, b in pieces if a < b]
+            if pieces:
+                chunks.append(pieces)
+    sizes = [sum(b - a for a, b in pieces) for pieces in chunks]
+    return chunks, np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+
+def _concat(parts: list[EdgeArrays]) -> EdgeArrays:
+    weight = np.concatenate([p.weight for p in parts]) if parts[0].weight is not None else None  # type: ignore[misc]
+    return EdgeArrays(*(np.concatenate([getattr(p, key) for p in parts]) for key in ("lhs", "rhs", "rel")), weight)
 
 
 def batches(chunk: EdgeChunk, batch_size: int, position: int) -> Iterator[tuple[int, Batch]]:

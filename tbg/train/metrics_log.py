@@ -20,7 +20,16 @@ from typing import Any
 import torch
 
 from tbg.checkpoint import atomic_write_bytes
-from tbg.run_files import json_line, metrics_path
+from tbg.run_files import METRICS, json_line, metrics_path
+
+
+def remove_metrics_leftovers(save_dir: str) -> None:
+    """Remove ``metrics.jsonl.tmp-*`` left by a run killed while it cut the file back; the save_dir's lock
+    holder calls this before training, when no other writer can be rewriting it."""
+    if os.path.isdir(save_dir):
+        for name in os.listdir(save_dir):
+            if name.startswith(f"{METRICS}.tmp-"):
+                os.remove(os.path.join(save_dir, name))
 
 
 class MetricsLog:

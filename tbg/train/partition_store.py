@@ -29,6 +29,7 @@ import torch
 from tbg.checkpoint import CheckpointWriter, read_embedding_file, write_embedding_file
 from tbg.config import Config, EmbeddingTableConfig
 from tbg.consistency import check_shard
+from tbg.graph import PartitionLayout
 from tbg.memory import row_bytes
 from tbg.model.embeddings import init_partition, storage_dtype
 from tbg.model.optimizers import SparseOptimizer, build_sparse_optimizer
@@ -124,6 +125,7 @@ class PartitionStore:
         self._pending: dict[TableKey, Future[Loaded]] = {}
         self._evicting: dict[TableKey, tuple[Future[None], Resident, str]] = {}
         self._weights_only: set[TableKey] = set()  # warm start: ignore the shard's optimizer state
+        self._partial: dict[TableKey, int] = {}  # warm start on a grown graph: rows the source shard holds
         self._staging: PinnedStaging | None = None  # CUDA: bounded pinned buffers for host -> device copies
 
     @property
@@ -146,7 +148,20 @@ class PartitionStore:
             res = self._evicting[key][1]
             return res.table, res.optimizer.state_arrays()
         emb, state = self._read(key, self.sources.get(key), key not in self._weights_only)
-        return (self._initial(key) if emb is None else emb), state
+        if emb is None:
+            return self._initial(key), state
+        if key in self._partial:
+            table = self._grown(key, emb)  # type: ignore[arg-type]
+            optimizer = build_sparse_optimizer(table, self.tables[key[0]].optimizer)
+            return table, _grown_state(optimizer.state_arrays(), state, self._partial[key])
+        return emb, state
+
+    def _grown(self, key: TableKey, emb: np.ndarray) -> torch.Tensor:
+        """A partition of a grown graph from a shard of its earlier state: the shard's rows (the entities it had
+        keep their offsets), then the initial rows of the entities the append added."""
+        table = self._initial(key)
+        table[: emb.shape[0]] = torch.from_numpy(np.ascontiguousarray(emb)).to(table.dtype)
+        return table
 
     def _initial(self, key: TableKey, out: torch.Tensor | None = None) -> torch.Tensor:
         etype, part = key
@@ -159,7 +174,7 @@ class PartitionStore:
             return None, {}
         alloc = hugepage_array if self.device.type == "cpu" else None
         emb, state = read_embedding_file(source, with_optimizer=with_optimizer, alloc=alloc)
-        rows, dim = self.sizes[key], self.tables[key[0]].embedding_dim
+        rows, dim = self._partial.get(key, self.sizes[key]), self.tables[key[0]].embedding_dim
         check_shard(source, emb.shape, (rows, dim))
         return emb, state
 
@@ -169,13 +184,21 @@ class PartitionStore:
     def _install(self, key: TableKey, loaded: Loaded) -> None:
         emb, state = loaded
         table = self.tables[key[0]]
+        partial = self._partial.pop(key, None) if emb is not None else None
         if emb is None and self.device.type == "cpu" and storage_dtype(table) == torch.float32:
             # a fresh table is initialised straight into its huge-page buffer, never held twice
             tensor = self._initial(key, hugepage_empty((self.sizes[key], table.embedding_dim), torch.float32))
+        elif partial is not None:
+            tensor = self._placed(key, self._grown(key, emb))  # type: ignore[arg-type]
         else:
             tensor = self._placed(key, self._initial(key) if emb is None else emb)
-        optimizer = build_sparse_optimizer(tensor, table.optimizer, state)  # (CPU: adopts the arrays read)
-        self.resident[key] = Resident(tensor, optimizer, dirty=key not in self.sources)
+        if partial is None:
+            optimizer = build_sparse_optimizer(tensor, table.optimizer, state)  # (CPU: adopts the arrays read)
+        else:
+            optimizer = build_sparse_optimizer(tensor, table.optimizer)
+            optimizer.load_state(_grown_state(optimizer.state_arrays(), state, partial))
+        # a grown partition differs from its source shard: dirty, so eviction writes the whole table
+        self.resident[key] = Resident(tensor, optimizer, dirty=key not in self.sources or partial is not None)
         self.stats.loads += 1
         if emb is not None:
             self.stats.bytes_read += emb.nbytes + sum(a.nbytes for a in state.values())
@@ -293,12 +316,21 @@ class PartitionStore:
     def get(self, key: TableKey) -> Resident:
         return self.resident[key]
 
-    def set_sources(self, sources: dict[TableKey, str], with_optimizer: bool = True) -> None:
-        """Start from checkpoint shards (resume/warm start); drops anything resident."""
+    def set_sources(
+        self, sources: dict[TableKey, str], with_optimizer: bool = True, trained_counts: dict[str, int] | None = None
+    ) -> None:
+        """Start from checkpoint shards (resume/warm start); drops anything resident.  ``trained_counts``: the
+        shards are of the graph before an append, with these entity counts; each partition's shard then holds
+        its first rows, and the rows after them are initialised."""
         self.drain()
         for future in self._pending.values():
             future.cancel()
         self.resident.clear()
+        self._partial = {}
+        for etype, part in self.keys if trained_counts is not None else ():
+            rows = PartitionLayout(trained_counts[etype], self.tables[etype].num_partitions).partition_size(part)
+            if rows < self.sizes[(etype, part)]:
+                self._partial[(etype, part)] = rows
         self._pending.clear()
         self.sources = {}
         os.makedirs(self.swap_dir, exist_ok=True)
@@ -325,11 +357,29 @@ class PartitionStore:
                 res = self.resident[key]
                 state = res.optimizer.state_arrays() if with_optimizer else None
                 writer.write_embeddings(key[0], key[1], res.table.cpu().numpy(), state)
-            elif key in self.sources:
+            elif key in self.sources and key not in self._partial:
                 writer.link_embeddings(key[0], key[1], self.sources[key])
-            else:  # never trained yet: write its deterministic initial value
-                emb, _ = self.read(key)
-                writer.write_embeddings(key[0], key[1], emb.numpy() if isinstance(emb, torch.Tensor) else emb)
+            else:  # never trained yet: its deterministic initial value (grown: the shard's rows, then initial ones)
+                emb, state = self.read(key)
+                array = emb.numpy() if isinstance(emb, torch.Tensor) else emb
+                writer.write_embeddings(key[0], key[1], array, state if with_optimizer and state else None)
+
+
+def _grown_state(fresh: dict[str, np.ndarray], saved: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """Optimizer state of a grown partition: ``saved``'s per-row state for its first ``rows`` rows, ``fresh``
+    (a new optimizer's) for the rest; state that is not per row (Adam's step count) is taken as saved."""
+    out = {}
+    for name, init in fresh.items():
+        have = saved.get(name)
+        if have is None:
+            continue
+        if have.shape[1:] == init.shape[1:] and have.shape[0] == rows and init.shape[0] > rows:
+            merged = init.copy()
+            merged[:rows] = have
+            out[name] = merged
+        elif have.shape == init.shape:
+            out[name] = have
+    return out
 
 
 def _same_file(a: str, b: str) -> bool:

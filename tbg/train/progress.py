@@ -9,6 +9,7 @@ and ``done`` the buckets of the current epoch that a distributed run finished ou
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from typing import Any
 
@@ -68,8 +69,13 @@ class Progress:
 
 
 def write_state(writer: CheckpointWriter, relation_optimizer: RelationOptimizer) -> None:
-    """state.pt: the relation optimizer's state (torch tensors, so not in the numpy/h5py shards)."""
-    torch.save({"relation_optimizer": relation_optimizer.state_dict()}, writer.path(STATE_FILE))
+    """state.pt: the relation optimizer's state (torch tensors, so not in the numpy/h5py shards).
+
+    Serialized in memory (it is small) and written by Python, so a failing disk is an ``OSError`` naming the
+    file: ``torch.save`` to a path reports it as a bare ``RuntimeError: basic_ios::clear: iostream error``."""
+    buffer = io.BytesIO()
+    torch.save({"relation_optimizer": relation_optimizer.state_dict()}, buffer)
+    writer.write_file(STATE_FILE, buffer.getvalue())
 
 
 def read_state(ckpt: Checkpoint, relation_optimizer: RelationOptimizer) -> None:

@@ -83,7 +83,9 @@ class Trainer:
         plan = self.plan
         self.store = PartitionStore(cfg, counts, sizes, self.device, swap_dir, plan.capacity, plan.overlaps)
         chunk = plan.chunk_edges
-        self.edges = EdgeSource(self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor)
+        self.edges = EdgeSource(
+            self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor, cfg.training.train_on.value
+        )
         self.ckpts = CheckpointStore(self.save_dir, cfg.training.checkpoint_max_to_keep)
         self.grid = (self.graph.num_lhs_partitions, self.graph.num_rhs_partitions)
         sides = [{r.lhs for r in cfg.model.relations}, {r.rhs for r in cfg.model.relations}]
@@ -105,8 +107,8 @@ class Trainer:
 
         Resuming with another optimizer than the checkpoint's is refused unless ``allow_optimizer_change``."""
         if fresh:
-            for sub in (self.ckpts.root, os.path.join(self.save_dir, SWAP_DIR)):
-                shutil.rmtree(sub, ignore_errors=True)
+            self.ckpts.remove_all()  # (refused while an eval or export reads one of them)
+            shutil.rmtree(os.path.join(self.save_dir, SWAP_DIR), ignore_errors=True)
             self.log.clear()
         os.makedirs(self.save_dir, exist_ok=True)
         how = self._restore(allow_optimizer_change)
@@ -123,28 +125,37 @@ class Trainer:
             return f"resumed from {latest.path} at step {self.progress.step}{note}"
         init = self.cfg.training.initial_checkpoint_dir
         if init:
-            ckpt = open_checkpoint(init)
-            self._load(ckpt, resume=False)
-            return f"warm start from {ckpt.path} (weights only, step 0)"
+            with open_checkpoint(init) as ckpt:  # pinned while read (its shards are linked into the swap dir)
+                grown = self._load(ckpt, resume=False)
+            what = "weights and optimizer state" if self.cfg.training.warm_start_optimizer else "weights only"
+            note = f", {grown:,} new entities initialised" if grown else ""
+            return f"warm start from {ckpt.path} ({what}, step 0{note})"
         return "fresh start"
 
-    def _load(self, ckpt: Checkpoint, resume: bool) -> None:
+    def _load(self, ckpt: Checkpoint, resume: bool) -> int:
+        """Start from ``ckpt``: resume (everything) or warm start (weights, optionally optimizer state; a
+        checkpoint of the graph before an append fills the rows it has).  Returns the number of new rows."""
         fix = (
             "use `tbg train --fresh` or another training.save_dir" if resume else "fix training.initial_checkpoint_dir"
         )
-        check_checkpoint(self.cfg, self.graph, ckpt, fix)
-        check_shards(self.cfg, self.graph, ckpt)  # a missing shard is an error, never a re-initialised partition
+        counts = check_checkpoint(self.cfg, self.graph, ckpt, fix, warm_start=not resume)
+        check_shards(self.cfg, self.graph, ckpt, counts)  # a missing shard is an error, never a re-initialised one
         sources = {key: ckpt.embedding_path(*key) for key in self.store.keys}
-        self.store.set_sources(sources, with_optimizer=resume)
+        with_optimizer = resume or self.cfg.training.warm_start_optimizer
+        self.store.set_sources(sources, with_optimizer=with_optimizer, trained_counts=counts)
         rel = {k: torch.from_numpy(v) for k, v in ckpt.relations().items()}
         try:
             self.model.load_state_dict(rel)
         except RuntimeError as exc:  # missing/unexpected/mis-shaped parameters
             problem = " ".join(str(exc).split())
             raise CheckpointError(f"{ckpt.file('relations.h5')}: relation parameters do not fit: {problem}") from None
-        if resume:
+        if with_optimizer:
             read_state(ckpt, self.rel_opt)
+        if resume:
             self.progress = Progress.of(ckpt)
+        if counts is None:
+            return 0
+        return sum(t.count - counts[name] for name, t in self.graph.entity_types.items())
 
     # ------------------------------------------------------------------ buckets
     def finished(self) -> bool:
@@ -191,9 +202,7 @@ class Trainer:
 
     def _steps_per_epoch(self) -> int:
         b = self.cfg.train_data.per_replica_batch_size
-        return sum(
-            -(-self.graph.bucket_count("train", i, j) // b) for i in range(self.grid[0]) for j in range(self.grid[1])
-        )
+        return sum(-(-self.edges.count((i, j)) // b) for i in range(self.grid[0]) for j in range(self.grid[1]))
 
     # ------------------------------------------------------------------ step groups
     def run_group(self, worker: Worker, group: list[Batch], first_step: int) -> tuple[list[torch.Tensor], GroupChecks]:
@@ -309,8 +318,7 @@ class Trainer:
         wall = time.perf_counter() - started
         if p.step != self._last_ckpt_step:
             self.checkpoint()
-        self.store.close()
-        self.executor.shutdown(wait=True)
+        self.close()
         edges = p.edges_seen - start_edges
         return {
             "steps": p.step - start_step, "step": p.step, "epoch": p.epoch, "edges": edges,
@@ -319,6 +327,13 @@ class Trainer:
             "threads": torch.get_num_threads(), "hogwild_workers": len(self.workers),
             "memory": self.plan.summary(), "partition_io": self.store.stats.snapshot(), "epochs": self.swaps.epochs,
         }  # fmt: skip
+
+    def close(self) -> None:
+        """Stop the prefetch threads (after a run, or when one fails: no thread outlives it)."""
+        try:
+            self.store.close()
+        finally:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
     def _run_epochs(self, pool: WorkerPool) -> None:
         p = self.progress

@@ -101,6 +101,9 @@ def _manifest(path: str) -> dict:
         m = json.load(fh)
     for k in ("created", "import_id", "config_fingerprint", "checksum"):  # differ per import by design
         m.pop(k, None)
+    for entry in m.get("lineage", []):  # each import/append records its own id and time
+        for k in ("created", "import_id"):
+            entry.pop(k, None)
     for split in m.get("splits", {}).values():
         for src in split.get("sources", []):
             src["path"] = os.path.basename(src.get("path", ""))

@@ -70,13 +70,14 @@ class Result:
     killed: bool = False
     timed_out: bool = False
     ops: list[str] = field(default_factory=list)
+    op_times: list[float] = field(default_factory=list)  # time.monotonic() of each op (one clock for all)
 
     @property
     def command(self) -> str:
         return f"cd {self.cwd} && tbg {' '.join(self.argv)}"
 
 
-def _install_hooks(plan: KillPlan | None, trace: list[str]) -> None:
+def _install_hooks(plan: KillPlan | None, trace: list[str], times: list[float]) -> None:
     lock = threading.Lock()
     counter = [0]
 
@@ -86,6 +87,7 @@ def _install_hooks(plan: KillPlan | None, trace: list[str]) -> None:
                 counter[0] += 1
                 k = counter[0]
                 trace.append(f"{name} {args[-1] if name in ('replace', 'rename', 'link') else (args or [''])[0]}")
+                times.append(time.monotonic())
             hit = plan is not None and plan.op_index == k
             if hit and plan.when == "before":
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -111,7 +113,8 @@ def _child(argv: list[str], cwd: str, out_path: str, err_path: str, trace_path: 
             os.dup2(f, fd)
             os.close(f)
         trace: list[str] = []
-        _install_hooks(plan, trace)
+        times: list[float] = []
+        _install_hooks(plan, trace, times)
         sys.argv = ["tbg", *argv]
         try:
             rc = tbg.cli.main(list(argv))
@@ -129,7 +132,7 @@ def _child(argv: list[str], cwd: str, out_path: str, err_path: str, trace_path: 
                 t.join(timeout=30)
         if trace_path:
             with open(trace_path, "w") as fh:
-                json.dump(trace, fh)
+                json.dump({"ops": trace, "times": times}, fh)
     finally:
         try:
             sys.stdout.flush()
@@ -193,11 +196,13 @@ def wait_tbg(started: Started, timeout_s: float = 120.0) -> Result:
             texts.append(fh.read())
         os.remove(path)
     ops: list[str] = []
+    times: list[float] = []
     if ops_path and os.path.exists(ops_path):
         with open(ops_path) as fh:
-            ops = json.load(fh)
+            recorded = json.load(fh)
+        ops, times = recorded["ops"], recorded["times"]
         os.remove(ops_path)
-    return Result(started.argv, started.cwd, rc, texts[0], texts[1], wall, killed, timed_out, ops)
+    return Result(started.argv, started.cwd, rc, texts[0], texts[1], wall, killed, timed_out, ops, times)
 
 
 def run_tbg(

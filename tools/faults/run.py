@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(base, exist_ok=True)
     t0 = time.monotonic()
     counts = dict.fromkeys(OUTCOMES, 0)
-    extra_counts = {"leftovers": 0, "bookkeeping": 0}
+    extra_counts = {"leftovers": 0, "bookkeeping": 0, "reader_failures": 0}
     failures: list[dict] = []
     skipped = 0
     try:

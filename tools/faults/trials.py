@@ -377,48 +377,108 @@ def concurrent_trial(t: Trial, s: scenarios.Scenario, root: str, timeout: float)
 # ------------------------------------------------------------------------------ readers during training
 
 
-def reference_export(s: scenarios.Scenario, version: str, timeout: float) -> str:
-    """The reference run's export of one committed version (made once, on demand)."""
-    out = os.path.join(os.path.dirname(s.ref_save), f"out-{version}")
-    if not os.path.isdir(out):
-        argv = ["export", "cfg.yaml", "--format", "tsv", "--out", os.path.basename(out),
-                "--checkpoint", f"save/checkpoints/{version}"]  # fmt: skip
-        r = harness.run_tbg(argv, os.path.dirname(s.ref_save), timeout_s=timeout)
+def _reference_of(s: scenarios.Scenario, what: str, version: str, timeout: float) -> str:
+    """The reference run's export or eval of one committed version (made once, on demand)."""
+    base = os.path.dirname(s.ref_save)
+    checkpoint = ["--checkpoint", f"save/checkpoints/{version}"]
+    if what == "export":
+        out = os.path.join(base, f"out-{version}")
+        argv = ["export", "cfg.yaml", "--format", "tsv", "--out", os.path.basename(out), *checkpoint]
+    else:
+        out = os.path.join(base, f"eval-{version}.json")
+        argv = [*EVAL[:-1], os.path.basename(out), *checkpoint]
+    if not os.path.exists(out):
+        r = harness.run_tbg(argv, base, timeout_s=timeout)
         if r.rc != 0:
-            raise RuntimeError(f"reference export of {version} failed: {r.stderr[-1000:]}")
+            raise RuntimeError(f"reference {what} of {version} failed: {r.stderr[-1000:]}")
     return out
 
 
+def reference_export(s: scenarios.Scenario, version: str, timeout: float) -> str:
+    return _reference_of(s, "export", version, timeout)
+
+
+LOCKED = "in use by"
+NOT_YET = "no committed checkpoint"
+
+
 def reader_trial(t: Trial, s: scenarios.Scenario, root: str, timeout: float) -> Outcome:
-    """`tbg export` while `tbg train` commits and prunes (checkpoint_max_to_keep 1): the export must be one
-    whole committed version (equal to the reference's export of that version) or one clear error."""
+    """A reader while `tbg train` commits and prunes (checkpoint_max_to_keep 1): `tbg export` or `tbg eval`
+    must read one whole committed version (equal to the reference's export/eval of that version: the version
+    it reads is pinned, so pruning cannot take it away), or say that nothing is committed yet.  Or `tbg import
+    --overwrite` of the graph dir being trained on, with another graph.seed (a different shuffle, so a trainer
+    reading files of both imports trains something else): it must be refused (the trainer holds the graph
+    dir's reader lock) or come after the trainer is done.  Either way the trained checkpoint must equal the
+    reference's."""
     rng = random.Random(t.seed)
+    reader_kind = rng.choice(["export", "eval", "reimport"])
     scenarios.copy_state(s, root)
     with open(os.path.join(root, "cfg.yaml")) as fh:
         cfg = yaml.safe_load(fh)
     cfg["training"]["checkpoint_max_to_keep"] = 1
     scenarios.write_config(os.path.join(root, "cfg.yaml"), cfg)
     delay = rng.uniform(0.2, 1.0) * s.walls["train"]
-    repro = {"command": f"cd <trial> && tbg {' '.join(TRAIN)} & sleep {delay:.3f}; tbg {' '.join(EXPORT)}",
+    reimport = [*IMPORT, "--overwrite", "--set", f"graph.seed={cfg['graph'].get('seed', 0) + 1}"]
+    argv = {"export": EXPORT, "eval": EVAL, "reimport": reimport}[reader_kind]
+    repro = {"command": f"cd <trial> && tbg {' '.join(TRAIN)} & sleep {delay:.3f}; tbg {' '.join(argv)}",
              "config": "training.checkpoint_max_to_keep: 1"}  # fmt: skip
-    trainer = harness.start_tbg(TRAIN, root)
+    trainer = harness.start_tbg(TRAIN, root, record_ops=True)
     time.sleep(delay)
-    reader = harness.run_tbg(EXPORT, root, timeout_s=timeout)
+    reader = harness.run_tbg(argv, root, timeout_s=timeout, record_ops=True)
     trained = harness.wait_tbg(trainer, timeout)
     out = _failure_of(reader) or _failure_of(trained)
-    if out is None and status(reader) == "clear":
-        out = Outcome("clear_error", reader.stderr.strip().splitlines()[-1])
+    if out is None and reader_kind == "reimport" and status(reader) == "ok" and _replaced_under(reader, trained):
+        out = Outcome("corruption", "`tbg import --overwrite` replaced the graph dir while the trainer still had it")
+    if out is None and status(trained) == "clear":
+        last = trained.stderr.strip().splitlines()[-1]
+        out = Outcome("clear_error", last)  # the import held the graph dir when the trainer started
+        if reader_kind != "reimport" or LOCKED not in last:
+            out = Outcome("traceback", f"`tbg train` failed beside a reader: {last}", stderr=trained.stderr[-2500:])
     if out is None:
-        try:
-            with open(os.path.join(root, "out", "export.json")) as fh:
-                version = scenarios_version(json.load(fh))
-            out = _by_compare(compare.compare_export(os.path.join(root, "out"), reference_export(s, version, timeout)))
-        except (OSError, ValueError, KeyError) as exc:
-            out = Outcome("corruption", f"export exited 0 but its export.json is unreadable: {exc}")
-        if out.outcome == "recovered":
-            out = _by_compare(compare.compare_checkpoint(os.path.join(root, "save"), s.ref_save))
+        out = _reader_verdict(s, root, reader_kind, reader, timeout)
+        if out.outcome in ("recovered", "clear_error"):  # whatever the reader did, training must be right
+            trained_out = _by_compare(compare.compare_checkpoint(os.path.join(root, "save"), s.ref_save))
+            if trained_out.outcome != "recovered":
+                out = trained_out
+                if reader_kind == "reimport" and status(reader) == "ok":
+                    out.detail = f"the graph dir was re-imported under the running trainer: {out.detail}"
     out.reproducer = repro
     return out
+
+
+def _replaced_under(imported: harness.Result, trained: harness.Result) -> bool:
+    """Whether the import's commit (its rename of the new dir onto ``graph``) came before the trainer let go
+    of the graph dir: its release of ``graph.lock`` (the last reader removes the file), else its last op."""
+    commits = [t for op, t in zip(imported.ops, imported.op_times, strict=True)
+               if op.split(" ", 1)[0] in ("rename", "replace") and op.rstrip("/").endswith("graph")]  # fmt: skip
+    released = [t for op, t in zip(trained.ops, trained.op_times, strict=True) if op.endswith("graph.lock")]
+    end = released[-1] if released else (trained.op_times[-1] if trained.op_times else 0.0)
+    return bool(commits) and commits[-1] < end
+
+
+def _reader_verdict(s: scenarios.Scenario, root: str, kind: str, reader: harness.Result, timeout: float) -> Outcome:
+    last = reader.stderr.strip().splitlines()[-1] if reader.stderr.strip() else ""
+    if kind == "reimport":
+        out = Outcome("clear_error", last) if status(reader) == "clear" else Outcome("recovered")
+        if status(reader) == "clear" and LOCKED not in last:
+            out.extra.append(("reader_failures", f"import refused, but not for the trainer's lock: {last}"))
+        return out  # (a successful import came after the trainer: its checkpoint shows it)
+    if status(reader) == "clear":
+        out = Outcome("clear_error", last)
+        if NOT_YET not in last:  # a pinned version cannot vanish: any other error is the reader's failure
+            out.extra.append(("reader_failures", f"`tbg {kind}` failed while training pruned: {last}"))
+        return out
+    try:
+        if kind == "export":
+            with open(os.path.join(root, "out", "export.json")) as fh:
+                version = scenarios_version(json.load(fh))
+            return _by_compare(compare.compare_export(os.path.join(root, "out"), reference_export(s, version, timeout)))
+        with open(os.path.join(root, "eval.json")) as fh:
+            version = scenarios_version({"checkpoint_version": json.load(fh)["checkpoint"]["version"]})
+        ref = _reference_of(s, "eval", version, timeout)
+        return _by_compare(compare.compare_eval(os.path.join(root, "eval.json"), ref))
+    except (OSError, ValueError, KeyError) as exc:
+        return Outcome("corruption", f"{kind} exited 0 but its output is unreadable: {exc}")
 
 
 def scenarios_version(export_doc: dict) -> str:
