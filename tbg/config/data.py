@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from tbg.config.fields import ConfigEnum, FieldProblem, non_empty, non_negative, positive, setting
+from tbg.config.optimizers import REFERENCE_BATCH
 
 
 class InBatchScope(ConfigEnum):
@@ -75,12 +76,14 @@ class DataConfig:
         " edges (TwHIN); `batch`: S edges of the whole batch, shared by all; `chunk`: PBG's chunks of S edges"
         " whose positives are negatives for one another; `auto`: tbg's best measured scheme, `batch` with every"
         " other positive of the batch (S is raised to the batch size) when the section also draws uniform"
-        " negatives, `relation` (TwHIN's meaning) when it has in-batch negatives only (docs/training.md)",
+        " negatives (a batch above 1000 edges: chunks of 1000, each its own uniform draw), `relation` (TwHIN's"
+        " meaning) when it has in-batch negatives only (docs/training.md)",
         default=InBatchScope.auto,
         default_doc="`auto`: the whole batch as in-batch negatives gave the best filtered MRR of the defaults"
         " study at P=1 and P=4 (docs/benchmarks.md), well above S per relation or PBG's chunks of S, at about"
-        " half their edges/s; a config without uniform negatives is TwHIN's scheme, so it keeps TwHIN's"
-        " per-relation S",
+        " half their edges/s; above 1000 edges the whole batch costs O(B^2) a step, so each chunk of 1000 gets"
+        " exactly the negatives of a 1000-edge batch; a config without uniform negatives is TwHIN's scheme, so"
+        " it keeps TwHIN's per-relation S",
         ext=True,
     )
     global_negatives_scope: GlobalNegativesScope = setting(
@@ -99,13 +102,17 @@ class DataConfig:
         ext=True,
     )
 
-    def negative_scheme(self) -> tuple[InBatchScope, int]:
+    def negative_scheme(self, relation_free: bool = True) -> tuple[InBatchScope, int]:
         """The in-batch scope and S this section trains with, ``auto`` resolved.
 
         ``auto``: with uniform negatives (``global_negatives > 0``, which TwHIN's release never draws, so the
         config is not written in TwHIN's scheme) every edge meets every other positive of its batch (``batch``
-        scope, S = the batch size), the best scheme measured; with in-batch negatives only it is TwHIN's scheme,
-        S per relation.  ``in_batch_negatives: 0`` keeps in-batch negatives off either way.
+        scope, S = the batch size), the best scheme measured, up to batches of :data:`REFERENCE_BATCH`; a
+        larger batch is cut into chunks of that many (``chunk`` scope, each chunk its own uniform draw: per
+        edge the same negatives and cost as at the reference batch), or, where candidates pass through the
+        relation (``relation_free`` false: chunk scope cannot score them), S = that many of the batch.  With
+        in-batch negatives only it is TwHIN's scheme, S per relation.  ``in_batch_negatives: 0`` keeps
+        in-batch negatives off either way.
         """
         if self.in_batch_scope != InBatchScope.auto:
             return self.in_batch_scope, self.in_batch_negatives
@@ -113,7 +120,16 @@ class DataConfig:
             return InBatchScope.relation, self.in_batch_negatives
         if self.in_batch_negatives == 0:
             return InBatchScope.batch, 0
+        if self.per_replica_batch_size > REFERENCE_BATCH:
+            return (InBatchScope.chunk if relation_free else InBatchScope.batch), REFERENCE_BATCH
         return InBatchScope.batch, max(self.in_batch_negatives, self.per_replica_batch_size)
+
+    def uniform_scheme(self, relation_free: bool = True) -> tuple[GlobalNegativesScope, int]:
+        """Who shares a uniform draw (``global_negatives_scope``, ``global_negatives_chunks_per_draw``), with
+        ``auto``'s chunks of a large batch resolved: each chunk its own draw."""
+        if self.negative_scheme(relation_free)[0] == InBatchScope.chunk and self.in_batch_scope == InBatchScope.auto:
+            return GlobalNegativesScope.chunk, 1
+        return self.global_negatives_scope, self.global_negatives_chunks_per_draw
 
     def __attrs_post_init__(self) -> None:
         if self.global_negatives_chunks_per_draw > 1 and self.global_negatives_scope != GlobalNegativesScope.chunk:

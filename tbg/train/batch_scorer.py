@@ -54,11 +54,10 @@ class Negatives:
     chunks_per_draw: int = 1
 
     @classmethod
-    def of(cls, data: DataConfig) -> Negatives:
-        scope, in_batch = data.negative_scheme()  # in_batch_scope auto resolved
-        return cls(
-            in_batch, data.global_negatives, scope, data.global_negatives_scope, data.global_negatives_chunks_per_draw
-        )
+    def of(cls, data: DataConfig, relation_free: bool = True) -> Negatives:
+        """``relation_free``: candidates never pass through a relation's operator (chunk scope can score them)."""
+        scope, in_batch = data.negative_scheme(relation_free)  # in_batch_scope auto resolved
+        return cls(in_batch, data.global_negatives, scope, *data.uniform_scheme(relation_free))
 
 
 @dataclass
@@ -79,6 +78,7 @@ class BatchScorer:
         self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
         self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
         self.bf16 = bf16
+        self.relation_free = not any(model.candidates_need_relation(t) for t in ("lhs", "rhs"))  # type: ignore[arg-type]
         self.tf32 = device.type == "cuda" and cfg.runtime.enable_tensorfloat32  # scoped to the scorer's products
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -115,7 +115,7 @@ class BatchScorer:
     ) -> StepResult:
         """Loss of ``batch`` with the negatives of a data section (train_data or validation_data)."""
         with torch.set_grad_enabled(grad), runtime.tf32(self.tf32):
-            return self._call(batch, tables, Negatives.of(data), generator, grad)
+            return self._call(batch, tables, Negatives.of(data, self.relation_free), generator, grad)
 
     def _call(self, batch, tables, negatives, generator, grad) -> StepResult:  # noqa: ANN001
         gathered: list[Gathered] = []

@@ -32,6 +32,7 @@ from tbg.consistency import (
 )
 from tbg.errors import CheckpointError
 from tbg.graph import Graph
+from tbg.model.lr_scaling import ScaledLr, effective_batch
 from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
 from tbg.train.batch_scorer import Batch, BatchScorer, coalesced_grads
@@ -92,7 +93,9 @@ class Trainer:
         self.shared_grid = len({frozenset(t for t in side if self.partitioned[t]) for side in sides}) == 1
         self._orders: dict[int, list[Bucket]] = {}
         self.swaps = SwapReport(self.grid, self.shared_grid, self._order, self.store.stats)
-        self.table_opts = {t.name: t.optimizer for t in cfg.model.embeddings.tables}
+        batch, epoch = effective_batch(cfg), self._steps_per_epoch()  # each lr at this batch (optimizer.lr_scaling)
+        self.table_lrs = {t.name: ScaledLr(t.optimizer, batch, epoch) for t in cfg.model.embeddings.tables}
+        self.rel_lr = ScaledLr(cfg.model.translation_optimizer, batch, epoch)
         self.fingerprint = model_fingerprint(cfg)
         self.progress = Progress()
         self.bucket: Bucket = (0, 0)
@@ -252,14 +255,14 @@ class Trainer:
         table, so an entity seen in several micro-batches gets one summed-gradient update); returns, per table
         updated, the :func:`finite_sum` of its rows' update (and of the relation parameters)."""
         lr_step = group.last_step - 1  # schedules count the steps completed before this one
-        self.rel_opt.step(self.cfg.model.translation_optimizer.lr_at(lr_step), group.worker.params)
+        self.rel_opt.step(self.rel_lr.lr_at(lr_step), group.worker.params)
         params = [p for p in self.model.parameters() if p.numel()]
         updated: dict[TableKey | str, torch.Tensor] = {}
         if params:
             updated[RELATIONS] = torch.stack([finite_sum(p.detach()) for p in params]).sum()
         for key, (rows, grad, live) in coalesced_grads(group.gathered).items():
             res = self.store.get(key)
-            delta = res.optimizer.step(rows, grad, self.table_opts[key[0]].lr_at(lr_step), owned=True, live=live)
+            delta = res.optimizer.step(rows, grad, self.table_lrs[key[0]].lr_at(lr_step), owned=True, live=live)
             res.dirty = True
             if delta is not None:
                 updated[key] = finite_sum(delta)
@@ -412,7 +415,7 @@ class Trainer:
             self._advance_cursor()  # so a checkpoint here says where to go on (or that the run finished)
         if p.step % t.train_log_every_n == 0 or self.finished():
             self.guard.check(self.committed)  # the record's read-back syncs anyway
-            self.log.train(p.step, epoch, self.cfg.model.embeddings.tables[0].optimizer.lr_at(p.step - 1))
+            self.log.train(p.step, epoch, self.table_lrs[self.cfg.model.embeddings.tables[0].name].lr_at(p.step - 1))
         if p.step % t.eval_log_every_n == 0:
             self.guard.check(self.committed)
             record = self.validation.record(self.bucket, self._tables, p.step, epoch)

@@ -59,8 +59,8 @@ VARIANTS: dict[str, dict[str, object]] = {
         "train_data.global_negatives": 0, "training.num_epochs": 6,
         "embedding_optimizer": "adagrad",
     },
-    # tools/gpu_check.sh: the reference config on CUDA at batch sizes 1k / 10k / 100k (same lr: see item 4 of
-    # issue 11 for a large-batch rule)
+    # tools/gpu_check.sh: the reference config on CUDA at batch sizes 1k / 10k / 100k (the lr follows the batch
+    # by the default `optimizer.lr_scaling: auto`, docs/training.md)
     "gpu_b1k": {"runtime.device": "cuda"},
     "gpu_b10k": {"runtime.device": "cuda", "train_data.per_replica_batch_size": 10_000},
     "gpu_b100k": {"runtime.device": "cuda", "train_data.per_replica_batch_size": 100_000},
@@ -91,12 +91,23 @@ def variant_config(name: str, threads: int | None, epochs: int | None):
             "adagrad": OptimizerConfig(adagrad=AdagradConfig(lr=lr)),
             "row_adagrad": OptimizerConfig(row_adagrad=RowAdagradConfig(lr=lr)),
         }[kind]
+    return bench_config(cfg, name, threads, epochs)
+
+
+def bench_config(cfg, name: str, threads: int | None = None, epochs: int | None = None):  # noqa: ANN001, ANN201
+    """A WordNet config set up for a benchmark run: save dir runs/bench/<name>, only the final checkpoint, no
+    validation, the graph of its partition count under runs/bench/graph_p<P> (shared by every variant)."""
     if epochs is not None:
         cfg.training.num_epochs = epochs
+    parts = cfg.model.embeddings.tables[0].num_partitions
     cfg.training.save_dir = os.path.join(ROOT, "runs/bench", name)
     cfg.training.checkpoint_every_n = 10**9  # only the final checkpoint (it is inside the timed wall)
     cfg.training.eval_log_every_n = 10**9
+    cfg.training.num_train_steps = 10**9
     cfg.graph.dir = os.path.join(ROOT, f"runs/bench/graph_p{parts}")
+    for section in (cfg.train_data, cfg.validation_data, cfg.test_data):  # data paths from the repo root
+        if section is not None and not os.path.isabs(section.data_root):
+            section.data_root = os.path.join(ROOT, section.data_root)
     cfg.runtime.num_threads = threads
     return cfg
 
@@ -108,7 +119,11 @@ def _cpu() -> float:
 
 
 def run_one(name: str, threads: int | None, epochs: int | None) -> dict[str, object]:
-    cfg = variant_config(name, threads, epochs)
+    return train_eval(variant_config(name, threads, epochs), {"variant": name})
+
+
+def train_eval(cfg, label: dict[str, object]) -> dict[str, object]:  # noqa: ANN001
+    """Import the graph when missing, train ``cfg`` fresh and rank its test split: one JSON-ready dict."""
     if not os.path.exists(os.path.join(cfg.graph_dir, "manifest.json")):
         from tbg.importer import import_graph
 
@@ -121,14 +136,20 @@ def run_one(name: str, threads: int | None, epochs: int | None) -> dict[str, obj
     summary = trainer.run()
     wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out: dict[str, object] = {
-        "variant": name, "partitions": cfg.model.embeddings.tables[0].num_partitions,
-        "epochs": cfg.training.num_epochs, "edges": summary["edges"], "train_s": round(summary["wall_s"], 2),
-        "wall_s": round(wall, 2), "edges_per_s": round(summary["edges"] / wall),
+    td = cfg.train_data
+    out: dict[str, object] = dict(label)
+    out.update({
+        "partitions": cfg.model.embeddings.tables[0].num_partitions, "batch_size": td.per_replica_batch_size,
+        "epochs": cfg.training.num_epochs, "edges": summary["edges"], "steps": summary["steps"],
+        "train_s": round(summary["wall_s"], 2), "wall_s": round(wall, 2), "edges_per_s": round(summary["edges"] / wall),
         "cpu_s": round(cpu, 1), "peak_rss_mb": round(rss_mb),
         "final_loss": summary["final_loss"], "bf16": summary["bf16"], "threads": summary["threads"],
-        "negatives": {"in_batch": cfg.train_data.in_batch_negatives, "uniform": cfg.train_data.global_negatives},
-    }  # fmt: skip
+        "hogwild_workers": summary["hogwild_workers"],
+        "negatives": {"in_batch": td.in_batch_negatives, "uniform": td.global_negatives,
+                      "resolved": [str(x) for x in td.negative_scheme()]},
+    })  # fmt: skip
+    if "lr" in summary:
+        out["lr"] = summary["lr"]
     try:
         from tbg.evaluation.checkpoint_eval import evaluate_checkpoint
 
