@@ -23,11 +23,13 @@ version never disappears under its reader.  HDF5 files are written through tbg/h
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import h5py
@@ -95,8 +97,15 @@ def _remove_quietly(path: str) -> None:
 def write_embedding_file(
     path: str, embeddings: np.ndarray, optimizer_state: dict[str, np.ndarray] | None = None
 ) -> None:
-    """One partition's table + optimizer state, written to ``path`` (temp + rename)."""
+    """One partition's table + optimizer state, written to ``path`` (temp + rename).
+
+    A write that cannot fit the free space is refused before HDF5 starts it: HDF5 reports a full disk met
+    while it flushes a dataset's chunks only as printed tracebacks, and may leave a truncated file."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    need = embeddings.nbytes + sum(np.asarray(a).nbytes for a in (optimizer_state or {}).values())
+    need += need // 50 + (256 << 10)  # chunk checksums, object headers, the superblock
+    if shutil.disk_usage(os.path.dirname(os.path.abspath(tmp))).free < need:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
     try:
         with create_h5(tmp) as f:
             f.attrs["format_version"] = FORMAT_VERSION
@@ -109,14 +118,28 @@ def write_embedding_file(
         raise
 
 
-def read_embedding_file(path: str, with_optimizer: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def read_embedding_file(
+    path: str, with_optimizer: bool = False, alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A partition's table and (``with_optimizer``) optimizer state; ``alloc(shape, dtype)`` gives the arrays
+    they are read into (e.g. huge-page buffers), so nothing is held twice."""
     try:
         with h5py.File(path, "r") as f:
-            emb = f["embeddings"][...]
-            state = {name: f["optimizer"][name][...] for name in f.get("optimizer", {})} if with_optimizer else {}
+            emb = _read(f["embeddings"], alloc)
+            state = (
+                {name: _read(f["optimizer"][name], alloc) for name in f.get("optimizer", {})} if with_optimizer else {}
+            )
     except (OSError, KeyError) as exc:
         raise CheckpointError(f"{path}: damaged or unreadable embedding shard: {exc}") from None
     return emb, state
+
+
+def _read(ds: Any, alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None) -> np.ndarray:
+    if alloc is None or ds.size == 0:
+        return ds[...]
+    out = alloc(tuple(ds.shape), ds.dtype)
+    ds.read_direct(out)
+    return out
 
 
 class CheckpointWriter:

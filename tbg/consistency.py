@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+import attrs
 import h5py
 import yaml
 
@@ -22,6 +23,24 @@ from tbg.errors import CheckpointError, ConsistencyError
 from tbg.graph import Graph, PartitionLayout
 
 # ----------------------------------------------------------------------------- graph <-> config
+
+
+def resolve_partitions(cfg: Config, graph: Graph) -> Config:
+    """``cfg`` with every ``num_partitions: auto`` replaced by the P the graph was imported with (the importer
+    chose it from ``runtime.memory_budget``); called before a command reads the graph with the config."""
+    from tbg.memory import AUTO
+
+    tables = cfg.model.embeddings.tables
+    if not any(t.num_partitions == AUTO for t in tables):
+        return cfg
+    resolved = []
+    for t in tables:
+        etype = graph.entity_types.get(t.name)
+        if t.num_partitions == AUTO and etype is not None:
+            t = attrs.evolve(t, num_partitions=etype.num_partitions)
+        resolved.append(t)
+    embeddings = attrs.evolve(cfg.model.embeddings, tables=resolved)
+    return attrs.evolve(cfg, model=attrs.evolve(cfg.model, embeddings=embeddings))
 
 
 def check_graph(cfg: Config, graph: Graph, growing: bool = False) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from tbg.checkpoint import Checkpoint, require_finite, resolve_checkpoint
 from tbg.config import Config
-from tbg.consistency import check_checkpoint, check_graph, check_shards
+from tbg.consistency import check_checkpoint, check_graph, check_shards, resolve_partitions
 from tbg.errors import CheckpointError, ExportError, storage_errors
 from tbg.graph import Graph
 from tbg.locking import exclusive, remove_path
@@ -256,6 +256,7 @@ def export(
 def _export_locked(cfg: Config, fmt: str, out: str, checkpoint: str | None, overwrite: bool) -> dict[str, object]:
     graph = Graph.open(cfg.graph_dir)  # read under its reader lock, the checkpoint pinned (tbg/locking.py)
     try:
+        cfg = resolve_partitions(cfg, graph)
         check_graph(cfg, graph)
         with resolve_checkpoint(cfg.training.save_dir, checkpoint) as ckpt:
             check_checkpoint(cfg, graph, ckpt)

@@ -35,6 +35,7 @@ from tbg.io.bucket_spill import BucketRouter, ShuffledType, record_dtype
 from tbg.io.dictionary import EntityDictionary
 from tbg.io.sources import ReadSpec, SourceReader, resolve
 from tbg.locking import DirectoryLock, exclusive, remove_path
+from tbg.memory import choose_partitions
 
 _ID_RECORD = np.dtype([("lhs", np.int64), ("rhs", np.int64), ("rel", np.int32), ("weight", np.float32)])
 
@@ -272,14 +273,17 @@ class _Builder:
         return {name: EntityDictionary(name) for name in self.tables}
 
     def _partition(self, counts: dict[str, int], dictionaries: dict[str, EntityDictionary] | None) -> dict:
+        # num_partitions: auto is resolved here, from runtime.memory_budget and the counts (tbg/memory.py)
+        self.num_partitions = choose_partitions(self.cfg, counts)
         types = {}
-        for name, table in self.tables.items():
+        for name in self.tables:
             perm = ShuffledType.permutation(name, counts[name], self.g.seed)
             names = None
             if dictionaries is not None:
                 names = dictionaries[name].values.to_numpy(zero_copy_only=False).astype(object)
-            position = self.writer.write_entities(name, perm, table.num_partitions, names)
-            types[name] = ShuffledType(name, PartitionLayout(counts[name], table.num_partitions), position)
+            p = self.num_partitions[name]
+            position = self.writer.write_entities(name, perm, p, names)
+            types[name] = ShuffledType(name, PartitionLayout(counts[name], p), position)
         return types
 
     def _router(self, split: str, parts: dict[str, ShuffledType]) -> BucketRouter:
@@ -384,7 +388,7 @@ class _Builder:
         }
         return self.writer.write_manifest(
             self.g.id_mode.value,
-            {name: (counts[name], t.num_partitions) for name, t in self.tables.items()},
+            {name: (counts[name], self.num_partitions[name]) for name in self.tables},
             [(r.name, r.lhs, r.rhs) for r in self.relations],
             splits,
             seed=self.g.seed,

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import mmap
 import os
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from tbg.config import Config
@@ -44,6 +46,17 @@ def tune_malloc() -> bool:
         return False
 
 
+def trim_heap() -> None:
+    """Give the heap's free memory back to the OS (``malloc_trim``): with the raised trim threshold glibc keeps
+    it, and buckets of varying sizes fragment it, so a budgeted run trims at each bucket change."""
+    name = ctypes.util.find_library("c")
+    try:
+        if name:
+            ctypes.CDLL(name).malloc_trim(ctypes.c_size_t(0))
+    except (OSError, AttributeError):
+        pass
+
+
 MADV_HUGEPAGE = 14
 _HUGE = 2 << 20
 
@@ -53,22 +66,50 @@ def hugepage_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
     Gathers and row updates hit random rows of tables and optimizer state that are much larger than the
     caches; with 4 KiB pages most of them also miss the TLB.  THP is commonly ``madvise``-only, so the big
-    buffers ask for it before they are first touched.  A no-op for small tensors or where madvise fails.
+    buffers ask for it before they are first touched.  Big buffers are anonymous mappings of their own
+    (:func:`hugepage_array`): aligned, and given back to the OS when freed, so tables swapped in and out never
+    fragment the heap (whose freed blocks glibc keeps, see :func:`tune_malloc`).
     """
+    np_dtype = _NUMPY_DTYPES.get(dtype)
+    if np_dtype is not None:
+        return torch.from_numpy(hugepage_array(shape, np_dtype))
     out = torch.empty(shape, dtype=dtype)
-    if out.nbytes < 4 * _HUGE:
-        return out
+    _advise_huge(out.data_ptr(), out.nbytes)
+    return out
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
+
+
+def hugepage_array(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """:func:`hugepage_empty` as a numpy array: numpy, mmap and ctypes only, so the partition I/O thread may call
+    it (a torch op there would give that thread its own OpenMP team); ``torch.from_numpy`` adopts it for free.
+    Arrays of 8 MiB and more get an anonymous mapping of their own, 2 MiB-aligned (zero-filled)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < 4 * _HUGE:
+        return np.empty(shape, dtype=dtype)
+    mm = mmap.mmap(-1, nbytes + _HUGE)
+    raw = np.frombuffer(mm, dtype=np.uint8)
+    skip = (-raw.ctypes.data) % _HUGE
+    out = raw[skip : skip + nbytes].view(dtype).reshape(shape)
+    _advise_huge(out.ctypes.data, nbytes)
+    return out
+
+
+def _advise_huge(ptr: int, nbytes: int) -> None:
+    if nbytes < 4 * _HUGE:
+        return
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
         if libc is not None:
-            start = (out.data_ptr() + _HUGE - 1) & ~(_HUGE - 1)
-            end = (out.data_ptr() + out.nbytes) & ~(_HUGE - 1)
+            start = (ptr + _HUGE - 1) & ~(_HUGE - 1)
+            end = (ptr + nbytes) & ~(_HUGE - 1)
             if end > start:
                 libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_HUGEPAGE)
     except (OSError, AttributeError):
         pass
-    return out
 
 
 def usable_cpus() -> int:

@@ -115,6 +115,8 @@ def _type_name(kind: Any, bound: str = "") -> str:
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in typing.get_args(kind))
+    if origin is typing.Literal:
+        return " | ".join(f"`{a}`" for a in typing.get_args(kind))
     if origin is list:
         item = typing.get_args(kind)[0]
         return "list of mappings" if attrs.has(item) else f"list[{_type_name(item)}]"

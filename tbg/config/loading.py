@@ -22,6 +22,7 @@ import yaml
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from tbg.config.fields import ConfigEnum, FieldProblem, field_types
+from tbg.config.model import PartitionCount
 from tbg.config.schema import Config, check_references
 from tbg.errors import ConfigError
 
@@ -87,6 +88,12 @@ def _make_converter() -> cattrs.Converter:
             return value
         raise ValueError(f"expected a column name or 0-based position, got {value!r}")
 
+    def partitions_hook(value: Any, _type: Any) -> int | str:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ValueError(f"expected a partition count or auto, got {value!r}")
+
+    conv.register_structure_hook_func(lambda t: t == PartitionCount, partitions_hook)
     conv.register_structure_hook(str | int, column_hook)
     conv.register_structure_hook(str | int | None, column_hook)
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import attrs
 
-from tbg.config.fields import ConfigEnum, finite, non_empty, positive, setting
+from tbg.config.fields import ConfigEnum, FieldProblem, finite, non_empty, positive, setting
 from tbg.config.optimizers import OptimizerConfig
+
+PartitionCount = int | Literal["auto"]
+
+
+def _partition_count(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value != "auto" and not (isinstance(value, int) and value > 0):
+        raise FieldProblem(attr.name, f"must be a count > 0 or auto, got {value!r}")
 
 
 class DataType(ConfigEnum):
@@ -49,8 +58,12 @@ class EmbeddingTableConfig:
     )
     pretrained: EmbeddingSnapshot | None = setting("accepted, unused", twhin="unused", default=None)
     vocab: str | None = setting("accepted, unused", twhin="unused", default=None)
-    num_partitions: int = setting(
-        "PBG partitions of this type; all partitioned tables share one P", default=1, validator=positive, ext=True
+    num_partitions: PartitionCount = setting(
+        "PBG partitions of this type; all partitioned tables share one P. `auto`: `tbg import` chooses P from"
+        " `runtime.memory_budget` and the entity count (docs/memory.md); later commands take it from the graph",
+        default=1,
+        validator=_partition_count,
+        ext=True,
     )
     init_scale: float | None = setting(
         "N(0, init_scale) initialisation, as in PBG",

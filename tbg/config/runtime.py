@@ -9,6 +9,16 @@ import attrs
 from tbg.config.fields import FieldProblem, finite, positive, setting
 
 
+def _size(_inst: Any, attr: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        from tbg.memory import parse_size
+
+        try:
+            parse_size(value)
+        except ValueError as exc:
+            raise FieldProblem(attr.name, str(exc)) from None
+
+
 @attrs.define(kw_only=True)
 class WandbConfig:
     """Accepted for TwHIN compatibility (TwHIN does not use it either); tbg logs to metrics.jsonl instead."""
@@ -69,6 +79,16 @@ class RuntimeConfig:
         default_doc="none (auto): `min(num_threads, 4)` on CPU, 1 on CUDA",
     )
     seed: int = setting("seed of initialisation, shuffling and negatives", default=0, ext=True)
+    memory_budget: str | None = setting(
+        "bound on what `tbg train` holds: resident partitions + optimizer state + partitions read ahead and being"
+        " written back + edge chunks (e.g. `768MiB`, `8GiB`); `num_partitions: auto` picks P from it, a budget"
+        " that cannot hold a bucket's partitions is refused; the process adds a fixed overhead of at most"
+        " 600 MiB (docs/memory.md)",
+        default=None,
+        validator=_size,
+        ext=True,
+        default_doc="none: unbounded (every read ahead is taken, edge chunks of `max_edges_per_chunk`)",
+    )
     cpu_bf16: str = setting(
         "bf16 score matrix products on CPU during training; `auto` = only where the CPU has"
         " native bf16 (AVX512-BF16/AMX), since emulation is slow. Evaluation always runs in fp32",

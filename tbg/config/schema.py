@@ -120,7 +120,13 @@ def check_references(cfg: Config) -> list[str]:
                     f"{section}.in_batch_scope: chunk scores mixed relations in one product, which needs"
                     " relation-free candidates: use model.relation_sides both, or in_batch_scope relation/batch"
                 )
-    partitioned = sorted({t.num_partitions for t in tables if t.num_partitions > 1})
+    partitioned = sorted({t.num_partitions for t in tables if t.num_partitions != "auto" and t.num_partitions > 1})
+    if cfg.runtime.memory_budget is None:
+        for i, t in enumerate(tables):
+            if t.num_partitions == "auto":
+                problems.append(
+                    f"model.embeddings.tables[{i}].num_partitions: auto needs runtime.memory_budget (e.g. 8GiB)"
+                )
     if len(partitioned) > 1:
         problems.append(f"model.embeddings.tables: partitioned tables must share one num_partitions, got {partitioned}")
     cols = cfg.graph.columns

@@ -8,10 +8,11 @@ import torch
 
 from tbg.checkpoint import Checkpoint, resolve_checkpoint
 from tbg.config import Config
-from tbg.consistency import check_checkpoint, check_graph, check_shards
+from tbg.consistency import check_checkpoint, check_graph, check_shards, resolve_partitions
 from tbg.errors import CheckpointError
-from tbg.evaluation.evaluate import evaluate_model
+from tbg.evaluation.evaluate import DEFAULT_CACHE_BYTES, evaluate_model
 from tbg.graph import Graph
+from tbg.memory import budget_of
 from tbg.model.scoring import RelationModel
 
 
@@ -39,6 +40,7 @@ def open_trained(
     graph = Graph.open(cfg.graph_dir)
     ckpt = None
     try:
+        cfg = resolve_partitions(cfg, graph)
         check_graph(cfg, graph)
         if split is not None:
             graph.split_info(split)  # a split that was never imported is one clear error
@@ -65,8 +67,18 @@ def evaluate_checkpoint(
     try:
         if cfg.runtime.num_threads:
             torch.set_num_threads(cfg.runtime.num_threads)
+        budget = budget_of(cfg)  # candidate partitions cached within the budget (half: edges, filters)
+        cache = DEFAULT_CACHE_BYTES if budget is None else min(DEFAULT_CACHE_BYTES, budget // 2)
         result = evaluate_model(
-            cfg, graph, ckpt.embeddings, model, split, candidates=candidates, filtered=filtered, max_edges=max_edges
+            cfg,
+            graph,
+            ckpt.embeddings,
+            model,
+            split,
+            candidates=candidates,
+            filtered=filtered,
+            max_edges=max_edges,
+            cache_bytes=cache,
         )
     finally:
         ckpt.release()

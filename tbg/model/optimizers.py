@@ -47,10 +47,33 @@ class SparseOptimizer:
     state_names: tuple[str, ...] = ()
     uses_live = False  # True: padding slots must be masked (the state moves without a gradient)
 
-    def __init__(self, table: torch.Tensor, cfg: OptimizerConfig) -> None:
+    def __init__(self, table: torch.Tensor, cfg: OptimizerConfig, state: dict[str, np.ndarray] | None = None) -> None:
+        """``state``: saved state arrays (as :meth:`load_state`); fp32 CPU arrays of the right shape become the
+        state without a copy (a partition read from its file is never held twice)."""
         self.table = table
         self.cfg = cfg
+        self._given = state or {}
+        self._adopted: set[str] = set()
         self.state: dict[str, torch.Tensor] = self._init_state(table)
+        rest = {k: v for k, v in self._given.items() if k not in self._adopted}
+        self._given = {}
+        if rest:
+            self.load_state(rest)
+
+    def _zeros(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """State ``name``: the given array itself where it fits, else zeros (:func:`_zeros`)."""
+        arr = self._given.get(name)
+        if (
+            arr is not None
+            and device.type == "cpu"
+            and tuple(arr.shape) == shape
+            and arr.dtype == np.float32
+            and arr.flags.c_contiguous
+            and arr.flags.writeable
+        ):
+            self._adopted.add(name)
+            return torch.from_numpy(arr)
+        return _zeros(shape, device)
 
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
@@ -119,7 +142,7 @@ class SparseSGD(SparseOptimizer):
 
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.cfg.params.momentum > 0:
-            return {"momentum": _zeros(tuple(table.shape), table.device)}
+            return {"momentum": self._zeros("momentum", tuple(table.shape), table.device)}
         return {}
 
     def _delta(self, rows, grad, lr, live):
@@ -134,7 +157,7 @@ class SparseSGD(SparseOptimizer):
 
 class SparseAdagrad(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"sum": _zeros(tuple(table.shape), table.device)}
+        return {"sum": self._zeros("sum", tuple(table.shape), table.device)}
 
     def _delta(self, rows, grad, lr, live):
         self._add("sum", rows, grad * grad)  # a padding slot adds 0
@@ -144,7 +167,7 @@ class SparseAdagrad(SparseOptimizer):
 
 class SparseRowAdagrad(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"sum": torch.zeros(table.shape[0], dtype=torch.float32, device=table.device)}
+        return {"sum": self._zeros("sum", (table.shape[0],), table.device)}
 
     def _delta(self, rows, grad, lr, live):
         self._add("sum", rows, torch.linalg.vector_norm(grad, dim=-1).square_(), alpha=1 / grad.shape[-1])
@@ -161,8 +184,8 @@ class SparseAdam(SparseOptimizer):
     def _init_state(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         self._steps = 0
         return {
-            "exp_avg": _zeros(tuple(table.shape), table.device),
-            "exp_avg_sq": _zeros(tuple(table.shape), table.device),
+            "exp_avg": self._zeros("exp_avg", tuple(table.shape), table.device),
+            "exp_avg_sq": self._zeros("exp_avg_sq", tuple(table.shape), table.device),
             "step": torch.zeros(1, dtype=torch.float64),
         }
 
@@ -197,8 +220,10 @@ SPARSE_OPTIMIZERS: dict[str, type[SparseOptimizer]] = {
 }
 
 
-def build_sparse_optimizer(table: torch.Tensor, cfg: OptimizerConfig) -> SparseOptimizer:
-    return SPARSE_OPTIMIZERS[cfg.kind](table, cfg)
+def build_sparse_optimizer(
+    table: torch.Tensor, cfg: OptimizerConfig, state: dict[str, np.ndarray] | None = None
+) -> SparseOptimizer:
+    return SPARSE_OPTIMIZERS[cfg.kind](table, cfg, state)
 
 
 class RelationOptimizer:

@@ -1,18 +1,27 @@
-"""Resident embedding partitions, swapping to files, background prefetch, checkpoint shards.
+"""Resident embedding partitions, swapping to files, background prefetch and write-back, checkpoint shards.
 
 Only the partitions of the current bucket are in memory (P=1: everything, nothing swapped).  A partition
 not resident lives in exactly one immutable file, its *source*: a checkpoint shard (after resume or warm
 start) or ``save_dir/partitions/<type>_<p>.h5`` (written by temp + rename when evicted, so a checkpoint
-can hard-link it).  Partitions that have no source yet are created from their seed on first use.  The
-next bucket's partitions are read on a background thread while the current bucket trains.
+can hard-link it).  Partitions that have no source yet are created from their seed on first use.
+
+Partition I/O runs on one background thread (numpy/h5py only: a torch op there would give the thread its own
+OpenMP team), in submission order: an evicted partition is written back while the next bucket trains, and the
+next bucket's partitions are read ahead.  ``capacity`` (bytes, from the memory plan: tbg/memory.py) bounds
+what the store holds: resident + being read + being written back.  Because the thread runs jobs in order, a
+read submitted after a write-back starts only once that write-back has freed its memory, so a read ahead is
+admitted when ``resident + reads in flight + its size <= capacity``.  Without ``overlap`` (a budget too tight
+for in-flight partitions) every write-back is waited for and nothing is read ahead.  The values trained are
+the same either way (a partition written back and read again is bit-identical).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -21,9 +30,10 @@ from tbg.checkpoint import CheckpointWriter, read_embedding_file, write_embeddin
 from tbg.config import Config, EmbeddingTableConfig
 from tbg.consistency import check_shard
 from tbg.graph import PartitionLayout
+from tbg.memory import row_bytes
 from tbg.model.embeddings import init_partition, storage_dtype
 from tbg.model.optimizers import SparseOptimizer, build_sparse_optimizer
-from tbg.runtime import hugepage_empty
+from tbg.runtime import hugepage_array, hugepage_empty
 from tbg.train.batch_scorer import TableKey
 
 SWAP_DIR = "partitions"
@@ -72,6 +82,20 @@ class Resident:
     dirty: bool = False  # changed since read from its source
 
 
+@dataclass
+class IOStats:
+    """Partition traffic so far (main thread only)."""
+
+    loads: int = 0  # partitions made resident from their file, or created
+    bytes_read: int = 0
+    writes: int = 0  # partitions written back (evicted while changed)
+    bytes_written: int = 0
+    wait_s: float = 0.0  # main-thread time spent waiting for partition I/O
+
+    def snapshot(self) -> dict[str, float]:
+        return asdict(self)
+
+
 Loaded = tuple[np.ndarray | torch.Tensor | None, dict[str, np.ndarray]]  # None: fresh partition
 
 
@@ -83,7 +107,8 @@ class PartitionStore:
         sizes: dict[TableKey, int],
         device: torch.device,
         swap_dir: str,
-        executor: Executor,
+        capacity: int | None = None,
+        overlap: bool = True,
     ) -> None:
         self.tables: dict[str, EmbeddingTableConfig] = {t.name: t for t in cfg.model.embeddings.tables}
         self.counts = counts  # entities per type (the init scale uses the whole type's count)
@@ -91,10 +116,14 @@ class PartitionStore:
         self.device = device
         self.seed = cfg.runtime.seed
         self.swap_dir = swap_dir
-        self.executor = executor
+        self.capacity = capacity
+        self.overlap = overlap
         self.resident: dict[TableKey, Resident] = {}
         self.sources: dict[TableKey, str] = {}
+        self.stats = IOStats()
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tbg-partition-io")
         self._pending: dict[TableKey, Future[Loaded]] = {}
+        self._evicting: dict[TableKey, tuple[Future[None], Resident, str]] = {}
         self._weights_only: set[TableKey] = set()  # warm start: ignore the shard's optimizer state
         self._partial: dict[TableKey, int] = {}  # warm start on a grown graph: rows the source shard holds
         self._staging: PinnedStaging | None = None  # CUDA: bounded pinned buffers for host -> device copies
@@ -103,14 +132,26 @@ class PartitionStore:
     def keys(self) -> list[TableKey]:
         return sorted(self.sizes)
 
+    def nbytes(self, key: TableKey) -> int:
+        """A partition's bytes with its optimizer state (as the memory plan counts them)."""
+        return self.sizes[key] * row_bytes(self.tables[key[0]])
+
+    def held(self) -> int:
+        """Bytes of partitions resident, being read and being written back."""
+        keys = [*self.resident, *self._pending, *self._evicting]
+        return sum(self.nbytes(k) for k in keys)
+
     # ------------------------------------------------------------------ loading
     def read(self, key: TableKey) -> Loaded:
         """A non-resident partition's current table and state (e.g. for validation ranking); main thread."""
-        emb, state = self._read(key)
+        if key in self._evicting:
+            res = self._evicting[key][1]
+            return res.table, res.optimizer.state_arrays()
+        emb, state = self._read(key, self.sources.get(key), key not in self._weights_only)
         if emb is None:
             return self._initial(key), state
         if key in self._partial:
-            table = self._grown(key, emb)
+            table = self._grown(key, emb)  # type: ignore[arg-type]
             optimizer = build_sparse_optimizer(table, self.tables[key[0]].optimizer)
             return table, _grown_state(optimizer.state_arrays(), state, self._partial[key])
         return emb, state
@@ -126,16 +167,19 @@ class PartitionStore:
         etype, part = key
         return init_partition(self.tables[etype], self.counts[etype], self.sizes[key], self.seed, part, out)
 
-    def _read(self, key: TableKey) -> Loaded:
-        """Table and optimizer state from the key's source file, or a fresh seeded partition."""
-        etype, part = key
-        source = self.sources.get(key)
-        if source is None:  # initialised by _install on the main thread (no torch ops on prefetch threads)
+    def _read(self, key: TableKey, source: str | None, with_optimizer: bool) -> Loaded:
+        """Table and optimizer state from ``source``, or None for a fresh seeded partition (initialised by
+        _install on the main thread).  Runs on the I/O thread: numpy/h5py only, into huge-page arrays."""
+        if source is None:
             return None, {}
-        emb, state = read_embedding_file(source, with_optimizer=key not in self._weights_only)
-        rows, dim = self._partial.get(key, self.sizes[key]), self.tables[etype].embedding_dim
+        alloc = hugepage_array if self.device.type == "cpu" else None
+        emb, state = read_embedding_file(source, with_optimizer=with_optimizer, alloc=alloc)
+        rows, dim = self._partial.get(key, self.sizes[key]), self.tables[key[0]].embedding_dim
         check_shard(source, emb.shape, (rows, dim))
         return emb, state
+
+    def _submit_read(self, key: TableKey) -> Future[Loaded]:
+        return self._io.submit(self._read, key, self.sources.get(key), key not in self._weights_only)
 
     def _install(self, key: TableKey, loaded: Loaded) -> None:
         emb, state = loaded
@@ -148,52 +192,115 @@ class PartitionStore:
             tensor = self._placed(key, self._grown(key, emb))  # type: ignore[arg-type]
         else:
             tensor = self._placed(key, self._initial(key) if emb is None else emb)
-        optimizer = build_sparse_optimizer(tensor, table.optimizer)
-        optimizer.load_state(state if partial is None else _grown_state(optimizer.state_arrays(), state, partial))
+        if partial is None:
+            optimizer = build_sparse_optimizer(tensor, table.optimizer, state)  # (CPU: adopts the arrays read)
+        else:
+            optimizer = build_sparse_optimizer(tensor, table.optimizer)
+            optimizer.load_state(_grown_state(optimizer.state_arrays(), state, partial))
         # a grown partition differs from its source shard: dirty, so eviction writes the whole table
         self.resident[key] = Resident(tensor, optimizer, dirty=key not in self.sources or partial is not None)
+        self.stats.loads += 1
+        if emb is not None:
+            self.stats.bytes_read += emb.nbytes + sum(a.nbytes for a in state.values())
 
     def _placed(self, key: TableKey, emb: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """A table in its storage dtype on the device (CPU: a huge-page buffer)."""
+        """A table in its storage dtype on the device (CPU: the huge-page array read, adopted; else a copy)."""
         tensor = emb if isinstance(emb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(emb))
-        tensor = tensor.to(storage_dtype(self.tables[key[0]]))
+        dtype = storage_dtype(self.tables[key[0]])
         if self.device.type == "cuda":
             if self._staging is None:
                 self._staging = PinnedStaging(STAGING_BYTES)
-            return self._staging.to_device(tensor, self.device)
-        return hugepage_empty(tuple(tensor.shape), tensor.dtype).copy_(tensor)
+            return self._staging.to_device(tensor.to(dtype), self.device)
+        if isinstance(emb, np.ndarray) and tensor.dtype == dtype:
+            return tensor
+        return hugepage_empty(tuple(tensor.shape), dtype).copy_(tensor)
 
     def prefetch(self, keys: list[TableKey]) -> None:
-        """Start reading partitions that are neither resident nor already being read."""
+        """Start reading partitions that are not resident, read or written back, as far as capacity allows."""
+        self._reap()
+        if not self.overlap:
+            return
         for key in keys:
-            if key not in self.resident and key not in self._pending:
-                self._pending[key] = self.executor.submit(self._read, key)
+            if key in self.resident or key in self._pending or key in self._evicting:
+                continue
+            if self.capacity is not None:
+                held = sum(self.nbytes(k) for k in [*self.resident, *self._pending])
+                if held + self.nbytes(key) > self.capacity:
+                    continue  # read when needed (after the write-backs before it)
+            self._pending[key] = self._submit_read(key)
 
     def need(self, keys: list[TableKey]) -> None:
-        """Make exactly ``keys`` resident: evict (swap out) the others first, then load the missing ones."""
+        """Make exactly ``keys`` resident: evict the others (written back in the background), then install the
+        missing ones (read ahead, taken back from a write-back in flight, or read now)."""
         wanted = set(keys)
         for key in [k for k in self.resident if k not in wanted]:
             self._evict(key)
         for key in sorted(wanted):
             if key in self.resident:
                 continue
+            if key in self._evicting:  # still in memory: wait for its file, then keep using the tensors
+                future, res, path = self._evicting.pop(key)
+                self._wait(future)
+                self._committed(key, path)
+                self.resident[key] = Resident(res.table, res.optimizer, dirty=False)
+                continue
             future = self._pending.pop(key, None)
-            self._install(key, future.result() if future is not None else self._read(key))
+            self._install(key, self._wait(future if future is not None else self._submit_read(key)))
+        if not self.overlap:
+            self.drain()
+        self._reap()
+
+    def _wait(self, future: Future) -> object:
+        started = time.perf_counter()
+        try:
+            return future.result()
+        finally:
+            self.stats.wait_s += time.perf_counter() - started
 
     def _evict(self, key: TableKey) -> None:
         res = self.resident.pop(key)
         if res.dirty or key not in self.sources:
             os.makedirs(self.swap_dir, exist_ok=True)
             path = os.path.join(self.swap_dir, f"{key[0]}_{key[1]}.h5")
-            write_embedding_file(path, res.table.cpu().numpy(), res.optimizer.state_arrays())
-            self.sources[key] = path
-            self._weights_only.discard(key)
+            emb, state = res.table.cpu().numpy(), res.optimizer.state_arrays()  # (CPU: views, no copy)
+            self.stats.writes += 1
+            self.stats.bytes_written += emb.nbytes + sum(a.nbytes for a in state.values())
+            self._evicting[key] = (self._io.submit(write_embedding_file, path, emb, state), res, path)
+
+    def _committed(self, key: TableKey, path: str) -> None:
+        self.sources[key] = path
+        self._weights_only.discard(key)
+
+    def _reap(self) -> None:
+        """Book the write-backs that have finished (a failed one raises here)."""
+        for key in [k for k, (f, _, _) in self._evicting.items() if f.done()]:
+            future, _, path = self._evicting.pop(key)
+            future.result()
+            self._committed(key, path)
+
+    def drain(self) -> None:
+        """Wait for every write-back (their files are then the partitions' sources)."""
+        for key in list(self._evicting):
+            future, _, path = self._evicting.pop(key)
+            self._wait(future)
+            self._committed(key, path)
+
+    def close(self) -> None:
+        """Finish the write-backs and stop the I/O thread."""
+        try:
+            self.drain()
+        finally:
+            for future in self._pending.values():
+                future.cancel()
+            self._pending.clear()
+            self._io.shutdown(wait=True)
 
     def write_back(self, keys: list[TableKey]) -> None:
         """Swap out resident ``keys`` (written when changed): their files are then the shared truth that
         another trainer may lease next (tbg/distributed/)."""
         for key in [k for k in keys if k in self.resident]:
             self._evict(key)
+        self.drain()  # committed before the lease is released
 
     def adopt_shared(self, keys: list[TableKey]) -> None:
         """Take the swap files other trainers wrote as the sources of non-resident ``keys`` (distributed runs
@@ -215,6 +322,9 @@ class PartitionStore:
         """Start from checkpoint shards (resume/warm start); drops anything resident.  ``trained_counts``: the
         shards are of the graph before an append, with these entity counts; each partition's shard then holds
         its first rows, and the rows after them are initialised."""
+        self.drain()
+        for future in self._pending.values():
+            future.cancel()
         self.resident.clear()
         self._partial = {}
         for etype, part in self.keys if trained_counts is not None else ():
@@ -241,6 +351,7 @@ class PartitionStore:
 
     def write_checkpoint(self, writer: CheckpointWriter, with_optimizer: bool = True) -> None:
         """Resident partitions are written; swapped-out ones are hard-linked from their immutable files."""
+        self.drain()
         for key in self.keys:
             if key in self.resident:
                 res = self.resident[key]

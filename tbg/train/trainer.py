@@ -19,10 +19,17 @@ from typing import Any
 
 import torch
 
-from tbg import runtime
+from tbg import memory, runtime
 from tbg.checkpoint import Checkpoint, CheckpointStore, open_checkpoint
 from tbg.config import Config, dump_config
-from tbg.consistency import check_checkpoint, check_optimizers, check_shards, check_trainable, model_fingerprint
+from tbg.consistency import (
+    check_checkpoint,
+    check_optimizers,
+    check_shards,
+    check_trainable,
+    model_fingerprint,
+    resolve_partitions,
+)
 from tbg.errors import CheckpointError
 from tbg.graph import Graph
 from tbg.model.lr_scaling import ScaledLr, effective_batch
@@ -36,6 +43,7 @@ from tbg.train.gathered_rows import Gathered, TableKey
 from tbg.train.metrics_log import MetricsLog
 from tbg.train.partition_store import SWAP_DIR, PartitionStore
 from tbg.train.progress import Progress, read_state, write_state
+from tbg.train.swap_report import SwapReport
 from tbg.train.validation import Validation
 from tbg.train.workers import Worker, WorkerPool, make_workers
 
@@ -56,9 +64,10 @@ class Trainer:
     """``progress``: whether to show the tqdm bar (metrics.jsonl is always written)."""
 
     def __init__(self, cfg: Config, graph: Graph | None = None, progress: bool = True) -> None:
-        self.cfg = cfg
         self.graph = graph if graph is not None else Graph(cfg.graph_dir)
+        cfg = self.cfg = resolve_partitions(cfg, self.graph)  # num_partitions: auto -> the graph's
         check_trainable(cfg, self.graph)
+        self.plan = memory.graph_plan(cfg, self.graph)  # refuses a budget that cannot hold a bucket
         self.device, self.bf16 = runtime.setup(cfg)
         self.save_dir = cfg.training.save_dir
         self.model = RelationModel.from_config(cfg).to(self.device)
@@ -71,15 +80,19 @@ class Trainer:
         self.partitioned = {t: types[t].num_partitions > 1 for t in types}
         sizes = {(t, p): types[t].partition_size(p) for t in types for p in range(types[t].num_partitions)}
         counts = {t: types[t].count for t in types}
-        self.store = PartitionStore(
-            cfg, counts, sizes, self.device, os.path.join(self.save_dir, SWAP_DIR), self.executor
-        )
-        chunk = cfg.training.max_edges_per_chunk
+        swap_dir = os.path.join(self.save_dir, SWAP_DIR)
+        plan = self.plan
+        self.store = PartitionStore(cfg, counts, sizes, self.device, swap_dir, plan.capacity, plan.overlaps)
+        chunk = plan.chunk_edges
         self.edges = EdgeSource(
             self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor, cfg.training.train_on.value
         )
         self.ckpts = CheckpointStore(self.save_dir, cfg.training.checkpoint_max_to_keep)
         self.grid = (self.graph.num_lhs_partitions, self.graph.num_rhs_partitions)
+        sides = [{r.lhs for r in cfg.model.relations}, {r.rhs for r in cfg.model.relations}]
+        self.shared_grid = len({frozenset(t for t in side if self.partitioned[t]) for side in sides}) == 1
+        self._orders: dict[int, list[Bucket]] = {}
+        self.swaps = SwapReport(self.grid, self.shared_grid, self._order, self.store.stats)
         batch, epoch = effective_batch(cfg), self._steps_per_epoch()  # each lr at this batch (optimizer.lr_scaling)
         self.table_lrs = {t.name: ScaledLr(t.optimizer, batch, epoch) for t in cfg.model.embeddings.tables}
         self.rel_lr = ScaledLr(cfg.model.translation_optimizer, batch, epoch)
@@ -167,8 +180,11 @@ class Trainer:
                 return
 
     def _order(self, epoch: int) -> list[Bucket]:
-        t = self.cfg.training
-        return bucket_order(self.grid[0], self.grid[1], t.bucket_order, self.cfg.runtime.seed, epoch)
+        if epoch not in self._orders:  # (asked for at every bucket: computed once per epoch)
+            t, seed = self.cfg.training, self.cfg.runtime.seed
+            order = bucket_order(self.grid[0], self.grid[1], t.bucket_order, seed, epoch, shared=self.shared_grid)
+            self._orders = {**{e: o for e, o in self._orders.items() if e >= epoch - 1}, epoch: order}
+        return self._orders[epoch]
 
     def bucket_keys(self, bucket: Bucket) -> list[TableKey]:
         keys = set()
@@ -312,16 +328,22 @@ class Trainer:
             "wall_s": wall, "edges_per_s": edges / max(wall, 1e-9), "final_loss": self.log.last_loss,
             "val_loss": self.log.last_val_loss, "bf16": self.bf16, "device": str(self.device),
             "threads": torch.get_num_threads(), "hogwild_workers": len(self.workers),
+            "memory": self.plan.summary(), "partition_io": self.store.stats.snapshot(), "epochs": self.swaps.epochs,
         }  # fmt: skip
 
     def close(self) -> None:
         """Stop the prefetch threads (after a run, or when one fails: no thread outlives it)."""
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.store.close()
+        finally:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
     def _run_epochs(self, pool: WorkerPool) -> None:
         p = self.progress
         while True:
             self._advance_cursor()  # (empty buckets hold nothing to train: what is resident stays)
+            if self.grid != (1, 1):  # partitioned: an epoch record per epoch end (swaps, partition traffic)
+                self.swaps.observe(p.epoch, lambda rec: self.log.write({"step": p.step, **rec}))
             if self.finished():
                 return
             order = self._order(p.epoch)
@@ -329,6 +351,8 @@ class Trainer:
             wanted = self.bucket_keys(self.bucket)
             self.verify_finite([k for k, r in self.store.resident.items() if r.dirty and k not in wanted])
             self.store.need(wanted)  # (evicted tables are written to swap files)
+            if self.plan.budget is not None:
+                runtime.trim_heap()
             self._prefetch_next(order)
             self._train_bucket(pool)  # to the bucket's end (the cursor moves on) or to num_train_steps
 
