@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from safety_project import copy_project, trained_project
 
 import tbg
@@ -34,8 +35,11 @@ def project(trained: Path, tmp_path: Path) -> tuple[Path, str]:
     return copy_project(trained, tmp_path / "p")
 
 
-def _set(cfg: str, old: str, new: str) -> None:
-    Path(cfg).write_text(Path(cfg).read_text().replace(old, new))
+def _set(cfg: str, **training: object) -> None:
+    """Set keys of the config file's ``training`` section."""
+    data = yaml.safe_load(Path(cfg).read_text())
+    data["training"].update(training)
+    Path(cfg).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def _one_error(capsys, command: str) -> str:
@@ -46,7 +50,7 @@ def _one_error(capsys, command: str) -> str:
 
 def test_import_overwrite_is_refused_while_a_real_train_reads_the_graph(project, capsys) -> None:
     root, cfg = project
-    _set(cfg, "num_epochs: 2", "num_epochs: 100000")
+    _set(cfg, num_epochs=100000)
     store = CheckpointStore(str(root / "save"))
     before = store.latest().version
     train = subprocess.Popen(
@@ -91,7 +95,7 @@ def test_readers_are_refused_while_an_import_writes_the_graph(project, command, 
         "eval": ["eval", cfg, "--split", "valid", "--json-out", str(root / "eval.json")],
         "export": ["export", cfg, "--format", "npy", "--out", str(root / "out")],
     }[command]
-    _set(cfg, "num_epochs: 2", "num_epochs: 3")
+    _set(cfg, num_epochs=3)
     latest = (root / "save" / "checkpoints" / "latest").read_text()
     holder = _hold_import(root / "graph")
     try:
@@ -109,8 +113,7 @@ def test_readers_are_refused_while_an_import_writes_the_graph(project, command, 
 
 def test_a_version_being_read_is_not_pruned_or_deleted(project, capsys) -> None:
     root, cfg = project
-    _set(cfg, "num_epochs: 2", "num_epochs: 3")
-    _set(cfg, "checkpoint_every_n: 5,", "checkpoint_every_n: 5, checkpoint_max_to_keep: 1,")
+    _set(cfg, num_epochs=3, checkpoint_max_to_keep=1)
     ckpts = root / "save" / "checkpoints"
     model = tbg.load(str(root / "save"), graph_dir=str(root / "graph"))  # (its config.yaml names the original)
     read = model.checkpoint.name
@@ -132,7 +135,7 @@ def test_a_version_being_read_is_not_pruned_or_deleted(project, capsys) -> None:
         assert (again.vectors("user") == vectors).all()
     model.close()
     # the reader is done: the next commit prunes it, and the graph may be replaced again
-    _set(cfg, "num_epochs: 3", "num_epochs: 4")
+    _set(cfg, num_epochs=4)
     assert main(["train", cfg, "--no-progress"]) == 0
     assert [p.name for p in ckpts.glob("v*")] == [(ckpts / "latest").read_text().strip()]
     assert main(["import", cfg, "--overwrite", "--no-progress"]) == 0
