@@ -21,13 +21,12 @@ import attrs
 import torch
 import torch.distributed as dist
 
-from tbg.config import Config, dump_config
+from tbg.config import Config
 from tbg.distributed.env import DistEnv, DistributedError, connect_store
 from tbg.distributed.leases import Coordinator
 from tbg.distributed.remote import cache_dir, is_url, remote_of
 from tbg.distributed.sync import SharedState
 from tbg.train.metrics_log import MetricsLog
-from tbg.train.progress import write_state
 from tbg.train.trainer import Bucket, Trainer
 from tbg.train.workers import WorkerPool
 
@@ -249,27 +248,10 @@ class DistributedTrainer(Trainer):
 
     def checkpoint(self) -> str:
         """Rank 0 commits the merged state; partition files come from the shared swap dir."""
-        self._pull([k for k in self.store.keys if self.partitioned[k[0]]])
-        self.store.adopt_shared([k for k in self.store.keys if self.partitioned[k[0]]])
-        self.verify_finite()
-        latest = self.ckpts.latest()
-        writer = self.ckpts.begin(latest.version + 1 if latest is not None else 1)
-        try:
-            self.store.write_checkpoint(writer)
-            writer.write_relations({k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
-            write_state(writer, self.rel_opt)
-            writer.write_file("config.yaml", dump_config(self.user_cfg))
-            return writer.commit(
-                self.progress.record(
-                    finished=self.finished(),
-                    model_fingerprint=self.fingerprint,
-                    graph_import_id=self.graph.import_id,
-                    world_size=self.env.world_size,
-                )
-            )
-        except BaseException:
-            writer.abort()
-            raise
+        partitioned = [k for k in self.store.keys if self.partitioned[k[0]]]
+        self._pull(partitioned)
+        self.store.adopt_shared(partitioned)
+        return self.commit_version(self.user_cfg, world_size=self.env.world_size)
 
 
 class ClusterBar:

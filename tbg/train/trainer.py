@@ -287,6 +287,11 @@ class Trainer:
 
     def checkpoint(self) -> str:
         self.apply_updates()
+        return self.commit_version(self.cfg)
+
+    def commit_version(self, cfg: Config, **record: Any) -> str:
+        """Commit the next checkpoint version from the current state (finite-checked first), with ``cfg`` as
+        its config.yaml and ``record`` added to progress.json; its path."""
         self.verify_finite()
         latest = self.ckpts.latest()
         writer = self.ckpts.begin(latest.version + 1 if latest is not None else 1)
@@ -294,12 +299,13 @@ class Trainer:
             self.store.write_checkpoint(writer)
             writer.write_relations({k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
             write_state(writer, self.rel_opt)
-            writer.write_file("config.yaml", dump_config(self.cfg))
+            writer.write_file("config.yaml", dump_config(cfg))
             return writer.commit(
                 self.progress.record(
                     finished=self.finished(),
                     model_fingerprint=self.fingerprint,
                     graph_import_id=self.graph.import_id,
+                    **record,
                 )
             )
         except BaseException:
