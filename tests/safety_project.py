@@ -4,11 +4,15 @@ train via the CLI."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
-from builders import write_config_file
+from builders import child_env, write_config_file
 
+from tbg.checkpoint import CheckpointStore
 from tbg.cli import main
 
 
@@ -50,3 +54,23 @@ def copy_project(trained: Path, root: Path) -> tuple[Path, str]:
     for name in ("c.yaml",):  # paths in the config are absolute: point them at the copy
         (root / name).write_text((trained / name).read_text().replace(str(trained), str(root)))
     return root, str(root / "c.yaml")
+
+
+def start_training(root: Path, cfg: str, commits: int) -> tuple[subprocess.Popen[str], int]:
+    """`tbg train cfg` in a child process, returned once it has committed ``commits`` versions after the
+    latest one in ``root/save`` (within 60 s), with that earlier version."""
+    store = CheckpointStore(str(root / "save"))
+    before = store.latest().version
+    train = subprocess.Popen(
+        [sys.executable, "-m", "tbg", "train", cfg, "--no-progress"], stderr=subprocess.PIPE, text=True, env=child_env()
+    )
+    try:
+        deadline = time.time() + 60
+        while store.latest().version < before + commits:
+            assert train.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+    except BaseException:
+        train.kill()
+        train.wait()
+        raise
+    return train, before

@@ -9,15 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from safety_project import copy_project, trained_project
+from safety_project import copy_project, start_training, trained_project
 
 import tbg
-from tbg.checkpoint import CheckpointStore
 from tbg.cli import main
 from tbg.locking import lock_path
 
@@ -51,16 +49,8 @@ def _one_error(capsys, command: str) -> str:
 def test_import_overwrite_is_refused_while_a_real_train_reads_the_graph(project, capsys) -> None:
     root, cfg = project
     _set(cfg, num_epochs=100000)
-    store = CheckpointStore(str(root / "save"))
-    before = store.latest().version
-    train = subprocess.Popen(
-        [sys.executable, "-m", "tbg", "train", cfg, "--no-progress"], stderr=subprocess.PIPE, text=True, env=ENV
-    )
+    train, _ = start_training(root, cfg, commits=1)  # it resumed and committed
     try:
-        deadline = time.time() + 60
-        while store.latest().version < before + 1:  # it resumed and committed
-            assert train.poll() is None and time.time() < deadline
-            time.sleep(0.05)
         capsys.readouterr()
         assert main(["import", cfg, "--overwrite", "--no-progress"]) == 2
         line = _one_error(capsys, "import")

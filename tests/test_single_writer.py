@@ -8,11 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from safety_project import copy_project, trained_project
+from safety_project import copy_project, start_training, trained_project
 
 import tbg
 from tbg.checkpoint import CheckpointStore
@@ -91,16 +90,8 @@ def test_python_api_takes_the_same_lock(project) -> None:
 def test_two_real_trains_then_sigterm_stops_cleanly(project, capsys) -> None:
     root, cfg = project
     Path(cfg).write_text(Path(cfg).read_text().replace("num_epochs: 2", "num_epochs: 100000"))
-    store = CheckpointStore(str(root / "save"))
-    before = store.latest().version
-    first = subprocess.Popen(
-        [sys.executable, "-m", "tbg", "train", cfg, "--no-progress"], stderr=subprocess.PIPE, text=True, env=ENV
-    )
+    first, before = start_training(root, cfg, commits=2)  # it resumed and committed
     try:
-        deadline = time.time() + 60
-        while store.latest().version < before + 2:  # it resumed and committed
-            assert first.poll() is None and time.time() < deadline
-            time.sleep(0.05)
         capsys.readouterr()
         assert main(["train", cfg, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
@@ -116,7 +107,7 @@ def test_two_real_trains_then_sigterm_stops_cleanly(project, capsys) -> None:
     assert first.returncode == 143
     assert first_err.strip().splitlines()[-1] == "tbg train: terminated (SIGTERM); committed state kept"
     assert "Traceback" not in first_err
-    latest = store.latest()
+    latest = CheckpointStore(str(root / "save")).latest()
     assert latest.version >= before + 2 and latest.progress["step"] % 5 == 0
     assert not os.path.exists(lock_path(str(root / "save")))
     assert _leftovers(root) == []
