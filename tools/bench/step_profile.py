@@ -118,6 +118,7 @@ def profile_steps(cfg, steps: int) -> dict[str, object]:  # noqa: ANN001
         "sync_ops_per_step": round(sum(sync.values()), 1),
         "sync_ops": sync,
         "top_level_ops": dict(sorted(top.items(), key=lambda kv: -kv[1])),
+        "nested_ops": dict(sorted(nested.items(), key=lambda kv: -kv[1])),
     }
 
 
