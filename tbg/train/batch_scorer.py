@@ -6,8 +6,9 @@ batch's own rows are autograd leaves, and each side is scored as
 - target rhs: queries from θx against shared rhs candidates (in-batch entities + uniform samples),
 - target lhs: queries from θy against shared lhs candidates,
 
-with the model's query/candidate functions (the ones eval uses) and one (batched) product per side
-(:func:`tbg.train.gathered_rows.candidate_scores`); negatives equal to the true entity are masked, and
+with the model's query/candidate functions (the ones eval uses), both sides at once: with ``dot`` the whole
+score matrix is one autograd function (:func:`tbg.train.dot_logits.dot_logits`: one batched product per block
+of negatives); negatives equal to the true entity are masked, and
 ``relation.weight × edge weight × (loss_rhs + loss_lhs)`` is summed over the batch (PBG's reduction).
 After ``backward`` the rows' gradients are coalesced per table and handed to the sparse optimizers: only
 the rows the batch touched are read or written.
@@ -200,10 +201,11 @@ class BatchScorer:
         """Loss of one (lhs type, rhs type) group: per side, queries against shared candidate rows.
 
         relation/batch scope: candidates = the selected in-batch entities + ``uniform`` samples, shared by
-        the whole batch.  chunk scope: see :meth:`_chunk_negatives`.  Both sides run as one: their queries,
-        candidates and scores are stacked (index 0 predicts rhs, index 1 lhs), so a step is one product per
-        kind of block, one mask, one loss and one backward, whatever the tables; only relation-aware rhs
-        candidates (``relation_sides: rhs``) are scored per side (:meth:`_per_side`).
+        the whole batch.  chunk scope: PBG's chunks, each against its own positives and its draw's uniform
+        samples (:class:`~tbg.train.dot_logits.Blocks`, :func:`~tbg.model.negatives.mask_chunked`).  Both
+        sides run as one: their queries, candidates and scores are stacked (index 0 predicts rhs, index 1
+        lhs), so a step is one product per kind of block, one mask, one loss and one backward, whatever the
+        tables; only relation-aware rhs candidates (``relation_sides: rhs``) are scored per side (:meth:`_per_side`).
         """
         size, in_batch, uniform = len(batch), negatives.in_batch, negatives.uniform
         if size == 0:
