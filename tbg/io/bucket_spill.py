@@ -12,6 +12,7 @@ permutation with memory bounded by a bin, not by the bucket.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import zlib
@@ -62,7 +63,7 @@ class ShuffledType:
         return self.layout.locate(pos)
 
 
-SPILL_BUFFER_BYTES = 64 << 20  # routed records held before they are appended to the spill files
+SPILL_BUFFER_BYTES = 32 << 20  # routed records held before they are appended to the spill files
 
 
 def record_dtype(offset: np.dtype, rel: np.dtype, has_weight: bool) -> np.dtype:
@@ -161,32 +162,52 @@ class BucketRouter:
         return os.path.join(self.spill_dir, f"{bucket[0]}_{bucket[1]}.rec")
 
     def finish(self, writer: GraphWriter, split: str, seed: int, block_edges: int) -> dict[str, int]:
-        """Write every non-empty bucket of ``split`` shuffled; returns {"i_j": count}; removes the spill files."""
+        """Write every non-empty bucket of ``split`` shuffled; returns {"i_j": count}; removes the spill files.
+
+        A bucket that fits ``block_edges`` is loaded and permuted on a helper thread while the one before it
+        is written (numpy releases the GIL; h5py does not), so the two overlap on two cores.  Each bucket has
+        its own seeded RNG, so the result does not depend on that overlap.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         with self.clock("spill_write"):
             self._flush()
         out: dict[str, int] = {}
-        for i, j in zip(*np.nonzero(self.counts)):
-            i, j = int(i), int(j)
-            rng = np.random.default_rng([seed, i, j])
-            spill = self._spill_path((i, j))
-            count = int(self.counts[i, j])
-            if count <= block_edges:
-                with self.clock("spill_read"):
-                    data = np.fromfile(spill, dtype=self.dtype)
-                with self.clock("shuffle"):
-                    edges = _take(data, random_permutation(count, rng))
-                with self.clock("bucket_write"):
-                    writer.write_bucket(split, i, j, edges)
-                del data, edges
-            else:
-                dtypes = {name: self.dtype[name] for name in self.dtype.names}
-                with writer.bucket_writer(split, i, j, count, dtypes) as out_bucket:
-                    self._external_shuffle(spill, out_bucket, count, rng, block_edges)
-            with self.clock("spill_write"):
-                os.remove(spill)
-            out[f"{i}_{j}"] = count
+        buckets = [(int(i), int(j)) for i, j in zip(*np.nonzero(self.counts))]
+        small = [b for b in buckets if self.counts[b] <= block_edges]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tbg-import-shuffle") as pool:
+            ahead = iter(small)
+            futures = {}
+            for b in itertools.islice(ahead, 2):  # at most two buckets loaded ahead of the one being written
+                futures[b] = pool.submit(self._load_shuffled, b, seed)
+            for i, j in buckets:
+                count = int(self.counts[i, j])
+                if count <= block_edges:
+                    with self.clock("shuffle_wait"):
+                        edges = futures.pop((i, j)).result()
+                    for b in itertools.islice(ahead, 1):
+                        futures[b] = pool.submit(self._load_shuffled, b, seed)
+                    with self.clock("bucket_write"):
+                        writer.write_bucket(split, i, j, edges)
+                    del edges
+                else:
+                    rng = np.random.default_rng([seed, i, j])
+                    dtypes = {name: self.dtype[name] for name in self.dtype.names}
+                    with writer.bucket_writer(split, i, j, count, dtypes) as out_bucket:
+                        self._external_shuffle(self._spill_path((i, j)), out_bucket, count, rng, block_edges)
+                with self.clock("spill_write"):
+                    os.remove(self._spill_path((i, j)))
+                out[f"{i}_{j}"] = count
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         return out
+
+    def _load_shuffled(self, bucket: tuple[int, int], seed: int) -> EdgeArrays:
+        """Bucket ``bucket``'s spilled records in their final (seeded, uniformly random) order."""
+        with self.clock("spill_read"):
+            data = np.fromfile(self._spill_path(bucket), dtype=self.dtype)
+        with self.clock("shuffle"):
+            rng = np.random.default_rng([seed, *bucket])
+            return _take(data, random_permutation(len(data), rng))
 
     def _external_shuffle(
         self, spill: str, out: BucketWriter, count: int, rng: np.random.Generator, block: int
