@@ -3,9 +3,9 @@
 glibc's default returns every >= 128 KiB temporary to the OS, so each step would re-fault its score
 buffers; the mallopt settings below keep them.  bf16 GEMMs can be much faster than fp32 only where the CPU has
 native bf16 (avx512_bf16 / amx_bf16); elsewhere bf16 is emulated and slower.  Even a native flag does not
-promise a faster GEMM (on some VMs torch's bf16 kernels run slower than fp32), so ``cpu_bf16: auto`` times
-both once per process and keeps bf16 only where it clearly wins.  The measurements behind these choices are
-in docs/benchmarks.md.
+promise a faster GEMM (on an Intel VM with AVX512-BF16 but no AMX torch's bf16 kernels ran slower than
+fp32), so ``cpu_bf16: auto`` uses bf16 only on the CPUs where it was measured faster.  The measurements
+behind these choices are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import functools
 import mmap
 import os
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -129,16 +127,32 @@ def cpu_threads(cfg: Config) -> int:
     return cfg.runtime.num_threads or usable_cpus()
 
 
-def cpu_has_native_bf16() -> bool:
+def _cpuinfo() -> tuple[str, set[str]]:
+    """(vendor_id, flags) of the first CPU in /proc/cpuinfo ("", set() where there is none)."""
+    vendor, flags = "", set()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
+                if line.startswith("vendor_id") and not vendor:
+                    vendor = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    break
     except OSError:
         pass
-    return False
+    return vendor, flags
+
+
+def cpu_has_native_bf16() -> bool:
+    return bool(_cpuinfo()[1] & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_bf16_pays() -> bool:
+    """Whether bf16 score products beat fp32 on this CPU: AMX, or AVX512-BF16 on AMD.  Decided from the CPU's
+    identity, not timed, so two runs on one machine always take the same path (timing under load would flip
+    it and change the numbers).  Intel with AVX512-BF16 but no AMX stays on fp32: measured slower there."""
+    vendor, flags = _cpuinfo()
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and vendor == "AuthenticAMD")
 
 
 def select_device(cfg: Config) -> torch.device:
@@ -152,52 +166,14 @@ def select_device(cfg: Config) -> torch.device:
     return torch.device(want)
 
 
-BF16_MIN_SPEEDUP = 1.25  # auto keeps bf16 only when its probe GEMM beats fp32 by at least this much
-
-
-def _best_ms(fn: object, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
-
-
-@functools.cache
-def cpu_bf16_speedup() -> float:
-    """fp32 time / bf16 time of a training step's score GEMM (a [1000, 100] query block against 1000
-    candidates, forward and backward, under CPU autocast as the step runs it); best of a few repetitions."""
-    gen = torch.Generator().manual_seed(0)
-    queries = torch.randn(1000, 100, generator=gen, requires_grad=True)
-    cands = torch.randn(1000, 100, generator=gen)
-
-    def step(bf16: bool) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            scores = queries @ cands.T
-        scores.float().sum().backward()
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as one Hogwild worker runs it
-    try:
-        for bf16 in (False, True):  # warm-up: first calls pick kernels and allocate
-            step(bf16)
-        fp32 = _best_ms(lambda: step(False), 5)
-        bf16 = _best_ms(lambda: step(True), 5)
-    finally:
-        torch.set_num_threads(threads)
-    return fp32 / max(bf16, 1e-9)
-
-
 def use_bf16(cfg: Config, device: torch.device) -> bool:
-    """bf16 score GEMMs: on CUDA when enable_amp; on CPU per runtime.cpu_bf16 (``auto``: native bf16 and a
-    probe showing bf16 at least :data:`BF16_MIN_SPEEDUP` times faster than fp32 here)."""
+    """bf16 score GEMMs: on CUDA when enable_amp; on CPU per runtime.cpu_bf16 (``auto``: :func:`cpu_bf16_pays`)."""
     if device.type == "cuda":
         return cfg.runtime.enable_amp
     mode = cfg.runtime.cpu_bf16
     if mode != "auto":
         return mode == "on"
-    return cpu_has_native_bf16() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+    return cpu_bf16_pays()
 
 
 AUTO_MAX_WORKERS = 4

@@ -91,9 +91,8 @@ class RuntimeConfig:
     )
     cpu_bf16: str = setting(
         "bf16 score matrix products on CPU during training; `auto` = only where the CPU has"
-        " native bf16 (AVX512-BF16/AMX) and a short probe at start-up finds bf16 products at least 1.25x"
-        " faster than fp32 (emulation is slow, and some CPUs with the flag run them slower). Evaluation always"
-        " runs in fp32",
+        " native bf16 that beats fp32 there: AMX, or AVX512-BF16 on AMD (emulation is slow, and an Intel CPU with"
+        " AVX512-BF16 but no AMX ran torch's bf16 products slower than fp32). Evaluation always runs in fp32",
         default="auto",
         choices=("auto", "on", "off"),
         ext=True,
