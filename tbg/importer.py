@@ -33,6 +33,7 @@ from tbg.graph import MANIFEST, GraphWriter, PartitionLayout, offset_dtype
 from tbg.io import columns
 from tbg.io.bucket_spill import BucketRouter, ShuffledType, record_dtype
 from tbg.io.dictionary import EntityDictionary
+from tbg.io.phases import PhaseClock
 from tbg.io.sources import ReadSpec, SourceReader, resolve
 from tbg.locking import DirectoryLock, exclusive, remove_path
 from tbg.memory import choose_partitions
@@ -51,6 +52,8 @@ class ImportSummary:
     seconds: float
     manifest: dict[str, Any] = field(default_factory=dict)
     new_entities: dict[str, int] | None = None  # an append: entities it added per type
+    phases: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (tbg/io/phases.py)
+    phases_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage
 
     @property
     def num_edges(self) -> int:
@@ -70,6 +73,8 @@ class ImportSummary:
                   for name, (c, p) in self.entity_types.items()]  # fmt: skip
         what = "edges appended" if grown else "edges"
         lines += ["", f"{self.num_edges:,} {what} in {self.seconds:.2f} s ({self.edges_per_second:,.0f} edges/s)"]
+        if self.phases:
+            lines.append("seconds by phase: " + ", ".join(f"{k} {v:.2f}" for k, v in self.phases.items()))
         return "\n".join(lines)
 
 
@@ -154,16 +159,21 @@ def _import_locked(
     tmp = f"{os.path.abspath(target)}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     os.makedirs(os.path.dirname(tmp), exist_ok=True)
     os.makedirs(tmp)
+    builder = _Builder(cfg, tmp, progress)
     try:
-        manifest = _Builder(cfg, tmp, progress).build(chosen)
-        _commit(tmp, target)
+        manifest = builder.build(chosen)
+        with builder.clock("commit"):
+            _commit(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     types = {k: (v["count"], v["num_partitions"]) for k, v in manifest["entity_types"].items()}
     split_edges = {k: v["num_edges"] for k, v in manifest["splits"].items()}
     seconds = time.perf_counter() - start
-    return ImportSummary(target, manifest["id_mode"], split_edges, types, seconds, manifest)
+    return ImportSummary(
+        target, manifest["id_mode"], split_edges, types, seconds, manifest,
+        phases=builder.clock.seconds(), phases_cpu=builder.clock.cpu_seconds(),
+    )  # fmt: skip
 
 
 def _local_dir(path: str) -> str:
@@ -205,6 +215,7 @@ class _Builder:
         self.writer = GraphWriter(root)
         self.spill = os.path.join(root, ".spill")
         self.rows_seen = 0
+        self.clock = PhaseClock()
 
     # ------------------------------------------------------------------ reading
     def _spec(self) -> ReadSpec:
@@ -226,7 +237,7 @@ class _Builder:
         fs, files = resolve(data.data_root)
         reader = SourceReader(fs, files, self._spec(), offset=data.offset or 0, limit=data.limit)
         sources = [{"path": f.url, "size": f.size} for f in files]
-        return reader, _prefetch(iter(reader)), sources
+        return reader, _prefetch(iter(reader), self.clock), sources
 
     def _bar(self, split: str) -> Any:
         from tqdm import tqdm
@@ -255,7 +266,7 @@ class _Builder:
             parts = self._partition(counts, dictionaries)
             for split, path in spilled.items():
                 router = self._router(split, parts)
-                for chunk in _read_records(path, self.g.chunk_rows):
+                for chunk in _read_records(path, self.g.chunk_rows, self.clock):
                     router.add(chunk["lhs"], chunk["rhs"], chunk["rel"], chunk["weight"] if self.has_weight else None)
                 os.remove(path)
                 split_info[split]["buckets"] = self._finish(split, router)
@@ -267,7 +278,8 @@ class _Builder:
                 split_info[split] = self._read_indices(split, data, router)
                 split_info[split]["buckets"] = self._finish(split, router)
         shutil.rmtree(self.spill, ignore_errors=True)
-        return self._manifest(counts, split_info)
+        with self.clock("manifest"):
+            return self._manifest(counts, split_info)
 
     def _dictionaries(self) -> dict[str, EntityDictionary]:
         return {name: EntityDictionary(name) for name in self.tables}
@@ -282,7 +294,8 @@ class _Builder:
             if dictionaries is not None:
                 names = dictionaries[name].values.to_numpy(zero_copy_only=False).astype(object)
             p = self.num_partitions[name]
-            position = self.writer.write_entities(name, perm, p, names)
+            with self.clock("entities"):
+                position = self.writer.write_entities(name, perm, p, names)
             types[name] = ShuffledType(name, PartitionLayout(counts[name], p), position)
         return types
 
@@ -294,6 +307,7 @@ class _Builder:
             [parts[r.lhs] for r in self.relations],
             [parts[r.rhs] for r in self.relations],
             dtype,
+            self.clock,
         )
 
     def _finish(self, split: str, router: BucketRouter) -> dict[str, int]:
@@ -307,14 +321,16 @@ class _Builder:
         reader, batches, sources = self._batches(split, data)
         with self._bar(split) as bar:
             for batch in batches:
-                rel, weight = self._edges(batch)
-                lhs = columns.int_ids(batch, "lhs")
-                rhs = columns.int_ids(batch, "rhs")
-                self._check_range(batch, "lhs", lhs, rel, limits, [r.lhs for r in self.relations])
-                self._check_range(batch, "rhs", rhs, rel, rlimits, [r.rhs for r in self.relations])
+                with self.clock("parse"):
+                    rel, weight = self._edges(batch)
+                    lhs = columns.int_ids(batch, "lhs")
+                    rhs = columns.int_ids(batch, "rhs")
+                    self._check_range(batch, "lhs", lhs, rel, limits, [r.lhs for r in self.relations])
+                    self._check_range(batch, "rhs", rhs, rel, rlimits, [r.rhs for r in self.relations])
+                    per_rel += np.bincount(rel, minlength=len(self.relations))
                 router.add(lhs, rhs, rel, weight)
-                per_rel += np.bincount(rel, minlength=len(self.relations))
                 bar.update(batch.num_rows)
+                del batch, lhs, rhs, rel, weight
                 _release_arrow_memory()
         return self._split_entry(reader, sources, per_rel)
 
@@ -340,15 +356,19 @@ class _Builder:
         rhs_types = [r.rhs for r in self.relations]
         with open(path, "wb") as out, self._bar(split) as bar:
             for batch in batches:
-                rel, weight = self._edges(batch)
-                rec = np.empty(batch.num_rows, dtype=_ID_RECORD)
-                rec["rel"] = rel
-                rec["weight"] = weight if weight is not None else 0.0
-                for role, types in (("lhs", lhs_types), ("rhs", rhs_types)):
-                    rec[role] = _encode(columns.string_ids(batch, role), rel, types, dictionaries)
-                self._check_capacity(batch, dictionaries)
-                out.write(memoryview(rec).cast("B"))
-                per_rel += np.bincount(rel, minlength=len(self.relations))
+                with self.clock("parse"):
+                    rel, weight = self._edges(batch)
+                    rec = np.empty(batch.num_rows, dtype=_ID_RECORD)
+                    rec["rel"] = rel
+                    rec["weight"] = weight if weight is not None else 0.0
+                    sides = {role: columns.string_ids(batch, role) for role in ("lhs", "rhs")}
+                    per_rel += np.bincount(rel, minlength=len(self.relations))
+                with self.clock("dictionary"):
+                    for role, types in (("lhs", lhs_types), ("rhs", rhs_types)):
+                        rec[role] = _encode(sides[role], rel, types, dictionaries)
+                    self._check_capacity(batch, dictionaries)
+                with self.clock("id_spill"):
+                    out.write(memoryview(rec).cast("B"))
                 bar.update(batch.num_rows)
                 _release_arrow_memory()
         info[split] = self._split_entry(reader, sources, per_rel)
@@ -429,9 +449,13 @@ def _release_arrow_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def _read_records(path: str, chunk: int) -> Iterator[np.ndarray]:
+def _read_records(path: str, chunk: int, clock: PhaseClock) -> Iterator[np.ndarray]:
     with open(path, "rb") as fh:
-        while raw := fh.read(chunk * _ID_RECORD.itemsize):
+        while True:
+            with clock("id_spill"):
+                raw = fh.read(chunk * _ID_RECORD.itemsize)
+            if not raw:
+                return
             yield np.frombuffer(raw, dtype=_ID_RECORD)
 
 
@@ -439,8 +463,10 @@ def _split_seed(seed: int, split: str) -> int:
     return seed * 1000 + ("train", "valid", "test").index(split)
 
 
-def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Read the next batches on a thread while this one is processed (pyarrow and numpy release the GIL)."""
+def _prefetch(it: Iterator[Any], clock: PhaseClock, depth: int = 2) -> Iterator[Any]:
+    """Read the next batches on a thread while this one is processed (pyarrow and numpy release the GIL).
+
+    The thread's seconds are the clock's ``read``; the consumer's waits for a batch its ``read_wait``."""
     import queue
     import threading
 
@@ -450,7 +476,12 @@ def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
     def worker() -> None:
         try:
-            for item in it:
+            while True:
+                t, cpu = time.perf_counter(), time.thread_time()
+                item = next(it, done)
+                clock.add("read", time.perf_counter() - t, time.thread_time() - cpu)
+                if item is done:
+                    break
                 while not stop.is_set():
                     try:
                         q.put((item, None), timeout=0.1)
@@ -467,7 +498,8 @@ def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     thread.start()
     try:
         while True:
-            item, exc = q.get()
+            with clock("read_wait"):
+                item, exc = q.get()
             if item is done:
                 if exc is not None:
                     raise exc

@@ -1,7 +1,9 @@
 """Route edges to per-bucket spill files, then write each bucket shuffled.
 
 Each batch is located (dense id -> partition, offset), sorted by bucket with a radix sort on a uint16 key
-and appended as packed records to ``<spill>/<i>_<j>.rec``; memory is one batch.  A bucket is then loaded,
+and appended as packed records to ``<spill>/<i>_<j>.rec``.  Routed records are held until they reach
+``SPILL_BUFFER_BYTES`` and then appended bucket by bucket (one open and one write per bucket, not one per
+bucket per batch), so memory is that buffer plus one batch, whatever the input's size.  A bucket is then loaded,
 permuted with a seeded RNG and written through :class:`tbg.graph.GraphWriter`.  A bucket larger than
 ``block_edges`` is shuffled externally (Rao's two-pass shuffle): every record goes to one of K random bins,
 each bin is permuted in memory and the bins are written one after another.  That is an exactly uniform
@@ -10,23 +12,39 @@ permutation with memory bounded by a bin, not by the bucket.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 
 from tbg.graph import BucketWriter, EdgeArrays, GraphWriter, PartitionLayout
+from tbg.io.phases import PhaseClock
 
 
-@dataclass
 class ShuffledType:
-    """An entity type during import: its partition layout and each dense id's shuffled position."""
+    """An entity type during import: its partition layout and where each dense id lands.
 
-    name: str
-    layout: PartitionLayout
-    position: np.ndarray  # dense id -> shuffled position
+    ``position`` (dense id -> shuffled position) is turned once into each id's (partition, offset), packed
+    into one int64 (partition in the high 32 bits), so placing a batch is one gather and two integer ops
+    instead of a gather and a binary search per edge.
+    """
+
+    def __init__(self, name: str, layout: PartitionLayout, position: np.ndarray) -> None:
+        self.name, self.layout = name, layout
+        self._position: np.ndarray | None = None
+        self._packed: np.ndarray | None = None
+        if layout.num_partitions == 1:
+            self._position = position
+        elif layout.max_partition_size < 1 << 32:
+            part, off = layout.locate(position)
+            packed = part.astype(np.int64)
+            packed <<= 32
+            packed |= off
+            self._packed = packed
+        else:  # offsets that need more than 32 bits: locate per batch
+            self._position = position
 
     @staticmethod
     def permutation(name: str, count: int, seed: int) -> np.ndarray:
@@ -36,10 +54,16 @@ class ShuffledType:
 
     def place(self, ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """(partition, or None when unpartitioned; offset inside the partition) of dense ids."""
-        pos = self.position[ids]
+        if self._packed is not None:
+            packed = self._packed[ids]
+            return packed >> 32, packed & 0xFFFFFFFF
+        pos = self._position[ids]  # type: ignore[index]
         if self.layout.num_partitions == 1:
             return None, pos
         return self.layout.locate(pos)
+
+
+SPILL_BUFFER_BYTES = 32 << 20  # routed records held before they are appended to the spill files
 
 
 def record_dtype(offset: np.dtype, rel: np.dtype, has_weight: bool) -> np.dtype:
@@ -58,8 +82,11 @@ class BucketRouter:
         lhs_types: list[ShuffledType],
         rhs_types: list[ShuffledType],
         dtype: np.dtype,
+        clock: PhaseClock | None = None,
+        buffer_bytes: int = SPILL_BUFFER_BYTES,
     ) -> None:
         self.spill_dir = spill_dir
+        self.clock = clock if clock is not None else PhaseClock()
         os.makedirs(spill_dir, exist_ok=True)
         self.lhs_types, self.rhs_types, self.dtype = lhs_types, rhs_types, dtype
         self.grid = (
@@ -67,7 +94,9 @@ class BucketRouter:
             max(t.layout.num_partitions for t in rhs_types),
         )
         self.counts = np.zeros(self.grid, dtype=np.int64)
-        self._files: dict[tuple[int, int], object] = {}
+        self.buffer_bytes = buffer_bytes
+        self._pending: dict[tuple[int, int], list[np.ndarray]] = {}  # records not yet in their spill file
+        self._pending_bytes = 0
 
     def _locate(self, types: list[ShuffledType], ids: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray | None, ...]:
         distinct = {id(t): t for t in types}
@@ -89,70 +118,96 @@ class BucketRouter:
         n = len(lhs)
         if n == 0:
             return
-        lpart, loff = self._locate(self.lhs_types, lhs, rel)
-        rpart, roff = self._locate(self.rhs_types, rhs, rel)
         nl, nr = self.grid
-        rec = np.empty(n, dtype=self.dtype)
-        if nl * nr == 1:
-            rec["lhs"], rec["rhs"], rec["rel"] = loff, roff, rel
-            if weight is not None:
-                rec["weight"] = weight
-            self._append((0, 0), rec)
-            self.counts[0, 0] += n
-            return
-        key = np.zeros(n, dtype=np.uint16 if nl * nr <= 1 << 16 else np.int64)
-        if lpart is not None:
-            key += (lpart * nr).astype(key.dtype)
-        if rpart is not None:
-            key += rpart.astype(key.dtype)
-        order = np.argsort(key, kind="stable")  # radix sort for uint16 keys: O(n)
-        rec["lhs"], rec["rhs"], rec["rel"] = loff[order], roff[order], rel[order]
-        if weight is not None:
-            rec["weight"] = weight[order]
-        sizes = np.bincount(key, minlength=nl * nr)
-        ends = np.cumsum(sizes)
-        for b in np.flatnonzero(sizes):
-            i, j = divmod(int(b), nr)
-            self._append((i, j), rec[ends[b] - sizes[b] : ends[b]])
-            self.counts[i, j] += sizes[b]
-
-    def _append(self, bucket: tuple[int, int], rec: np.ndarray) -> None:
-        fh = self._files.get(bucket)
-        if fh is None:
-            path = self._spill_path(bucket)
-            if len(self._files) < 256:
-                fh = self._files[bucket] = open(path, "ab")  # noqa: SIM115 - closed in finish()
+        with self.clock("route"):
+            lpart, loff = self._locate(self.lhs_types, lhs, rel)
+            rpart, roff = self._locate(self.rhs_types, rhs, rel)
+            rec = np.empty(n, dtype=self.dtype)
+            if nl * nr == 1:
+                rec["lhs"], rec["rhs"], rec["rel"] = loff, roff, rel
+                if weight is not None:
+                    rec["weight"] = weight
+                sizes = np.array([n], np.int64)
             else:
-                with open(path, "ab") as once:
-                    once.write(memoryview(rec).cast("B"))
-                return
-        fh.write(memoryview(rec).cast("B"))  # type: ignore[attr-defined]
+                key = np.zeros(n, dtype=np.uint16 if nl * nr <= 1 << 16 else np.int64)
+                if lpart is not None:
+                    key += (lpart * nr).astype(key.dtype)
+                if rpart is not None:
+                    key += rpart.astype(key.dtype)
+                order = np.argsort(key, kind="stable")  # radix sort for uint16 keys: O(n)
+                rec["lhs"], rec["rhs"], rec["rel"] = loff[order], roff[order], rel[order]
+                if weight is not None:
+                    rec["weight"] = weight[order]
+                sizes = np.bincount(key, minlength=nl * nr)
+        with self.clock("spill_write"):
+            ends = np.cumsum(sizes)
+            for b in np.flatnonzero(sizes).tolist():
+                bucket = divmod(b, nr)
+                self._pending.setdefault(bucket, []).append(rec[ends[b] - sizes[b] : ends[b]])
+            self.counts.reshape(-1)[: len(sizes)] += sizes
+            self._pending_bytes += rec.nbytes
+            if self._pending_bytes >= self.buffer_bytes:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Append every bucket's pending records to its spill file: one open and one write per bucket."""
+        for bucket, parts in self._pending.items():
+            with open(self._spill_path(bucket), "ab") as fh:
+                views = [memoryview(p).cast("B") for p in parts]
+                fh.write(views[0] if len(views) == 1 else b"".join(views))
+        self._pending.clear()
+        self._pending_bytes = 0
 
     def _spill_path(self, bucket: tuple[int, int]) -> str:
         return os.path.join(self.spill_dir, f"{bucket[0]}_{bucket[1]}.rec")
 
     def finish(self, writer: GraphWriter, split: str, seed: int, block_edges: int) -> dict[str, int]:
-        """Write every non-empty bucket of ``split`` shuffled; returns {"i_j": count}; removes the spill files."""
-        for fh in self._files.values():
-            fh.close()  # type: ignore[attr-defined]
-        self._files.clear()
+        """Write every non-empty bucket of ``split`` shuffled; returns {"i_j": count}; removes the spill files.
+
+        A bucket that fits ``block_edges`` is loaded and permuted on a helper thread while the one before it
+        is written (numpy releases the GIL; h5py does not), so the two overlap on two cores.  Each bucket has
+        its own seeded RNG, so the result does not depend on that overlap.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self.clock("spill_write"):
+            self._flush()
         out: dict[str, int] = {}
-        for i, j in zip(*np.nonzero(self.counts)):
-            i, j = int(i), int(j)
-            rng = np.random.default_rng([seed, i, j])
-            spill = self._spill_path((i, j))
-            count = int(self.counts[i, j])
-            if count <= block_edges:
-                data = np.fromfile(spill, dtype=self.dtype)
-                writer.write_bucket(split, i, j, _take(data, random_permutation(count, rng)))
-            else:
-                dtypes = {name: self.dtype[name] for name in self.dtype.names}
-                with writer.bucket_writer(split, i, j, count, dtypes) as out_bucket:
-                    self._external_shuffle(spill, out_bucket, count, rng, block_edges)
-            os.remove(spill)
-            out[f"{i}_{j}"] = count
+        buckets = [(int(i), int(j)) for i, j in zip(*np.nonzero(self.counts))]
+        small = [b for b in buckets if self.counts[b] <= block_edges]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tbg-import-shuffle") as pool:
+            ahead = iter(small)
+            futures = {}
+            for b in itertools.islice(ahead, 2):  # at most two buckets loaded ahead of the one being written
+                futures[b] = pool.submit(self._load_shuffled, b, seed)
+            for i, j in buckets:
+                count = int(self.counts[i, j])
+                if count <= block_edges:
+                    with self.clock("shuffle_wait"):
+                        edges = futures.pop((i, j)).result()
+                    for b in itertools.islice(ahead, 1):
+                        futures[b] = pool.submit(self._load_shuffled, b, seed)
+                    with self.clock("bucket_write"):
+                        writer.write_bucket(split, i, j, edges)
+                    del edges
+                else:
+                    rng = np.random.default_rng([seed, i, j])
+                    dtypes = {name: self.dtype[name] for name in self.dtype.names}
+                    with writer.bucket_writer(split, i, j, count, dtypes) as out_bucket:
+                        self._external_shuffle(self._spill_path((i, j)), out_bucket, count, rng, block_edges)
+                with self.clock("spill_write"):
+                    os.remove(self._spill_path((i, j)))
+                out[f"{i}_{j}"] = count
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         return out
+
+    def _load_shuffled(self, bucket: tuple[int, int], seed: int) -> EdgeArrays:
+        """Bucket ``bucket``'s spilled records in their final (seeded, uniformly random) order."""
+        with self.clock("spill_read"):
+            data = np.fromfile(self._spill_path(bucket), dtype=self.dtype)
+        with self.clock("shuffle"):
+            rng = np.random.default_rng([seed, *bucket])
+            return _take(data, random_permutation(len(data), rng))
 
     def _external_shuffle(
         self, spill: str, out: BucketWriter, count: int, rng: np.random.Generator, block: int
@@ -163,7 +218,7 @@ class BucketRouter:
         handles = [open(os.path.join(bin_dir, str(k)), "wb") for k in range(bins)]  # noqa: SIM115
         try:
             itemsize = self.dtype.itemsize
-            with open(spill, "rb") as src:
+            with open(spill, "rb") as src, self.clock("shuffle"):
                 while True:
                     raw = src.read(block * itemsize)
                     if not raw:
@@ -180,8 +235,11 @@ class BucketRouter:
             for fh in handles:
                 fh.close()
         for k in range(bins):
-            data = np.fromfile(os.path.join(bin_dir, str(k)), dtype=self.dtype)
-            out.append(_take(data, random_permutation(len(data), rng)))
+            with self.clock("shuffle"):
+                data = np.fromfile(os.path.join(bin_dir, str(k)), dtype=self.dtype)
+                edges = _take(data, random_permutation(len(data), rng))
+            with self.clock("bucket_write"):
+                out.append(edges)
         shutil.rmtree(bin_dir, ignore_errors=True)
 
 

@@ -124,31 +124,44 @@ class SourceReader:
 _PARQUET_ERRORS = (pa.ArrowException, OSError, UnicodeDecodeError)
 
 
-def _open_parquet(fs: fsspec.AbstractFileSystem, file: SourceFile) -> pq.ParquetFile:
+def _open_parquet(fs: fsspec.AbstractFileSystem, file: SourceFile) -> tuple[pq.ParquetFile, Any]:
+    """(the Parquet file, the fsspec handle to close after it, or None for a local path)."""
+    handle: Any = None
     try:
-        source: Any = file.path if isinstance(fs, LocalFileSystem) else fs.open(file.path, "rb")
-        pf = pq.ParquetFile(source)
+        if not isinstance(fs, LocalFileSystem):
+            handle = fs.open(file.path, "rb")
+        pf = pq.ParquetFile(file.path if handle is None else handle)
         pf.schema_arrow  # noqa: B018 - decode the schema here, where a damaged one is reported
-        return pf
+        return pf, handle
     except _PARQUET_ERRORS as exc:
+        if handle is not None:
+            handle.close()
         raise InputError(f"{file.url}: not a readable Parquet file: {first_line(exc)}") from None
 
 
 class _ParquetFileReader:
     def __init__(self, fs: fsspec.AbstractFileSystem, file: SourceFile, spec: ReadSpec) -> None:
         self.file, self.spec = file, spec
-        self.pf = _open_parquet(fs, file)
-        self.num_rows = self.pf.metadata.num_rows
-        names = self.pf.schema_arrow.names
-        wanted = spec.columns or DEFAULT_NAMES
-        self.columns = {
-            role: column_name(file, names, col)
-            for role, col in wanted.items()
-            if col is not None and not (role in spec.optional and isinstance(col, str) and col not in names)
-        }
+        self.pf, self._handle = _open_parquet(fs, file)
+        try:
+            self.num_rows = self.pf.metadata.num_rows
+            names = self.pf.schema_arrow.names
+            wanted = spec.columns or DEFAULT_NAMES
+            self.columns = {
+                role: column_name(file, names, col)
+                for role, col in wanted.items()
+                if col is not None and not (role in spec.optional and isinstance(col, str) and col not in names)
+            }
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
+        """Close the file and, for a remote one, its handle (its read-ahead buffer goes with it)."""
         self.pf.close()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
     def batches(self, skip: int, remaining: int) -> Iterator[tuple[SourceBatch | None, int]]:
         """Yield (batch, rows consumed from the file including skipped ones)."""

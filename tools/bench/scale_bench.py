@@ -8,7 +8,9 @@ partitions read and written, swaps against their lower bound.  The reference is 
 scaled down by ``--ref-scale`` (entities and edges) with a budget large enough for P=1.  The gs:// import
 uploads the same Parquet files to a fake-gcs-server (in-memory backend) and samples the importer's RSS.
 
-Each import and training run is its own subprocess (its VmHWM is its own peak).  Development / CI sizes::
+Each import and training run is its own subprocess (its VmHWM is its own peak); an import reports its seconds
+per phase (``phases``: read, parse, route, spill, shuffle, bucket write, ...).  ``--import-only`` runs just the
+two imports.  Development / CI sizes::
 
     python tools/bench/scale_bench.py --entities 200000 --dim 32 --edges 1000000 --budget 24MiB
     python tools/bench/scale_bench.py            # 4M x 128 (4.1 GB with state), 30M edges, 1 GiB
@@ -53,7 +55,8 @@ if mode == "import":
     from tbg.importer import import_graph
     s = import_graph(load_config(cfg), overwrite=True, progress=False)
     result = {"edges": s.num_edges, "import_s": round(s.seconds, 3),
-              "num_partitions": {k: v[1] for k, v in s.entity_types.items()}}
+              "num_partitions": {k: v[1] for k, v in s.entity_types.items()}, "phases": s.phases,
+              "phases_cpu": s.phases_cpu}
 else:
     import contextlib, io
     from tbg.cli import main
@@ -228,6 +231,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-gcs", action="store_true", help="skip the gs:// import")
     ap.add_argument("--no-ref", action="store_true", help="skip the P=1 reference run")
+    ap.add_argument("--import-only", action="store_true", help="only the imports (local and gs://), no training")
     ap.add_argument("--tmp", default=None, help="where the graphs and save dirs go (default: a temp dir)")
     args = ap.parse_args()
     from tbg.memory import FIXED_OVERHEAD, parse_size, row_bytes  # noqa: F401 (sizes as tbg counts them)
@@ -252,13 +256,15 @@ def main() -> None:
         imp = child("import", cfg)
         result["import_local"] = {**imp, "edges_per_s": round(imp["edges"] / imp["import_s"])}
         print(json.dumps({"import_local": result["import_local"]}), file=sys.stderr)
-        run = child("train", cfg)
-        big = _train_summary(run)
-        big["rss_within_budget_plus_overhead"] = big["peak_rss_mb"] <= (budget + FIXED_OVERHEAD) / 2**20
-        result["train"] = big
-        print(json.dumps({"train": big}), file=sys.stderr)
+        if not args.import_only:
+            run = child("train", cfg)
+            big = _train_summary(run)
+            big["rss_within_budget_plus_overhead"] = big["peak_rss_mb"] <= (budget + FIXED_OVERHEAD) / 2**20
+            result["train"] = big
+            print(json.dumps({"train": big}), file=sys.stderr)
         shutil.rmtree(os.path.join(root, "save-big"), ignore_errors=True)
-        if not args.no_ref:
+        shutil.rmtree(os.path.join(root, "graph-big"), ignore_errors=True)
+        if not (args.no_ref or args.import_only):
             n_ref, e_ref = int(args.entities * args.ref_scale), int(args.edges * args.ref_scale)
             ref_src = os.path.join(root, "ref")
             os.rename(generate(os.path.join(root, "r"), n_ref, e_ref, seed=2), ref_src)
