@@ -452,7 +452,7 @@ def resolve_checkpoint(save_dir: str, path: str | None) -> Checkpoint:
             raise CheckpointError(f"{path}: checkpoint not found")
         return open_checkpoint(path)
     if "://" in save_dir and not save_dir.startswith("file://"):  # object storage (a distributed run's)
-        from tbg.distributed.remote import pull_for_reading
+        from tbg.remote_save_dir import pull_for_reading
 
         save_dir = pull_for_reading(save_dir)
     return CheckpointStore(save_dir).require_latest(pin=True)

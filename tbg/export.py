@@ -26,12 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tbg.checkpoint import Checkpoint, require_finite, resolve_checkpoint
+from tbg.checkpoint import Checkpoint, resolve_checkpoint
 from tbg.config import Config
 from tbg.consistency import check_checkpoint, check_graph, check_shards, resolve_partitions
 from tbg.errors import CheckpointError, ExportError, storage_errors
+from tbg.export_blocks import dense_blocks
 from tbg.graph import Graph
 from tbg.locking import exclusive, remove_path
+from tbg.memory import budget_of
 from tbg.model.operators import OPERATORS
 
 FORMATS = ("tsv", "parquet", "npy")
@@ -69,27 +71,9 @@ def run(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- reading
 
 
-def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str) -> np.ndarray:
+def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str, dim: int) -> np.ndarray:
     """All partitions of ``etype`` as float32 [count, dim], row i = dense id i (each shard scattered once)."""
-    import h5py
-
-    et = graph.entity_types[etype]
-    out: np.ndarray | None = None
-    for p in range(et.num_partitions):
-        path = ckpt.embedding_path(etype, p)
-        try:
-            with h5py.File(path, "r") as f:
-                ds = f["embeddings"]
-                shard = np.empty(ds.shape, dtype=np.float32)
-                ds.read_direct(shard)  # converts fp16 shards on read, no intermediate copy
-        except (OSError, KeyError) as exc:
-            raise CheckpointError(f"{path}: unreadable embedding shard: {exc}") from None
-        require_finite(shard, path)
-        if out is None:
-            out = np.empty((et.count, shard.shape[1]), dtype=np.float32)
-        out[graph.partition_ids(etype, p)] = shard
-    assert out is not None
-    return out
+    return next(dense_blocks(graph, ckpt, etype, dim, None, ""))[1]
 
 
 def relation_params(cfg: Config, ckpt: Checkpoint) -> list[RelationParam]:
@@ -125,16 +109,19 @@ def _escape(names: np.ndarray):
     return arr
 
 
-def _iter_blocks(n: int, rows: int) -> Iterator[slice]:
+Blocks = Iterator[tuple[int, np.ndarray]]  # (first dense id, float32 rows) in dense-id order
+
+
+def _sub_blocks(n: int, rows: int) -> Iterator[slice]:
     for start in range(0, n, rows):
         yield slice(start, min(n, start + rows))
 
 
-def write_tsv_embeddings(path: str, names: np.ndarray, vectors: np.ndarray, block_rows: int = 1 << 15) -> None:
+def write_tsv_embeddings(path: str, names: np.ndarray, blocks: Blocks, dim: int, block_rows: int = 1 << 15) -> None:
     """PBG's TSV: no header, name then D values; floats as shortest text that reads back bit-exact.
 
-    Blocks are formatted by Arrow's CSV writer (C++, releases the GIL) in a few threads and written in order,
-    with at most ``2 * threads`` formatted blocks in memory.
+    Pieces of ``block_rows`` rows are formatted by Arrow's CSV writer (C++, releases the GIL) in a few threads
+    and written in order, with at most ``2 * threads`` formatted pieces in memory.
     """
     import io
     from collections import deque
@@ -144,12 +131,11 @@ def write_tsv_embeddings(path: str, names: np.ndarray, vectors: np.ndarray, bloc
     import pyarrow.csv as pacsv
 
     names_arr = _escape(names)
-    schema = pa.schema([("name", pa.string())] + [(f"v{i}", pa.float32()) for i in range(vectors.shape[1])])
+    schema = pa.schema([("name", pa.string())] + [(f"v{i}", pa.float32()) for i in range(dim)])
     opts = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 
-    def render(sl: slice) -> bytes:
-        block = vectors[sl]
-        arrays = [names_arr[sl]] + [pa.array(block[:, i]) for i in range(block.shape[1])]
+    def render(first: int, block: np.ndarray) -> bytes:
+        arrays = [names_arr[first : first + len(block)]] + [pa.array(block[:, i]) for i in range(dim)]
         buf = io.BytesIO()
         pacsv.write_csv(pa.Table.from_arrays(arrays, schema=schema), buf, opts)
         return buf.getvalue()
@@ -157,9 +143,12 @@ def write_tsv_embeddings(path: str, names: np.ndarray, vectors: np.ndarray, bloc
     threads = max(1, min(4, os.cpu_count() or 1))
     with open(path, "wb") as fh, ThreadPoolExecutor(max_workers=threads) as pool:
         pending: deque = deque()
-        for sl in _iter_blocks(len(names_arr), block_rows):
-            pending.append(pool.submit(render, sl))
-            if len(pending) >= 2 * threads:
+        for start, block in blocks:
+            for sl in _sub_blocks(len(block), block_rows):
+                pending.append(pool.submit(render, start + sl.start, block[sl]))
+                if len(pending) >= 2 * threads:
+                    fh.write(pending.popleft().result())
+            while len(pending) > threads:  # the block may be freed once its pieces are formatted
                 fh.write(pending.popleft().result())
         while pending:
             fh.write(pending.popleft().result())
@@ -172,15 +161,24 @@ def write_tsv_relations(path: str, params: list[RelationParam]) -> None:
             fh.write(f"{p.relation}\t{p.side}\t{p.param}\t{values}\n")
 
 
-def write_parquet(path: str, etype: str, names: np.ndarray, vectors: np.ndarray) -> None:
+def write_parquet(path: str, etype: str, names: np.ndarray, blocks: Blocks, dim: int) -> None:
+    """One row group per (at most 2^20 rows of a) block."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    flat = pa.array(vectors.reshape(-1))
-    vector = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-    type_col = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(names), dtype=np.int32)), pa.array([etype]))
-    table = pa.table({"name": pa.array(names, type=pa.string()), "type": type_col, "vector": vector})
-    pq.write_table(table, path, compression="none", row_group_size=1 << 20)
+    schema = pa.schema(
+        [("name", pa.string()), ("type", pa.dictionary(pa.int32(), pa.string())),
+         ("vector", pa.list_(pa.float32(), dim))]
+    )  # fmt: skip
+    types = pa.array([etype])
+    with pq.ParquetWriter(path, schema, compression="none") as writer:
+        for start, block in blocks:
+            for sl in _sub_blocks(len(block), 1 << 20):
+                rows = block[sl]
+                vector = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), dim)
+                type_col = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(rows), dtype=np.int32)), types)
+                name = pa.array(names[start + sl.start : start + sl.stop], type=pa.string())
+                writer.write_table(pa.Table.from_arrays([name, type_col, vector], schema=schema))
 
 
 def write_parquet_relations(path: str, params: list[RelationParam]) -> None:
@@ -199,8 +197,14 @@ def write_parquet_relations(path: str, params: list[RelationParam]) -> None:
     pq.write_table(table, path)
 
 
-def write_npy(out: str, etype: str, names: np.ndarray, vectors: np.ndarray) -> None:
-    np.save(os.path.join(out, f"{etype}.npy"), vectors)
+def write_npy(out: str, etype: str, names: np.ndarray, blocks: Blocks, dim: int) -> None:
+    """``<type>.npy`` written block by block after its header (np.load reads it as one array)."""
+    with open(os.path.join(out, f"{etype}.npy"), "wb") as fh:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                  "shape": (len(names), dim)}  # fmt: skip
+        np.lib.format.write_array_header_1_0(fh, header)
+        for _, block in blocks:
+            fh.write(np.ascontiguousarray(block).data)
     escaped = _escape(names).to_numpy(zero_copy_only=False)
     with open(os.path.join(out, f"{etype}_names.txt"), "w", encoding="utf-8", newline="\n") as fh:
         fh.write("\n".join(escaped.tolist()))
@@ -282,17 +286,18 @@ def _write(
         "entity_types": {},
     }
     try:
+        budget = budget_of(cfg)
         for table in cfg.model.embeddings.tables:
-            etype = table.name
-            vectors = dense_embeddings(graph, ckpt, etype)
+            etype, dim = table.name, table.embedding_dim
+            blocks = dense_blocks(graph, ckpt, etype, dim, budget, tmp)  # within runtime.memory_budget
             names = graph.names(etype)
-            summary["entity_types"][etype] = (int(vectors.shape[0]), int(vectors.shape[1]))  # type: ignore[index]
+            summary["entity_types"][etype] = (len(names), dim)  # type: ignore[index]
             if fmt == "tsv":
-                write_tsv_embeddings(os.path.join(tmp, f"{etype}_embeddings.tsv"), names, vectors)
+                write_tsv_embeddings(os.path.join(tmp, f"{etype}_embeddings.tsv"), names, blocks, dim)
             elif fmt == "parquet":
-                write_parquet(os.path.join(tmp, f"{etype}.parquet"), etype, names, vectors)
+                write_parquet(os.path.join(tmp, f"{etype}.parquet"), etype, names, blocks, dim)
             else:
-                write_npy(tmp, etype, names, vectors)
+                write_npy(tmp, etype, names, blocks, dim)
         if fmt == "tsv":
             write_tsv_relations(os.path.join(tmp, "relation_parameters.tsv"), params)
         elif fmt == "parquet":

@@ -1,9 +1,11 @@
 """Process-level performance settings: allocator, threads, device, bf16 support.
 
 glibc's default returns every >= 128 KiB temporary to the OS, so each step would re-fault its score
-buffers; the mallopt settings below keep them.  bf16 GEMMs are much faster than fp32 only where the CPU has
-native bf16 (avx512_bf16 / amx_bf16); elsewhere bf16 is emulated and slower, so it is detected, not assumed.
-The measurements behind these choices are in docs/benchmarks.md.
+buffers; the mallopt settings below keep them.  bf16 GEMMs can be much faster than fp32 only where the CPU has
+native bf16 (avx512_bf16 / amx_bf16); elsewhere bf16 is emulated and slower.  Even a native flag does not
+promise a faster GEMM (on an Intel VM with AVX512-BF16 but no AMX torch's bf16 kernels ran slower than
+fp32), so ``cpu_bf16: auto`` uses bf16 only on the CPUs where it was measured faster.  The measurements
+behind these choices are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -125,16 +127,32 @@ def cpu_threads(cfg: Config) -> int:
     return cfg.runtime.num_threads or usable_cpus()
 
 
-def cpu_has_native_bf16() -> bool:
+def _cpuinfo() -> tuple[str, set[str]]:
+    """(vendor_id, flags) of the first CPU in /proc/cpuinfo ("", set() where there is none)."""
+    vendor, flags = "", set()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
+                if line.startswith("vendor_id") and not vendor:
+                    vendor = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    break
     except OSError:
         pass
-    return False
+    return vendor, flags
+
+
+def cpu_has_native_bf16() -> bool:
+    return bool(_cpuinfo()[1] & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_bf16_pays() -> bool:
+    """Whether bf16 score products beat fp32 on this CPU: AMX, or AVX512-BF16 on AMD.  Decided from the CPU's
+    identity, not timed, so two runs on one machine always take the same path (timing under load would flip
+    it and change the numbers).  Intel with AVX512-BF16 but no AMX stays on fp32: measured slower there."""
+    vendor, flags = _cpuinfo()
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and vendor == "AuthenticAMD")
 
 
 def select_device(cfg: Config) -> torch.device:
@@ -149,11 +167,13 @@ def select_device(cfg: Config) -> torch.device:
 
 
 def use_bf16(cfg: Config, device: torch.device) -> bool:
-    """bf16 score GEMMs: on CUDA when enable_amp; on CPU per runtime.cpu_bf16 (auto = native support)."""
+    """bf16 score GEMMs: on CUDA when enable_amp; on CPU per runtime.cpu_bf16 (``auto``: :func:`cpu_bf16_pays`)."""
     if device.type == "cuda":
         return cfg.runtime.enable_amp
     mode = cfg.runtime.cpu_bf16
-    return mode == "on" or (mode == "auto" and cpu_has_native_bf16())
+    if mode != "auto":
+        return mode == "on"
+    return cpu_bf16_pays()
 
 
 AUTO_MAX_WORKERS = 4

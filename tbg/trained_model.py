@@ -90,7 +90,9 @@ class TrainedModel:
         if etype not in self._vectors:
             from tbg.export import dense_embeddings
 
-            vectors = dense_embeddings(self.graph, self.checkpoint, self._type(etype))
+            name = self._type(etype)
+            dim = next(t.embedding_dim for t in self.config.model.embeddings.tables if t.name == name)
+            vectors = dense_embeddings(self.graph, self.checkpoint, name, dim)
             vectors.setflags(write=False)
             self._vectors[etype] = vectors
         return self._vectors[etype]

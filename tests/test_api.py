@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from builders import config_data
+from builders import child_env, config_data
 
 import tbg
 from tbg.config import ConfigError
@@ -128,7 +127,7 @@ def test_import_tbg_and_load_config_stay_torch_free(tmp_path: Path) -> None:
         "assert callable(tbg.train) and callable(tbg.export) and callable(tbg.load)\n"
         "assert 'torch' not in sys.modules, 'tbg.load_config'\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     seed = str(ROOT / "configs" / "twhin_seed.yaml")
     proc = subprocess.run([sys.executable, "-c", code, seed], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -141,3 +140,15 @@ def test_submodules_named_like_api_functions_stay_importable() -> None:
     assert "npy" in FORMATS and callable(cli_train)
     assert callable(tbg.train) and callable(tbg.export)
     assert tbg.export.FORMATS is FORMATS
+
+
+@pytest.mark.parametrize("mode", ["on", "off", "auto"])
+def test_cpu_bf16_decides_the_training_score_precision(tmp_path: Path, mode: str) -> None:
+    """`on`/`off` are obeyed; `auto` uses bf16 only on the CPUs where it beats fp32 (AMX, or AVX512-BF16 on AMD)."""
+    from tbg import runtime
+
+    write_sources(tmp_path)
+    cfg = tbg.load_config(config(tmp_path), ["training.num_epochs=1", f"runtime.cpu_bf16={mode}"])
+    tbg.import_graph(cfg)
+    auto = runtime.cpu_bf16_pays()
+    assert tbg.train(cfg)["bf16"] is {"on": True, "off": False, "auto": auto}[mode]

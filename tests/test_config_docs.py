@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import typing
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from builders import child_env
 
 from tbg.cli import main
 from tbg.config import Config
@@ -48,7 +48,7 @@ def test_every_field_documents_itself() -> None:
 
 def test_committed_reference_is_up_to_date() -> None:
     """In a fresh process, so that a plugin registered by another test cannot show up in the reference."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     proc = subprocess.run(
         [sys.executable, "-m", "tbg", "config", "--doc"], capture_output=True, text=True, env=env, check=True
     )

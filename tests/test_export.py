@@ -22,10 +22,18 @@ RELS = [
 ]
 
 
-@pytest.fixture()
-def trained(tmp_path):
+# no budget: each type is one block; 1280 bytes: blocks of 10 rows, shards read in slices of 10 rows, so the
+# rows of every block come from several partitions through the spill file (tbg/export_blocks.py)
+BUDGETS = [None, "1280"]
+
+
+@pytest.fixture(params=BUDGETS, ids=["one_block", "budget_blocks"])
+def trained(tmp_path, request):
     """A P=3/P=1 graph with float embeddings and random relation parameters, committed as version 1."""
-    cfg = make_config(tmp_path / "run" / "graph", save_dir=tmp_path / "run", types=TYPES, relations=RELS)
+    over = {} if request.param is None else {"runtime.memory_budget": request.param}
+    cfg = make_config(
+        tmp_path / "run" / "graph", save_dir=tmp_path / "run", types=TYPES, relations=RELS, overrides=over
+    )
     rng = np.random.default_rng(0)
     n = 50
     lhs, rhs, rel = rng.integers(0, 17, n), rng.integers(0, 17, n), rng.integers(0, 3, n)

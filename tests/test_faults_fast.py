@@ -8,12 +8,12 @@ corruption, no hang).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from builders import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTCOMES = ("recovered", "clear_errors", "tracebacks", "silent_losses", "corruptions", "hangs")
@@ -22,7 +22,7 @@ MUST_BE_ZERO = ("tracebacks", "silent_losses", "corruptions", "hangs", "leftover
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path_factory.mktemp("faults-logs"))}
+    env = {**child_env(), "TMPDIR": str(tmp_path_factory.mktemp("faults-logs"))}
     work = tmp_path_factory.mktemp("faults")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "faults" / "run.py"), "--fast", "--seed", "0", "--workdir", str(work)],

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from builders import child_env
 from safety_project import copy_project, start_training, trained_project
 
 import tbg
 from tbg.cli import main
 from tbg.locking import lock_path
-
-ROOT = str(Path(tbg.__file__).resolve().parent.parent)
-ENV = {**os.environ, "PYTHONPATH": ROOT}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +70,7 @@ def _hold_import(graph: Path) -> subprocess.Popen:
         "import sys, time; from tbg.locking import exclusive; lock = exclusive(sys.argv[1], 'tbg import c.yaml');"
         " lock.acquire(); print('held', flush=True); time.sleep(120)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(graph)], stdout=subprocess.PIPE, env=ENV)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(graph)], stdout=subprocess.PIPE, env=child_env())
     assert proc.stdout.readline().strip() == b"held"
     return proc
 

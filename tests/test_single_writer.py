@@ -11,17 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import child_env
 from safety_project import copy_project, start_training, trained_project
 
-import tbg
 from tbg.checkpoint import CheckpointStore
 from tbg.cli import main
 from tbg.errors import LockedError
 from tbg.importer import import_graph
 from tbg.locking import exclusive, lock_path
 
-ROOT = str(Path(tbg.__file__).resolve().parent.parent)
-ENV = {**os.environ, "PYTHONPATH": ROOT}
 LEFTOVER_MARKS = (".tmp-", ".old-")
 
 
@@ -41,7 +39,9 @@ def _hold(directory: Path, command: str) -> subprocess.Popen:
         "import sys, time; from tbg.locking import exclusive; exclusive(sys.argv[1], sys.argv[2]).acquire();"
         " print('held', flush=True); time.sleep(120)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(directory), command], stdout=subprocess.PIPE, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory), command], stdout=subprocess.PIPE, env=child_env()
+    )
     assert proc.stdout.readline().strip() == b"held"
     return proc
 

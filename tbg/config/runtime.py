@@ -91,7 +91,8 @@ class RuntimeConfig:
     )
     cpu_bf16: str = setting(
         "bf16 score matrix products on CPU during training; `auto` = only where the CPU has"
-        " native bf16 (AVX512-BF16/AMX), since emulation is slow. Evaluation always runs in fp32",
+        " native bf16 that beats fp32 there: AMX, or AVX512-BF16 on AMD (emulation is slow, and an Intel CPU with"
+        " AVX512-BF16 but no AMX ran torch's bf16 products slower than fp32). Evaluation always runs in fp32",
         default="auto",
         choices=("auto", "on", "off"),
         ext=True,

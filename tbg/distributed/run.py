@@ -49,7 +49,7 @@ def train_distributed(
     lock = None
     try:
         if env.rank == 0:
-            from tbg.distributed.remote import cache_dir, is_url
+            from tbg.remote_save_dir import cache_dir, is_url
             from tbg.train.cli import exclusive_save_dir
 
             save_dir = cfg.training.save_dir

@@ -24,8 +24,8 @@ import torch.distributed as dist
 from tbg.config import Config
 from tbg.distributed.env import DistEnv, DistributedError, connect_store
 from tbg.distributed.leases import Coordinator
-from tbg.distributed.remote import cache_dir, is_url, remote_of
 from tbg.distributed.sync import SharedState
+from tbg.remote_save_dir import cache_dir, is_url, remote_of
 from tbg.train.metrics_log import MetricsLog
 from tbg.train.trainer import Bucket, Trainer
 from tbg.train.workers import WorkerPool
@@ -66,7 +66,7 @@ class DistributedTrainer(Trainer):
         self.bytes_moved = {"partitions_read": 0, "partitions_written": 0, "allreduce": 0}
         self.buckets_trained = 0
         self._reported = (0, time.monotonic())
-        self.remote = remote_of(cfg)  # a save_dir URL: this trainer works in a local cache (remote.py)
+        self.remote = remote_of(cfg)  # a save_dir URL: work in a local cache (remote_save_dir.py)
         self._gens: dict[tuple[str, int], int] = {}  # generation of our copy of each partition (remote)
         self._mid_epoch: str | None = None  # rank 0: the last round's version, if it did not end an epoch
 
@@ -169,7 +169,7 @@ class DistributedTrainer(Trainer):
             p.bucket_index = 0
         epoch_ended = not p.done
         if self.rank == 0 and (self.remote is None or epoch_ended or self.finished()):
-            self._commit_round(epoch_ended)  # (object storage: only at epoch ends, remote.py)
+            self._commit_round(epoch_ended)  # (object storage: only at epoch ends, tbg/remote_save_dir.py)
         self.coord.barrier(f"r{self.round}/committed")
         self.round += 1
 

@@ -58,7 +58,7 @@ def write_json(path: str, result: dict[str, Any]) -> None:
     """Temp file + rename: a reader never sees a half-written result (an fsspec URL: one object put)."""
     text = json.dumps(result, indent=1, sort_keys=False, allow_nan=True) + "\n"
     if "://" in path:
-        from tbg.distributed.remote import write_text
+        from tbg.remote_save_dir import write_text
 
         write_text(path, text)
         return

@@ -49,13 +49,14 @@ class LogisticLoss(Loss):
 
     The ``count`` valid negatives of one positive share weight 1/count, so their total weight equals the
     positive's (TwHIN's intended weighting; its release labels negatives 1, which this never does).
-    Masked entries hold -1e30 and contribute softplus(-1e30) = 0.
+    Masked entries hold -1e30 and contribute softplus(-1e30) = 0 (see :mod:`tbg.model.logistic` for the
+    one-pass gradient).
     """
 
     def __call__(self, logits: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F  # loaded already whenever there are logits
+        from tbg.model.logistic import logistic_loss
 
-        return F.softplus(-logits[:, 0]) + F.softplus(logits[:, 1:]).sum(-1) / count.clamp_min(1)
+        return logistic_loss(logits, count)
 
 
 @LOSSES.register("ranking")

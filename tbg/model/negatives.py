@@ -110,19 +110,15 @@ def mask_negatives(
     if k and batch_rel is not None:
         hit[..., :k] |= true_rel.unsqueeze(1) != batch_rel.unsqueeze(0)
     out.masked_fill_(hit, MASKED)
-    return out, ((neg.shape[-1] - hit.sum(-1)).to(out.dtype) if count else None)
+    # a float sum of a bool tensor is several times faster than its integer count
+    return out, (torch.rsub(hit.sum(-1, dtype=out.dtype), neg.shape[-1]) if count else None)
 
 
-def _chunk_hits(true_ids: torch.Tensor, per: int, ids: torch.Tensor, padding: bool = True) -> torch.Tensor:
-    """[..., B, W] mask: row i's true id equals an id in row ``i // per`` of ``ids`` [..., groups, W]
-    (groups * per >= B), or that id is padding (< 0; ``padding=False``: ``ids`` has none)."""
-    size, groups = true_ids.shape[-1], ids.shape[-2]
-    padded = torch.nn.functional.pad(true_ids, (0, groups * per - size), value=-2)
-    padded = padded.view(*true_ids.shape[:-1], groups, per, 1)
-    hit = padded == ids.unsqueeze(-2)
-    if padding:
-        hit |= (ids < 0).unsqueeze(-2)
-    return hit.view(*true_ids.shape[:-1], groups * per, -1)[..., :size, :]
+def _grouped(true_ids: torch.Tensor, per: int, groups: int) -> torch.Tensor:
+    """``true_ids [..., B]`` as ``[..., groups, per, 1]`` (row i in group ``i // per``), padded with -2 (no id)."""
+    size = true_ids.shape[-1]
+    padded = torch.nn.functional.pad(true_ids, (0, groups * per - size), value=-2) if groups * per > size else true_ids
+    return padded.view(*true_ids.shape[:-1], groups, per, 1)
 
 
 def mask_chunked(
@@ -142,22 +138,28 @@ def mask_chunked(
     [..., draws, G] (or [G]) are uniform draws in the last G columns, draw ``d`` shared by chunks
     ``d * chunks_per_draw ...`` (one draw: by every chunk).  Any negative equal to the row's true entity
     (``true_ids [..., B]``) is masked — the positive itself (the chunk diagonal) included — and so are the
-    padding columns (``pad_columns``: how many the last chunk has; they are the -1 ids).  Dense per-chunk
-    equality masks, as in :func:`mask_negatives`; the count of valid negatives per row only when ``count``.
+    padding columns (``pad_columns``: how many the last chunk has; they are the -1 ids).  One dense equality
+    mask, as in :func:`mask_negatives`, its column blocks compared straight into one buffer (each block
+    against its own chunk's or draw's ids), then one fill; the count of valid negatives per row only when
+    ``count``.
     """
-    del pad_columns  # the padding is marked by its -1 ids
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg
-    k = cand_ids.shape[-1]
-    hit = _chunk_hits(true_ids, chunk, cand_ids)
-    out[..., :k].masked_fill_(hit, MASKED)
-    invalid = hit.sum(-1) if count else None
+    lead, size = true_ids.shape[:-1], true_ids.shape[-1]
+    n_chunks, k = cand_ids.shape[-2], cand_ids.shape[-1]
+    draws = None
     if shared_ids is not None and shared_ids.numel():
         draws = shared_ids if shared_ids.dim() > 1 else shared_ids.unsqueeze(0)
-        if draws.shape[-2] == 1:
-            shared = true_ids.unsqueeze(-1) == draws
-        else:
-            shared = _chunk_hits(true_ids, chunk * chunks_per_draw, draws, padding=False)
-        out[..., k:].masked_fill_(shared, MASKED)
-        if invalid is not None:
-            invalid = invalid + shared.sum(-1)
-    return out, (None if invalid is None else (neg.shape[-1] - invalid).to(out.dtype))
+    per_draw = chunk * (chunks_per_draw if draws is not None and draws.shape[-2] > 1 else n_chunks)
+    rows = max(n_chunks * chunk, 0 if draws is None else draws.shape[-2] * per_draw)
+    width = k + (0 if draws is None else draws.shape[-1])
+    hit = torch.empty((*lead, rows, width), dtype=torch.bool, device=neg.device)
+    own = hit[..., : n_chunks * chunk, :k].view(*lead, n_chunks, chunk, k)
+    torch.eq(_grouped(true_ids, chunk, n_chunks), cand_ids.unsqueeze(-2), out=own)
+    if pad_columns:
+        own |= (cand_ids < 0).unsqueeze(-2)
+    if draws is not None:
+        block = hit[..., :, k:].view(*lead, draws.shape[-2], per_draw, -1)
+        torch.eq(_grouped(true_ids, per_draw, draws.shape[-2]), draws.unsqueeze(-2), out=block)
+    hit = hit[..., :size, :] if rows > size else hit
+    out.masked_fill_(hit, MASKED)
+    return out, (torch.rsub(hit.sum(-1, dtype=out.dtype), width) if count else None)

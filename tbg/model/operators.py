@@ -87,6 +87,15 @@ class Operator:
 OPERATORS: Registry[type[Operator]] = Registry("operator")
 
 
+def rows_of(param: torch.Tensor, index: torch.Tensor | int, *width: int) -> torch.Tensor:
+    """``param[index]`` cut to ``width`` on its trailing dims: no slice op where the parameter is that wide
+    already (every relation of the side at the widest dim, the usual case), so nor a slice in backward."""
+    rows = param[index]
+    if tuple(param.shape[1:]) == width:
+        return rows
+    return rows[(..., *(slice(0, w) for w in width))]
+
+
 def params_of(kinds: list[str] | tuple[str, ...] | set[str]) -> list[Param]:
     """The parameters operators ``kinds`` use, one per name, in a fixed order (first use over the registry).
 
@@ -118,7 +127,7 @@ class Translation(Operator):
     params = (TRANSLATION,)
 
     def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
-        return x + params["translation"][index, : x.shape[-1]]
+        return x + rows_of(params["translation"], index, x.shape[-1])
 
 
 @OPERATORS.register("diagonal")
@@ -128,7 +137,7 @@ class Diagonal(Operator):
     params = (DIAGONAL,)
 
     def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
-        return x * params["diagonal"][index, : x.shape[-1]]
+        return x * rows_of(params["diagonal"], index, x.shape[-1])
 
 
 @OPERATORS.register("linear")
@@ -139,8 +148,8 @@ class Linear(Operator):
 
     def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
         d = x.shape[-1]
-        w = params["linear"][index, :d, :d]
-        return x @ w.T if isinstance(index, int) else w.bmm(x.unsqueeze(-1)).squeeze(-1)
+        w = rows_of(params["linear"], index, d, d)
+        return x @ w.T if isinstance(index, int) else (w @ x.unsqueeze(-1)).squeeze(-1)
 
 
 @OPERATORS.register("affine")
@@ -150,7 +159,7 @@ class Affine(Linear):
     params = (LINEAR, TRANSLATION)
 
     def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
-        return super().apply(params, x, index) + params["translation"][index, : x.shape[-1]]
+        return super().apply(params, x, index) + rows_of(params["translation"], index, x.shape[-1])
 
 
 @OPERATORS.register("complex_diagonal")
@@ -168,5 +177,5 @@ class ComplexDiagonal(Operator):
 
         half = x.shape[-1] // 2
         re_x, im_x = x[..., :half], x[..., half:]
-        re_r, im_r = params["real"][index, :half], params["imag"][index, :half]
+        re_r, im_r = rows_of(params["real"], index, half), rows_of(params["imag"], index, half)
         return torch.cat([re_x * re_r - im_x * im_r, re_x * im_r + im_x * re_r], dim=-1)

@@ -114,6 +114,18 @@ class SparseOptimizer:
         else:
             state.index_add_(0, rows, inc, alpha=alpha)
 
+    def _neg_lr(self, lr: float) -> torch.Tensor:
+        """``-lr`` as a 0-dim fp32 tensor on the table's device, refilled only when the lr changes: an in-place
+        op with a Python float converts it to a tensor on every call."""
+        neg = getattr(self, "_neg_lr_tensor", None)
+        if neg is None:
+            neg = self._neg_lr_tensor = torch.tensor(-lr, dtype=torch.float32, device=self.table.device)
+            self._neg_lr_value = lr
+        elif self._neg_lr_value != lr:
+            neg.fill_(-lr)
+            self._neg_lr_value = lr
+        return neg
+
     def _eps(self) -> torch.Tensor:
         """eps (at least MIN_EPS) as a 0-dim tensor on the table's device, made once: a Python float in an
         in-place op is turned into a tensor on every call."""
@@ -152,7 +164,7 @@ class SparseSGD(SparseOptimizer):
             inc = new - old
             self._add("momentum", rows, inc if live is None else inc.mul_(live))
             grad = new if live is None else new.mul_(live)
-        return grad.mul_(-lr)
+        return grad.mul_(self._neg_lr(lr))
 
 
 class SparseAdagrad(SparseOptimizer):
@@ -162,7 +174,7 @@ class SparseAdagrad(SparseOptimizer):
     def _delta(self, rows, grad, lr, live):
         self._add("sum", rows, grad * grad)  # a padding slot adds 0
         acc = self._take("sum", rows)
-        return grad.div_(acc.sqrt_().add_(self._eps())).mul_(-lr)
+        return grad.div_(acc.sqrt_().add_(self._eps())).mul_(self._neg_lr(lr))
 
 
 class SparseRowAdagrad(SparseOptimizer):
@@ -172,7 +184,7 @@ class SparseRowAdagrad(SparseOptimizer):
     def _delta(self, rows, grad, lr, live):
         self._add("sum", rows, torch.linalg.vector_norm(grad, dim=-1).square_(), alpha=1 / grad.shape[-1])
         acc = self._take("sum", rows)
-        return grad.mul_(acc.sqrt_().add_(self._eps()).reciprocal_().mul_(-lr).unsqueeze(-1))
+        return grad.mul_(acc.sqrt_().add_(self._eps()).reciprocal_().mul_(self._neg_lr(lr)).unsqueeze(-1))
 
 
 class SparseAdam(SparseOptimizer):
@@ -293,33 +305,29 @@ class RelationOptimizer:
 
 
 def coalesce(
-    rows: torch.Tensor | list[torch.Tensor], grad: torch.Tensor | list[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows: torch.Tensor | list[torch.Tensor], grad: torch.Tensor | list[torch.Tensor], live: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Row ids with their summed fp32 gradients, one live slot per distinct id (duplicates arise when an
-    entity appears twice), and which slots are live: ``(ids [M], grads [M, D], live [M])`` for M gathered rows.
+    entity appears twice), and which slots are live: ``(ids [M], grads [M, D], live [M])`` for M gathered rows
+    (``live=False``: None instead of the flags, for optimizers that never read them).
 
     Sync-free: M is the number of rows gathered, not of distinct ones (which only the device knows).  The
-    ids are sorted; each row's gradient is added into the slot of its id's first occurrence, so the other
-    slots of a repeated id keep that id with a zero gradient and are not live; :meth:`SparseOptimizer.step`
-    applies them as no-ops.  Takes one (rows, grad) pair or lists of them (a step's several gathers): each
-    part is added into the result on its own, never concatenated.
+    ids are sorted; each row's gradient is added into the slot of its id's first occurrence (a binary search
+    of the sorted ids), so the other slots of a repeated id keep that id with a zero gradient and are not
+    live; :meth:`SparseOptimizer.step` applies them as no-ops.  Takes one (rows, grad) pair or lists of them
+    (a step's several gathers): each part is added into the result on its own, never concatenated.
     """
     rows_list = rows if isinstance(rows, list) else [rows]
     grads = grad if isinstance(grad, list) else [grad]
     ids = torch.cat(rows_list) if len(rows_list) > 1 else rows_list[0]
     size = ids.shape[0]
-    uniq, order = torch.sort(ids)
-    live = torch.ones(size, dtype=torch.bool, device=ids.device)  # slot s: its id's first occurrence
-    torch.ne(uniq[1:], uniq[:-1], out=live[1:])
-    # the first occurrence of each sorted row's id (a running max of the live positions), per gathered row
-    first = torch.cummax(torch.arange(size, device=ids.device).mul_(live), 0)[0]
-    slot = torch.empty_like(first).scatter_(0, order, first)
+    uniq = torch.sort(ids)[0]
+    flags = None
+    if live:  # slot s: its id's first occurrence
+        flags = torch.ones(size, dtype=torch.bool, device=ids.device)
+        torch.ne(uniq[1:], uniq[:-1], out=flags[1:])
     summed = torch.zeros((size, grads[0].shape[1]), dtype=torch.float32, device=ids.device)
-    start = 0
-    for part in grads:
-        end = start + part.shape[0]
-        summed.index_add_(
-            0, slot if len(grads) == 1 else slot[start:end], part if part.dtype == torch.float32 else part.float()
-        )
-        start = end
-    return uniq, summed, live
+    for id_part, part in zip(rows_list, grads, strict=True):
+        slot = torch.searchsorted(uniq, id_part)  # the first sorted position holding the row's id
+        summed.index_add_(0, slot, part if part.dtype == torch.float32 else part.float())
+    return uniq, summed, flags

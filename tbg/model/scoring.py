@@ -70,16 +70,34 @@ class SideOperators(nn.Module):
 
     def forward(self, x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """g_{rel[i]}(x[i]) for every row i (relations may be mixed)."""
-        params = self._params()
-        if len(self.operators) == 1:
-            return self.operators[0].apply(params, x, rel)
-        out = torch.empty_like(x)
-        kind_of = self._kind_of[rel]
-        for k, op in enumerate(self.operators):
-            mask = kind_of == k
-            if bool(mask.any()):
-                out[mask] = op.apply(params, x[mask], rel[mask]).to(out.dtype)
+        return self._through(self._params(), x, rel, self._kind_of)
+
+    def _through(
+        self, params: dict[str, torch.Tensor], x: torch.Tensor, index: torch.Tensor, kind_of: torch.Tensor
+    ) -> torch.Tensor:
+        """Row i through the operator of relation ``index[i]`` (``kind_of``: relation -> kind).  Several kinds:
+        every kind on every row, each row keeping its own kind's, so no shape depends on the data (no host
+        sync); a row's parameters under the other kinds get an exactly zero gradient, which moves nothing."""
+        out = self.operators[0].apply(params, x, index)
+        if len(self.operators) > 1:
+            kind = kind_of[index].unsqueeze(-1)
+            for k, op in enumerate(self.operators[1:], 1):
+                out = torch.where(kind == k, op.apply(params, x, index).to(out.dtype), out)
         return out
+
+    def pairs_with(self, other: SideOperators) -> bool:
+        """True when ``other`` has the same operators, relation by relation (its parameters line up with these)."""
+        return self.kinds == other.kinds and self.dims == other.dims
+
+    def forward_pair(self, other: SideOperators, x: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """``stack([self(x[0], rel), other(x[1], rel)])`` for ``x [2, B, d]`` and :meth:`pairs_with` operators,
+        as one application: both sides' parameters side by side (``[2R, ...]``), the second side's relation ids
+        offset by R, so each operator kind costs one gather, one application and one backward for both."""
+        theirs = other._params()
+        params = {name: torch.cat([p, theirs[name]]) for name, p in self._params().items()}
+        index = torch.stack([rel, rel + len(self.kinds)])  # [2, B]: gathers [2, B, ...] rows for x as it is
+        kind_of = self._kind_of.repeat(2) if len(self.operators) > 1 else self._kind_of
+        return self._through(params, x, index, kind_of)
 
     def apply_one(self, x: torch.Tensor, rel: int) -> torch.Tensor:
         """g_rel applied to every row of x (e.g. all candidates of one relation)."""
@@ -137,6 +155,16 @@ class RelationModel(nn.Module):
         else:
             q = self.rhs_operators(known, rel)
         return self.comparator.prepare(q)
+
+    def queries(self, known: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """Both targets' prepared queries ``[2, B, D]`` from ``known [2, B, D]`` (index 0 the lhs rows, whose
+        queries rank rhs candidates; index 1 the rhs rows, ranking lhs candidates): ``stack([query("rhs",
+        known[0], rel), query("lhs", known[1], rel)])``, the two sides' operators applied as one where they
+        are the same operators (:meth:`SideOperators.forward_pair`)."""
+        lhs, rhs = self.lhs_operators, self.rhs_operators
+        if lhs is not None and lhs.pairs_with(rhs):
+            return self.comparator.prepare(lhs.forward_pair(rhs, known, rel))
+        return torch.stack([self.query("rhs", known[0], rel), self.query("lhs", known[1], rel)])
 
     def candidates(self, target: Target, emb: torch.Tensor, rel: int | None = None) -> torch.Tensor:
         """Prepared candidate vectors; ``rel`` is required when :meth:`candidates_need_relation`."""

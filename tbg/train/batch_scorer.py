@@ -6,8 +6,9 @@ batch's own rows are autograd leaves, and each side is scored as
 - target rhs: queries from θx against shared rhs candidates (in-batch entities + uniform samples),
 - target lhs: queries from θy against shared lhs candidates,
 
-with the model's query/candidate functions (the ones eval uses) and one (batched) product per side
-(:func:`tbg.train.gathered_rows.candidate_scores`); negatives equal to the true entity are masked, and
+with the model's query/candidate functions (the ones eval uses), both sides at once: with ``dot`` the whole
+score matrix is one autograd function (:func:`tbg.train.dot_logits.dot_logits`: one batched product per block
+of negatives); negatives equal to the true entity are masked, and
 ``relation.weight × edge weight × (loss_rhs + loss_lhs)`` is summed over the batch (PBG's reduction).
 After ``backward`` the rows' gradients are coalesced per table and handed to the sparse optimizers: only
 the rows the batch touched are read or written.
@@ -28,6 +29,7 @@ from tbg.model.losses import build_loss
 from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
 from tbg.model.optimizers import coalesce
 from tbg.model.scoring import RelationModel
+from tbg.train.dot_logits import Blocks, dot_logits, grouped
 from tbg.train.gathered_rows import Gathered, TableKey, candidate_scores
 
 
@@ -81,6 +83,7 @@ class BatchScorer:
         self.bf16 = bf16
         self.relation_free = not any(model.candidates_need_relation(t) for t in ("lhs", "rhs"))  # type: ignore[arg-type]
         self.tf32 = device.type == "cuda" and cfg.runtime.enable_tensorfloat32  # scoped to the scorer's products
+        self._one = torch.ones((), device=device)  # backward's seed, made once (not a fresh ones_like per step)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
@@ -137,7 +140,9 @@ class BatchScorer:
         return StepResult(total, gathered)
 
     def _gather(self, table: torch.Tensor, ids: torch.Tensor, grad: bool) -> torch.Tensor:
-        rows = torch.nn.functional.embedding(ids, table)  # a faster row gather than index_select
+        """Rows ``ids`` (any shape) of ``table`` as fp32 ``[*ids.shape, D]``."""
+        rows = table.index_select(0, ids.view(-1) if ids.is_contiguous() else ids.reshape(-1))
+        rows = rows if ids.dim() == 1 else rows.view(*ids.shape, table.shape[-1])
         rows = rows.float() if rows.dtype != torch.float32 else rows
         return rows.requires_grad_(grad)
 
@@ -148,43 +153,40 @@ class BatchScorer:
         (the batch's own rows; candidate rows too when they go through a generic comparator)."""
         leaf = self._gather(table, ids, grad)
         if grad and ids.numel():
-            gathered.append(Gathered(key, ids, leaf=leaf))
+            gathered.append(Gathered(key, ids.reshape(-1), leaf=leaf))
         return leaf
 
-    def _shared_scores(
+    def _generic_logits(
         self,
-        queries: torch.Tensor,
+        q: torch.Tensor,
+        raw: torch.Tensor,
+        blocks: Blocks,
         sources: list[tuple[TableKey, torch.Tensor]],
-        ids: torch.Tensor | None,
         grad: bool,
         gathered: list[Gathered],
-        prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scores ``[2, ..., S, P + K]`` of both sides' prepared queries ``[2, ..., S, D]`` against relation-free
-        candidates: rows the step holds (``prefix [2, ..., P, D]``, e.g. the batch's own; None: P = 0), then
-        table rows ``ids [2, ..., K]`` (side ``i`` from ``sources[i]``; None: K = 0).  bf16 when the products
-        run in bf16 (they are rounded to it anyway), widened where they join the fp32 logits.
-
-        With ``dot`` this is :func:`candidate_scores`: one batched product whose backward sends the table
-        rows' gradient straight to ``gathered``.  Otherwise those rows become leaves and all go through the
-        comparator.
-        """
-        if self.model.comparator.name == "dot":
-            return candidate_scores(queries, sources, ids, gathered if grad else None, self.bf16, prefix)
-        parts = [] if prefix is None else [prefix]
-        if ids is not None:
-            dim = sources[0][1].shape[-1]
-            if all(key == sources[0][0] for key, _ in sources):
-                key, table = sources[0]
-                parts.append(self._leaf(key, table, ids.reshape(-1), grad, gathered).view(*ids.shape, dim))
-            else:
-                parts.append(torch.stack([
-                    self._leaf(key, table, part.reshape(-1), grad, gathered).view(*part.shape, dim)
-                    for (key, table), part in zip(sources, ids, strict=True)
-                ]))  # fmt: skip
-        rows = parts[0] if len(parts) == 1 else torch.cat(parts, -2)
+        """:func:`dot_logits`'s logits for any comparator, through autograd: the sampled rows become leaves, and
+        each block is one ``comparator.matrix`` of row groups (bf16 under autocast, widened in the concat)."""
+        cmp, size = self.model.comparator, q.shape[1]
+        cand = cmp.prepare(raw)
+        parts = [cmp.pairwise(q, cand).float().unsqueeze(-1)]
         with self.autocast():
-            return self.model.comparator.matrix(queries, self.model.comparator.prepare(rows))
+            if blocks.own_rows:
+                own = cmp.matrix(grouped(q, blocks.own_rows), grouped(cand, blocks.own_rows))
+                parts.append(own.view(2, -1, own.shape[-1])[:, :size])
+            if blocks.sampled is not None:
+                ids, dim = blocks.sampled, sources[0][1].shape[-1]
+                if all(key == sources[0][0] for key, _ in sources):
+                    key, table = sources[0]
+                    rows = self._leaf(key, table, ids.reshape(-1), grad, gathered).view(*ids.shape, dim)
+                else:
+                    rows = torch.stack([
+                        self._leaf(key, table, part.reshape(-1), grad, gathered).view(*part.shape, dim)
+                        for (key, table), part in zip(sources, ids, strict=True)
+                    ])  # fmt: skip
+                drawn = cmp.matrix(grouped(q, blocks.sampled_rows), cmp.prepare(rows).flatten(0, 1))
+                parts.append(drawn.view(2, -1, drawn.shape[-1])[:, :size])
+        return torch.cat(parts, -1).view(2 * size, -1)
 
     def _group(
         self,
@@ -199,12 +201,15 @@ class BatchScorer:
         """Loss of one (lhs type, rhs type) group: per side, queries against shared candidate rows.
 
         relation/batch scope: candidates = the selected in-batch entities + ``uniform`` samples, shared by
-        the whole batch.  chunk scope: see :meth:`_chunk_negatives`.  Both sides run as one: their queries,
-        candidates and scores are stacked (index 0 predicts rhs, index 1 lhs), so a step is one product per
-        kind of block, one mask, one loss and one backward, whatever the tables; only relation-aware rhs
-        candidates (``relation_sides: rhs``) are scored per side (:meth:`_per_side`).
+        the whole batch.  chunk scope: PBG's chunks, each against its own positives and its draw's uniform
+        samples (:class:`~tbg.train.dot_logits.Blocks`, :func:`~tbg.model.negatives.mask_chunked`).  Both
+        sides run as one: their queries, candidates and scores are stacked (index 0 predicts rhs, index 1
+        lhs), so a step is one product per kind of block, one mask, one loss and one backward, whatever the
+        tables; only relation-aware rhs candidates (``relation_sides: rhs``) are scored per side (:meth:`_per_side`).
         """
         size, in_batch, uniform = len(batch), negatives.in_batch, negatives.uniform
+        if size == 0:
+            return torch.zeros((), device=self.device)
         # chunk scope without in-batch negatives is one chunk of uniform samples: the shared path below
         chunked = negatives.scope == InBatchScope.chunk and in_batch > 0 and size > 0
         per_relation = negatives.scope == InBatchScope.relation
@@ -229,50 +234,55 @@ class BatchScorer:
             else min(negatives.chunks_per_draw, n_chunks)
         )
         draws = -(-n_chunks // per_draw)
-        # side -> (key, table, the batch's rows as a leaf, that side's uniform samples)
-        rows: dict[str, tuple[TableKey, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        for side, etype, ids in (("lhs", types[0], batch.lhs), ("rhs", types[1], batch.rhs)):
-            key, table = tables(etype, side)
-            uni = sample_uniform(draws * uniform, table.shape[0], generator, self.device)
-            rows[side] = (key, table, self._leaf(key, table, ids, grad, gathered), uni)
+        (key_l, table_l), (key_r, table_r) = tables(types[0], "lhs"), tables(types[1], "rhs")
+        uni_l = sample_uniform(draws * uniform, table_l.shape[0], generator, self.device)
+        uni_r = sample_uniform(draws * uniform, table_r.shape[0], generator, self.device)
+        true_ids = torch.stack([batch.rhs, batch.lhs])  # index 0 predicts rhs, 1 lhs
+        # the true candidates' rows (scored as the in-batch ones too) as autograd leaves: one gather per table
+        if key_l == key_r:
+            raw = self._leaf(key_r, table_r, true_ids, grad, gathered)
+        else:
+            raw = torch.stack([self._leaf(key_r, table_r, batch.rhs, grad, gathered),
+                               self._leaf(key_l, table_l, batch.lhs, grad, gathered)])  # fmt: skip
         if self.model.candidates_need_relation("rhs"):
+            rows = {"lhs": (key_l, table_l, raw[1], uni_l), "rhs": (key_r, table_r, raw[0], uni_r)}
             return self._per_side(batch, rows, sel, sel_rel if per_relation else None, grad, gathered)
-        (key_l, table_l, leaf_l, uni_l), (key_r, table_r, leaf_r, uni_r) = rows["lhs"], rows["rhs"]
-        model = self.model
-        q = torch.stack([model.query("rhs", leaf_l, batch.rel), model.query("lhs", leaf_r, batch.rel)])
-        raw = torch.stack([leaf_r, leaf_l])  # the true candidates' rows: scored as the in-batch ones too
-        pos = model.comparator.pairwise(q, model.comparator.prepare(raw))  # [2, B]
-        true_ids = torch.stack([batch.rhs, batch.lhs])
+        q = self.model.queries(raw.flip(0), batch.rel)  # the known rows: lhs for side 0, rhs for side 1
         sources = [(key_r, table_r), (key_l, table_l)]
         uni = torch.stack([uni_r, uni_l])
         if chunked:
-            blocks, masker = self._chunk_negatives(
-                q, raw, true_ids, sources, uni.view(2, draws, -1), chunk, per_draw, grad, gathered
-            )
+            pad = n_chunks * chunk - size
+            own = torch.nn.functional.pad(true_ids, (0, pad), value=-1) if pad else true_ids
+            samples = uni.view(2, draws, -1) if uniform else None
+            blocks = Blocks(chunk, samples, per_draw * chunk if draws > 1 else size)
+            masker = partial(mask_chunked, true_ids=true_ids, cand_ids=own.view(2, n_chunks, chunk), chunk=chunk,
+                             pad_columns=pad, shared_ids=samples, chunks_per_draw=per_draw)  # fmt: skip
         else:
-            sampled = uni if uniform else None
-            if every:  # the batch's rows (held already) then the samples: no gather of the batch again
-                sel_ids = true_ids
-                blocks = [self._shared_scores(q, sources, sampled, grad, gathered, prefix=raw)]
-            else:
-                sel_ids = true_ids[:, sel]
-                blocks = [self._shared_scores(q, sources, torch.cat([sel_ids, uni], 1), grad, gathered)]
+            sel_ids = true_ids if every else true_ids[:, sel]
+            sampled = uni if every else torch.cat([sel_ids, uni], 1)
+            blocks = Blocks(size if every else None, sampled.view(2, 1, -1) if sampled.shape[-1] else None, size)
             masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=sel_ids,
                              batch_rel=sel_rel if per_relation else None, uniform_ids=uni)  # fmt: skip
-        return self._loss(torch.cat([pos.float().unsqueeze(-1), *blocks], dim=-1), masker, batch, grad)
+        if self.model.comparator.name == "dot":
+            logits = dot_logits(q, raw, blocks, sources, gathered if grad else None, self.bf16)
+        else:
+            logits = self._generic_logits(q, raw, blocks, sources, grad, gathered)
+        return self._loss(logits, masker, batch, grad)  # [2B, 1 + K], side 0's rows first
 
     def _loss(self, logits: torch.Tensor, masker: Callable, batch: Batch, grad: bool) -> torch.Tensor:
-        """Mask ``logits [..., B, 1 + K]`` (the only copy of the scores) in place, apply the loss, weight and
-        sum it, and backpropagate it when ``grad``; returns it detached."""
+        """Mask ``logits [N, 1 + K]`` (the only copy of the scores; N = B rows of one side, or 2B of both,
+        side 0 first) in place, apply the loss, weight and sum it, and backpropagate it when ``grad``; returns
+        it detached."""
+        size = len(batch)
         with torch.no_grad():
             # masked scores become MASKED in place, outside autograd: every loss has an exactly zero
             # gradient there, so recording the write (a full copy of the scores in backward) buys nothing
-            count = masker(logits[..., 1:], count=self.loss.needs_count)[1]
-        flat = logits.view(-1, logits.shape[-1])
-        per_edge = self.loss(flat, None if count is None else count.reshape(-1))
-        loss = self._weighted(per_edge.view(logits.shape[:-1]), batch)
+            sides = logits if logits.shape[0] == size else logits.view(-1, size, logits.shape[-1])
+            count = masker(sides[..., 1:], count=self.loss.needs_count)[1]
+        per_edge = self.loss(logits, None if count is None else count.view(-1))
+        loss = self._weighted(per_edge, batch)
         if grad:
-            loss.backward()
+            loss.backward(self._one)
         return loss.detach()
 
     def _per_side(
@@ -305,71 +315,28 @@ class BatchScorer:
             total = total + self._loss(torch.cat([pos.float().unsqueeze(1), neg], dim=1), masker, batch, grad)
         return total
 
-    def _chunk_negatives(
-        self,
-        q: torch.Tensor,
-        raw: torch.Tensor,
-        true_ids: torch.Tensor,
-        sources: list[tuple[TableKey, torch.Tensor]],
-        samples: torch.Tensor,
-        chunk: int,
-        per_draw: int,
-        grad: bool,
-        gathered: list[Gathered],
-    ) -> tuple[list[torch.Tensor], Callable[..., tuple[torch.Tensor, torch.Tensor | None]]]:
-        """PBG's batched negatives for both sides (``q [2, B, D]``, the true candidates' rows ``raw [2, B,
-        D]``, ``true_ids [2, B]``, ``samples [2, draws, G]``): score blocks (``[2, B, S]`` and ``[2, B, G]``, or
-        one ``[2, B, S + G]``) and the function that masks their concatenation in place and counts each row's
-        valid negatives.
-
-        The batch is cut into C chunks of S = ``chunk`` edges; each edge's negatives are the other positives
-        of its chunk (any relation: chunk scope needs relation-free candidates, checked with the config) and G
-        uniform samples of its chunk's *draw*: ``samples`` holds one draw per ``per_draw`` consecutive chunks
-        (1: PBG exactly, one ``[C, S, D] x [C, D, S + G]`` product per side over C·G sampled rows; more: a
-        small ``[C, S, D] x [C, D, S]`` in-batch product plus one ``[K·S, D] x [D, G]`` product per draw).
-        """
-        size = true_ids.shape[-1]
-        n_chunks = -(-size // chunk)
-        pad = n_chunks * chunk - size
-        draws = samples.shape[1]
-        own = torch.nn.functional.pad(true_ids, (0, pad), value=-1).view(2, n_chunks, chunk)
-        # padding rows score 0 and are masked (their ids are -1)
-        qc = (torch.nn.functional.pad(q, (0, 0, 0, pad)) if pad else q).view(2, n_chunks, chunk, -1)
-        rc = (torch.nn.functional.pad(raw, (0, 0, 0, pad)) if pad else raw).view(2, n_chunks, chunk, -1)
-        sampled = samples if samples.shape[-1] else None
-        if per_draw == 1:
-            neg = self._shared_scores(qc, sources, sampled, grad, gathered, prefix=rc).view(2, n_chunks * chunk, -1)
-            neg = neg[:, :size] if pad else neg  # a slice's backward zero-fills a full-size gradient
-            cand_ids = torch.cat([own, samples], -1)
-            return [neg], partial(mask_chunked, true_ids=true_ids, cand_ids=cand_ids, chunk=chunk, pad_columns=pad)
-        neg = self._shared_scores(qc, sources, None, grad, gathered, prefix=rc).view(2, n_chunks * chunk, chunk)
-        blocks = [neg[:, :size] if pad else neg]
-        if sampled is not None:
-            rows = draws * per_draw * chunk
-            qd = torch.nn.functional.pad(q, (0, 0, 0, rows - size)) if rows > size else q
-            drawn = self._shared_scores(qd.view(2, draws, per_draw * chunk, -1), sources, samples, grad, gathered)
-            drawn = drawn.view(2, rows, -1)
-            blocks.append(drawn[:, :size] if rows > size else drawn)
-        masker = partial(mask_chunked, true_ids=true_ids, cand_ids=own, chunk=chunk, pad_columns=pad,
-                         shared_ids=samples, chunks_per_draw=per_draw)  # fmt: skip
-        return blocks, masker
-
     def _weighted(self, per_edge: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The sum of ``per_edge [N]`` (one side's B edges, or both sides', side 0 first), each edge weighted by
+        its relation's and its own weight."""
         if self.unit_weights and batch.weight is None:
             return per_edge.sum()
         weight = self.rel_weight[batch.rel]
         if batch.weight is not None:
             weight = weight * batch.weight
-        return (per_edge * weight).sum()
+        return (per_edge.view(-1, len(batch)) * weight).sum()
 
 
-def coalesced_grads(gathered: list[Gathered]) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def coalesced_grads(
+    gathered: list[Gathered], needs_live: Callable[[TableKey], bool] | None = None
+) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Per table: touched rows, their summed gradients and which slots are live (:func:`coalesce`: no dense
-    table-sized gradient, no host sync)."""
+    table-sized gradient, no host sync); ``needs_live(key)`` False: None for the flags (an optimizer that never
+    reads them; default: every table gets them)."""
     by_key: dict[TableKey, list[Gathered]] = {}
     for g in gathered:
         by_key.setdefault(g.key, []).append(g)
     out = {}
     for key, items in by_key.items():
-        out[key] = coalesce([g.ids for g in items], [g.gradient() for g in items])
+        live = needs_live is None or needs_live(key)
+        out[key] = coalesce([g.ids for g in items], [g.gradient() for g in items], live=live)
     return out

@@ -29,7 +29,11 @@ class Gathered:
     grad: torch.Tensor | None = None
 
     def gradient(self) -> torch.Tensor | None:
-        return self.leaf.grad if self.leaf is not None else self.grad
+        """``[ids.numel(), D]``: the leaf's gradient (a leaf of any shape), or ``grad``."""
+        if self.leaf is None:
+            return self.grad
+        grad = self.leaf.grad
+        return grad if grad is None or grad.dim() == 2 else grad.reshape(-1, grad.shape[-1])
 
 
 class _CandidateScores(torch.autograd.Function):

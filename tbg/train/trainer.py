@@ -260,7 +260,11 @@ class Trainer:
         updated: dict[TableKey | str, torch.Tensor] = {}
         if params:
             updated[RELATIONS] = finite_sum(torch.cat([p.data.view(-1) for p in params]))
-        for key, (rows, grad, live) in coalesced_grads(group.gathered).items():
+
+        def needs_live(key: TableKey) -> bool:
+            return self.store.get(key).optimizer.uses_live
+
+        for key, (rows, grad, live) in coalesced_grads(group.gathered, needs_live).items():
             res = self.store.get(key)
             delta = res.optimizer.step(rows, grad, self.table_lrs[key[0]].lr_at(lr_step), owned=True, live=live)
             res.dirty = True

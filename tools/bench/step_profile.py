@@ -6,7 +6,8 @@
 One worker with one intra-op thread, so every op of a step (forward, backward, optimizer) runs on the
 profiled thread.  Two runs of ``steps`` and ``2 * steps`` steps are profiled and subtracted, so set-up and
 profiler overhead cancel; counts are per step.  ``nested`` counts every ATen op the profiler records (an op
-called inside another op counts too); ``top_level`` only those with no ATen op above them.  ``sync`` counts the
+called inside another op counts too); ``top_level`` only those with no ATen op above them (per op name in
+``top_level_ops`` and ``nested_ops``).  ``sync`` counts the
 ops that make the host wait for the device (or copy a host-made tensor to it) on an accelerator: on a GPU
 each one stalls the step.  The graph is imported under runs/step_profile/ when the config's graph dir has no
 manifest.
@@ -118,6 +119,7 @@ def profile_steps(cfg, steps: int) -> dict[str, object]:  # noqa: ANN001
         "sync_ops_per_step": round(sum(sync.values()), 1),
         "sync_ops": sync,
         "top_level_ops": dict(sorted(top.items(), key=lambda kv: -kv[1])),
+        "nested_ops": dict(sorted(nested.items(), key=lambda kv: -kv[1])),
     }
 
 
