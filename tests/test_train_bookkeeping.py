@@ -4,8 +4,10 @@ finished run trains nothing, and metrics.jsonl is strict JSON with no step logge
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from builders import make_config, planted_graph
+from builders import child_env, make_config, planted_graph
 
 from tbg.checkpoint import CheckpointStore
 from tbg.cli import main
@@ -63,3 +65,21 @@ def test_resume_cuts_metrics_back_to_the_resumed_step(tmp_path) -> None:
     assert main(["train", path, "--no-progress"]) == 0
     records = [json.loads(line) for line in open(tmp_path / "save" / "metrics.jsonl")]
     assert [r["step"] for r in records] == list(range(5, 61, 5))
+
+
+def test_a_tbg_train_process_ends_with_its_summary_written_and_its_run_committed(tmp_path) -> None:
+    """The `tbg train` process skips the interpreter's teardown once the run is done: its stdout (a file, so
+    fully buffered) still holds the whole JSON summary, the last checkpoint is committed and finished, and the
+    save_dir is free for the next `tbg train` at once."""
+    path, cfg = _project(tmp_path, **{"training.num_epochs": 1})
+    cmd = [sys.executable, "-m", "tbg", "train", path, "--no-progress", "--json"]
+    with open(tmp_path / "out.json", "w") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True, env=child_env())
+    assert proc.returncode == 0, proc.stderr
+    (line,) = open(tmp_path / "out.json").read().splitlines()
+    summary = json.loads(line)
+    assert (summary["step"], summary["edges"]) == (60, 6000)
+    final = CheckpointStore(cfg.training.save_dir).latest()
+    assert final.progress["step"] == 60 and final.progress["finished"]
+    again = subprocess.run(cmd[:-1], capture_output=True, text=True, env=child_env())
+    assert again.returncode == 0 and "already finished (step 60, epoch 1)" in again.stderr, again.stderr
