@@ -298,8 +298,9 @@ class Trainer:
         its config.yaml and ``record`` added to progress.json; its path."""
         self.verify_finite()
         latest = self.ckpts.latest()
-        writer = self.ckpts.begin(latest.version + 1 if latest is not None else 1)
+        writer = None
         try:
+            writer = self.ckpts.begin(latest.version + 1 if latest is not None else 1)
             self.store.write_checkpoint(writer)
             writer.write_relations({k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
             write_state(writer, self.rel_opt)
@@ -313,7 +314,10 @@ class Trainer:
                 )
             )
         except BaseException:
-            writer.abort()
+            if writer is not None:
+                writer.abort()
+            else:  # interrupted (SIGTERM, Ctrl-C) while begin made its temp dir; this process holds the lock
+                self.ckpts.remove_leftovers()
             raise
 
     # ------------------------------------------------------------------ the run
