@@ -143,10 +143,6 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return vendor, flags
 
 
-def cpu_has_native_bf16() -> bool:
-    return bool(_cpuinfo()[1] & {"avx512_bf16", "amx_bf16"})
-
-
 def cpu_bf16_pays() -> bool:
     """Whether bf16 score products beat fp32 on this CPU: AMX, or AVX512-BF16 on AMD.  Decided from the CPU's
     identity, not timed, so two runs on one machine always take the same path (timing under load would flip

@@ -91,8 +91,7 @@ class TrainedModel:
             from tbg.export import dense_embeddings
 
             name = self._type(etype)
-            dim = next(t.embedding_dim for t in self.config.model.embeddings.tables if t.name == name)
-            vectors = dense_embeddings(self.graph, self.checkpoint, name, dim)
+            vectors = dense_embeddings(self.graph, self.checkpoint, name, self.config.model.table(name).embedding_dim)
             vectors.setflags(write=False)
             self._vectors[etype] = vectors
         return self._vectors[etype]

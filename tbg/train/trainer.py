@@ -298,7 +298,6 @@ class Trainer:
         its config.yaml and ``record`` added to progress.json; its path."""
         self.verify_finite()
         latest = self.ckpts.latest()
-        writer = None
         try:
             writer = self.ckpts.begin(latest.version + 1 if latest is not None else 1)
             self.store.write_checkpoint(writer)
@@ -313,11 +312,8 @@ class Trainer:
                     **record,
                 )
             )
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            else:  # interrupted (SIGTERM, Ctrl-C) while begin made its temp dir; this process holds the lock
-                self.ckpts.remove_leftovers()
+        except BaseException:  # however far it got (a SIGTERM may land inside begin): this process holds the lock
+            self.ckpts.remove_leftovers()
             raise
 
     # ------------------------------------------------------------------ the run
