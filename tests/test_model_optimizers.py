@@ -149,3 +149,33 @@ def test_relation_optimizer_refuses_torch_optim_state() -> None:
     opt = RelationOptimizer([torch.nn.Parameter(torch.zeros(2, 3))], _cfg("adagrad", lr=0.1))
     with pytest.raises(CheckpointError, match="older tbg"):
         opt.load_state_dict({"state": {}, "param_groups": [{"lr": 0.1}]})
+
+
+class _LostWrites(torch.Tensor):
+    """State whose in-place accumulations vanish, as when a concurrent Hogwild worker writes back a stale value
+    over this step's increment."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        if func in (torch.Tensor.index_add_, torch.Tensor.add_) and isinstance(args[0], cls):
+            return args[0]
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kind", ["adagrad", "row_adagrad"])
+def test_adagrad_step_is_bounded_when_hogwild_drops_its_accumulator_write(kind) -> None:
+    """Adagrad's step divides by the accumulator: it must be the one holding this step's own squared gradient,
+    even when the shared state lost that write (a first step then moves at most lr per coordinate or lr·√D per
+    row, never g / eps)."""
+    table = torch.zeros(8, 5)
+    opt = build_sparse_optimizer(table, _cfg(kind, lr=0.1, eps=1e-10))
+    opt.state["sum"] = opt.state["sum"].as_subclass(_LostWrites)
+    grad = _grads(0)
+    opt.step(ROWS, grad, lr=0.1)
+    moved = table[ROWS]
+    assert torch.isfinite(moved).all()
+    if kind == "adagrad":
+        assert moved.abs().max() <= 0.1 + 1e-6
+    else:
+        assert moved.norm(dim=1).max() <= 0.1 * 5**0.5 + 1e-6

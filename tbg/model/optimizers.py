@@ -107,6 +107,15 @@ class SparseOptimizer:
         state = self.state[name]
         return state.clone() if rows is None else state.index_select(0, rows)
 
+    def _accumulate(self, name: str, rows: Rows, inc: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """Add ``inc`` (times ``alpha``) to the rows' state and return their new values, computed from this
+        step's own read: under Hogwild another worker's concurrent write may drop the increment from the
+        shared state, and a value read back after it could then miss it (an accumulator of about zero is a
+        huge step); the value returned always holds it."""
+        acc = self._take(name, rows).add_(inc, alpha=alpha)
+        self._add(name, rows, inc, alpha=alpha)
+        return acc
+
     def _add(self, name: str, rows: Rows, inc: torch.Tensor, alpha: float = 1.0) -> None:
         state = self.state[name]
         if rows is None:
@@ -172,8 +181,7 @@ class SparseAdagrad(SparseOptimizer):
         return {"sum": self._zeros("sum", tuple(table.shape), table.device)}
 
     def _delta(self, rows, grad, lr, live):
-        self._add("sum", rows, grad * grad)  # a padding slot adds 0
-        acc = self._take("sum", rows)
+        acc = self._accumulate("sum", rows, grad * grad)  # a padding slot adds 0
         return grad.div_(acc.sqrt_().add_(self._eps())).mul_(self._neg_lr(lr))
 
 
@@ -182,8 +190,7 @@ class SparseRowAdagrad(SparseOptimizer):
         return {"sum": self._zeros("sum", (table.shape[0],), table.device)}
 
     def _delta(self, rows, grad, lr, live):
-        self._add("sum", rows, torch.linalg.vector_norm(grad, dim=-1).square_(), alpha=1 / grad.shape[-1])
-        acc = self._take("sum", rows)
+        acc = self._accumulate("sum", rows, torch.linalg.vector_norm(grad, dim=-1).square_(), alpha=1 / grad.shape[-1])
         return grad.mul_(acc.sqrt_().add_(self._eps()).reciprocal_().mul_(self._neg_lr(lr)).unsqueeze(-1))
 
 
@@ -281,8 +288,10 @@ class RelationOptimizer:
             return True
         if cfg.kind == "adagrad":
             sums = [opt.state["sum"] for _, opt in pairs]
+            # the new sums from this step's own read, as SparseOptimizer._accumulate (Hogwild-safe)
+            std = torch._foreach_addcmul(sums, grads, grads)
             torch._foreach_addcmul_(sums, grads, grads)
-            std = torch._foreach_sqrt(sums)
+            torch._foreach_sqrt_(std)
             # eps as tensors of the parameters' shapes, made once: a Python eps becomes a tensor per call
             if not hasattr(self, "_eps"):
                 self._eps = {id(o): torch.full_like(o.state["sum"], max(cfg.params.eps, MIN_EPS)) for o in self.opts}
