@@ -31,6 +31,10 @@ NODE_RELATIONS: Relations = [(f"r{i}", "node", "node", "translation") for i in r
 # the TwHIN seed's shape, scaled down (importer tests)
 TWHIN_TYPES: Types = {"user": (50, 4, 1), "tweet": (30, 4, 1)}
 TWHIN_RELATIONS: Relations = [("fav", "user", "tweet"), ("reply", "user", "tweet"), ("follow", "user", "user")]
+# two entity types, relations of three (lhs, rhs) type pairs (one pair with two relations): multi-group batches
+TYPED_TYPES: Types = {"a": (120, 8, 2), "b": (80, 8, 1)}
+TYPED_RELATIONS: Relations = [("ab", "a", "b", "translation"), ("ba", "b", "a", "translation"),
+                              ("aa", "a", "a", "translation"), ("ab2", "a", "b", "diagonal")]  # fmt: skip
 
 
 def make_config(graph_dir: str | Path, **kw: Any) -> Config:
@@ -235,6 +239,21 @@ def planted_graph(cfg: Config, seed: int = 0, edges: int = 6000) -> tuple[dict[s
     splits = {name: (lhs[s], rel[s], rhs[s]) for name, s in cuts.items()}
     write_graph(cfg, splits, seed=seed)
     return splits, cluster
+
+
+def typed_graph(cfg: Config, edges: int = 3000, seed: int = 0) -> dict[str, Edges]:
+    """Random edges of every relation of ``cfg`` (ids valid for its types, e.g. TYPED_TYPES): ``edges`` train
+    edges and 100 valid; returns the splits."""
+    rng = np.random.default_rng(seed)
+    n, rels = edges + 100, cfg.model.relations
+    count = {t.name: t.num_embeddings for t in cfg.model.embeddings.tables}
+    rel = rng.integers(0, len(rels), n)
+    lhs = (rng.random(n) * np.array([count[r.lhs] for r in rels])[rel]).astype(np.int64)
+    rhs = (rng.random(n) * np.array([count[r.rhs] for r in rels])[rel]).astype(np.int64)
+    cut = {"train": slice(0, edges), "valid": slice(edges, None)}
+    splits = {s: (lhs[c], rel[c], rhs[c]) for s, c in cut.items()}
+    write_graph(cfg, splits, seed=seed)
+    return splits
 
 
 def random_index_edges(n: int, seed: int, sizes: dict[str, int], relations: Relations) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from builders import make_config, planted_graph
+from builders import TYPED_RELATIONS, TYPED_TYPES, make_config, planted_graph, typed_graph
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench" / "step_profile.py"
 
@@ -36,6 +36,17 @@ def test_training_step_has_no_sync_op(scheme, tmp_path) -> None:
     optimizer = over.pop("optimizer", None)
     cfg = make_config(tmp_path / "g", optimizer=optimizer, overrides=over)
     planted_graph(cfg, edges=1500)
+    out = _profiler().profile_steps(cfg, 2)
+    assert out["sync_ops"] == {} and out["sync_ops_per_step"] == 0, out["sync_ops"]
+    assert out["aten_ops_per_step"]["nested"] > 0
+
+
+def test_a_multi_group_training_step_has_no_sync_op(tmp_path) -> None:
+    """Relations of three (lhs type, rhs type) groups: each batch holds one group (the edge stream's layout),
+    so the step never splits a batch on the device."""
+    over = {"train_data.per_replica_batch_size": 50, "train_data.in_batch_negatives": 20}
+    cfg = make_config(tmp_path / "g", types=TYPED_TYPES, relations=TYPED_RELATIONS, overrides=over)
+    typed_graph(cfg, edges=3000)
     out = _profiler().profile_steps(cfg, 2)
     assert out["sync_ops"] == {} and out["sync_ops_per_step"] == 0, out["sync_ops"]
     assert out["aten_ops_per_step"]["nested"] > 0

@@ -9,6 +9,12 @@ A bucket of a grown graph is several segments, each shuffled on its own (one per
 tbg/graph_manifest.py).  ``train_on: appended`` reads only the latest segment; ``all`` reads a bucket of
 several segments in stratified chunks, each taking the same share of every segment, so a chunk stays an
 unbiased sample of the whole bucket rather than old edges first and new ones last.
+
+Relations of several (lhs type, rhs type) groups (e.g. typed WordNet: entity type = part of speech): each
+permuted chunk is laid out as a sequence of batches that each hold one group (:func:`group_layout`, numpy on
+the prefetch thread), so a batch carries its group as a Python int and the training step never inspects
+device data to split it (a host sync on a GPU).  The layout is a pure function of (seed, epoch, bucket,
+chunk, batch size), so positions stay exact on resume.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from tbg.train.batch_scorer import Batch
 class EdgeChunk:
     start: int  # bucket position of the chunk's first edge
     edges: Batch  # permuted
+    ends: np.ndarray | None = None  # grouped layout: each batch's end offset in the chunk (None: every batch_size)
+    groups: np.ndarray | None = None  # grouped layout: each batch's group
 
     def __len__(self) -> int:
         return len(self.edges)
@@ -41,6 +49,8 @@ class _RawChunk:
     rhs: np.ndarray
     rel: np.ndarray
     weight: np.ndarray | None
+    ends: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
 
 def _seed(*parts: object) -> int:
@@ -51,7 +61,9 @@ Ranges = list[tuple[int, int]]  # [start, stop) ranges of a bucket's edges (its 
 
 
 class EdgeSource:
-    """``edges``: ``all`` of a bucket's edges, or only the ``appended`` ones (its latest segment)."""
+    """``edges``: ``all`` of a bucket's edges, or only the ``appended`` ones (its latest segment).
+    ``rel_group``: each relation's (lhs type, rhs type) group where there are several (chunks then come
+    laid out in one-group batches of ``batch_size``, :func:`group_layout`); None: one group."""
 
     def __init__(
         self,
@@ -62,6 +74,8 @@ class EdgeSource:
         seed: int,
         executor: Executor,
         edges: str = "all",
+        rel_group: np.ndarray | None = None,
+        batch_size: int = 0,
     ) -> None:
         self.graph = graph
         self.split = split
@@ -70,6 +84,8 @@ class EdgeSource:
         self.seed = seed
         self.executor = executor
         self.edges = edges
+        self.rel_group = rel_group
+        self.batch_size = batch_size
         self._pending: dict[tuple[int, tuple[int, int], int], Future[_RawChunk]] = {}
         self._plans: dict[tuple[int, int], tuple[list[Ranges], np.ndarray]] = {}
 
@@ -100,12 +116,19 @@ class EdgeSource:
         arr = parts[0] if len(parts) == 1 else _concat(parts)
         n = len(arr)
         perm = np.random.default_rng(_seed(self.seed, epoch, bucket, index)).permutation(n) if shuffle else None
+        ends = groups = None
+        if self.rel_group is not None:
+            rel = arr.rel if perm is None else arr.rel[perm]
+            rng = np.random.default_rng(_seed(self.seed, epoch, bucket, index, "batches"))
+            order, ends, groups = group_layout(self.rel_group[rel], len(self.rel_group), self.batch_size, rng)
+            perm = order if perm is None else perm[order]
 
         def column(a: np.ndarray, dtype: type) -> np.ndarray:
             return np.ascontiguousarray(a if perm is None else a[perm], dtype=dtype)
 
         weight = column(arr.weight, np.float32) if arr.weight is not None else None
-        return _RawChunk(start, column(arr.lhs, np.int64), column(arr.rhs, np.int64), column(arr.rel, np.int64), weight)
+        cols = (column(arr.lhs, np.int64), column(arr.rhs, np.int64), column(arr.rel, np.int64))
+        return _RawChunk(start, *cols, weight, ends, groups)
 
     def _tensors(self, raw: _RawChunk) -> EdgeChunk:
         def column(a: np.ndarray) -> torch.Tensor:
@@ -115,7 +138,8 @@ class EdgeSource:
             return t
 
         weight = column(raw.weight) if raw.weight is not None else None
-        return EdgeChunk(raw.start, Batch(column(raw.lhs), column(raw.rhs), column(raw.rel), weight))
+        edges = Batch(column(raw.lhs), column(raw.rhs), column(raw.rel), weight)
+        return EdgeChunk(raw.start, edges, raw.ends, raw.groups)
 
     def prefetch(self, epoch: int, bucket: tuple[int, int], index: int = 0) -> None:
         key = (epoch, bucket, index)
@@ -158,14 +182,45 @@ def _concat(parts: list[EdgeArrays]) -> EdgeArrays:
     return EdgeArrays(*(np.concatenate([getattr(p, key) for p in parts]) for key in ("lhs", "rhs", "rel")), weight)
 
 
+def group_layout(
+    group: np.ndarray, num_groups: int, batch_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A chunk's edges (``group``: each one's group, in permuted order) as one-group batches: ``(order, ends,
+    groups)``, the chunk's new edge order, each batch's end offset in it and each batch's group.
+
+    Each group's edges keep their (random) order and are cut into batches of ``batch_size``; a group's last
+    batch of the chunk holds its remainder (fewer edges; one per group and chunk).  The batches are then
+    shuffled with ``rng``, so groups interleave rather than follow one another.  Vectorised numpy, no per-edge
+    Python: a stable counting sort by group and index arithmetic per batch."""
+    order = np.argsort(group.astype(np.int16 if num_groups < 2**15 else np.int64), kind="stable")
+    counts = np.bincount(group, minlength=num_groups)
+    per_group = -(-counts // batch_size)  # batches per group
+    groups = np.repeat(np.arange(num_groups), per_group)
+    k = np.arange(len(groups)) - np.repeat(np.cumsum(per_group) - per_group, per_group)  # batch index in group
+    starts = np.repeat(np.cumsum(counts) - counts, per_group) + k * batch_size  # in the group-sorted order
+    lengths = np.minimum(batch_size, np.repeat(counts, per_group) - k * batch_size)
+    shuffle = rng.permutation(len(groups))
+    starts, lengths, groups = starts[shuffle], lengths[shuffle], groups[shuffle]
+    ends = np.cumsum(lengths)
+    index = np.repeat(starts - (ends - lengths), lengths) + np.arange(len(group))
+    return order[index], ends, groups
+
+
 def batches(chunk: EdgeChunk, batch_size: int, position: int) -> Iterator[tuple[int, Batch]]:
-    """(position after the batch, batch) for the chunk's edges from bucket ``position`` on."""
+    """(position after the batch, batch) for the chunk's edges from bucket ``position`` on: batches of
+    ``batch_size``, or the chunk's one-group batches (each with its ``group``) when it has a grouped layout."""
     e = chunk.edges
     n = len(chunk)
-    for lo in range(max(0, position - chunk.start), n, batch_size):
-        hi = min(n, lo + batch_size)
+    offset = max(0, position - chunk.start)
+    if chunk.ends is None:
+        bounds = [(lo, min(n, lo + batch_size), None) for lo in range(offset, n, batch_size)]
+    else:
+        first = int(np.searchsorted(chunk.ends, offset, side="right"))
+        ends, groups = chunk.ends.tolist(), chunk.groups.tolist()  # type: ignore[union-attr]
+        bounds = [(ends[b - 1] if b else 0, ends[b], groups[b]) for b in range(first, len(ends))]
+    for lo, hi, group in bounds:
         w = None if e.weight is None else e.weight[lo:hi]
-        yield chunk.start + hi, Batch(e.lhs[lo:hi], e.rhs[lo:hi], e.rel[lo:hi], w)
+        yield chunk.start + hi, Batch(e.lhs[lo:hi], e.rhs[lo:hi], e.rel[lo:hi], w, group)
 
 
 def read_all(graph: Graph, split: str, bucket: tuple[int, int], device: torch.device) -> Batch:
