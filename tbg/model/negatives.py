@@ -54,6 +54,29 @@ def sample_uniform(
     return torch.randint(0, partition_size, (num,), generator=generator, device=device)
 
 
+_CONSTANTS: dict[tuple[float, str], torch.Tensor] = {}
+
+
+def _constant(value: float, device: torch.device) -> torch.Tensor:
+    """``value`` as a cached 0-dim fp32 tensor on ``device``: an op with a Python number wraps and converts it on
+    every call (``rsub(x, k)`` is 6 ATen ops, ``sub(k_tensor, x)`` one)."""
+    key = (float(value), str(device))
+    out = _CONSTANTS.get(key)
+    if out is None:
+        out = _CONSTANTS[key] = torch.full((), float(value), dtype=torch.float32, device=device)
+    return out
+
+
+INT_COUNT_WIDTH = 512  # narrower masks count hits in int64, wider ones in fp32 (faster there, docs/benchmarks.md)
+
+
+def _valid(hit: torch.Tensor, width: int) -> torch.Tensor:
+    """fp32 count of valid negatives per row, ``width - hits``: a narrow mask is summed as integers, which skips
+    the fp32 copy of the whole mask that a float sum of a bool tensor makes; a wide one as floats."""
+    hits = hit.sum(-1) if width <= INT_COUNT_WIDTH else hit.sum(-1, dtype=torch.float32)
+    return torch.sub(_constant(width, hit.device), hits)
+
+
 MASKED = -1e30  # added to a masked negative's score: exp() underflows to 0, softplus/relu give 0 exactly
 
 
@@ -110,8 +133,7 @@ def mask_negatives(
     if k and batch_rel is not None:
         hit[..., :k] |= true_rel.unsqueeze(1) != batch_rel.unsqueeze(0)
     out.masked_fill_(hit, MASKED)
-    # a float sum of a bool tensor is several times faster than its integer count
-    return out, (torch.rsub(hit.sum(-1, dtype=out.dtype), neg.shape[-1]) if count else None)
+    return out, (_valid(hit, neg.shape[-1]) if count else None)
 
 
 def _grouped(true_ids: torch.Tensor, per: int, groups: int) -> torch.Tensor:
@@ -162,4 +184,4 @@ def mask_chunked(
         torch.eq(_grouped(true_ids, per_draw, draws.shape[-2]), draws.unsqueeze(-2), out=block)
     hit = hit[..., :size, :] if rows > size else hit
     out.masked_fill_(hit, MASKED)
-    return out, (torch.rsub(hit.sum(-1, dtype=out.dtype), width) if count else None)
+    return out, (_valid(hit, width) if count else None)

@@ -21,6 +21,7 @@ from tbg.config import AdagradConfig, OptimizerConfig
 from tbg.errors import CheckpointError
 
 MIN_EPS = 1e-10
+CONCAT_ELEMENTS = 1 << 20  # coalesce: gradients of at most this many elements are concatenated, added at once
 
 
 def _zeros(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -52,6 +53,10 @@ class SparseOptimizer:
         state without a copy (a partition read from its file is never held twice)."""
         self.table = table
         self.cfg = cfg
+        self._neg_lr_tensor = torch.zeros((), dtype=torch.float32, device=table.device)
+        self._neg_lr_value: float | None = None
+        eps = max(getattr(cfg.params, "eps", MIN_EPS), MIN_EPS)  # (sgd has none)
+        self._eps_tensor = torch.full((), eps, dtype=torch.float32, device=table.device)
         self._given = state or {}
         self._adopted: set[str] = set()
         self.state: dict[str, torch.Tensor] = self._init_state(table)
@@ -124,24 +129,18 @@ class SparseOptimizer:
             state.index_add_(0, rows, inc, alpha=alpha)
 
     def _neg_lr(self, lr: float) -> torch.Tensor:
-        """``-lr`` as a 0-dim fp32 tensor on the table's device, refilled only when the lr changes: an in-place
-        op with a Python float converts it to a tensor on every call."""
-        neg = getattr(self, "_neg_lr_tensor", None)
-        if neg is None:
-            neg = self._neg_lr_tensor = torch.tensor(-lr, dtype=torch.float32, device=self.table.device)
+        """``-lr`` as a 0-dim fp32 tensor on the table's device (made with the optimizer, not in a step),
+        refilled only when the lr changes: an in-place op with a Python float converts it to a tensor on every
+        call."""
+        if self._neg_lr_value != lr:
+            self._neg_lr_tensor.fill_(-lr)
             self._neg_lr_value = lr
-        elif self._neg_lr_value != lr:
-            neg.fill_(-lr)
-            self._neg_lr_value = lr
-        return neg
+        return self._neg_lr_tensor
 
     def _eps(self) -> torch.Tensor:
-        """eps (at least MIN_EPS) as a 0-dim tensor on the table's device, made once: a Python float in an
-        in-place op is turned into a tensor on every call."""
-        eps = getattr(self, "_eps_tensor", None)
-        if eps is None:
-            eps = self._eps_tensor = torch.tensor(max(self.cfg.params.eps, MIN_EPS), device=self.table.device)
-        return eps
+        """eps (at least MIN_EPS) as a 0-dim tensor on the table's device, made with the optimizer: a Python
+        float in an in-place op is turned into a tensor on every call."""
+        return self._eps_tensor
 
     def _delta(self, rows: Rows, grad: torch.Tensor, lr: float, live: torch.Tensor | None) -> torch.Tensor:
         """The change of the rows' parameters (updating the optimizer state as it goes); may reuse ``grad``."""
@@ -328,15 +327,41 @@ def coalesce(
     """
     rows_list = rows if isinstance(rows, list) else [rows]
     grads = grad if isinstance(grad, list) else [grad]
-    ids = torch.cat(rows_list) if len(rows_list) > 1 else rows_list[0]
+    return coalesce_tables([(rows_list, grads)], [0], live)[0]
+
+
+def coalesce_tables(
+    tables: list[tuple[list[torch.Tensor], list[torch.Tensor]]], offsets: list[int], live: bool = True
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """:func:`coalesce` of several tables' (row id parts, gradient parts) at once, with one sort and one
+    gradient buffer (their gradients of one width D): table ``t``'s ids are shifted by ``offsets[t]`` (at least
+    the rows of the tables before it, so the shifted ranges never overlap), which makes the sorted ids table
+    0's M_0 slots, then table 1's, ...: static slices, no host sync.  Returns each table's ``(ids, grads,
+    live)`` in its own ids; fewer ops per step than one coalesce per table."""
+    shifted = [[i if off == 0 else i + off for i in parts] for (parts, _), off in zip(tables, offsets, strict=True)]
+    flat = [ids for parts in shifted for ids in parts]
+    ids = torch.cat(flat) if len(flat) > 1 else flat[0]
     size = ids.shape[0]
     uniq = torch.sort(ids)[0]
     flags = None
     if live:  # slot s: its id's first occurrence
         flags = torch.ones(size, dtype=torch.bool, device=ids.device)
         torch.ne(uniq[1:], uniq[:-1], out=flags[1:])
+    grads = [g for _, parts in tables for g in parts]
     summed = torch.zeros((size, grads[0].shape[1]), dtype=torch.float32, device=ids.device)
-    for id_part, part in zip(rows_list, grads, strict=True):
-        slot = torch.searchsorted(uniq, id_part)  # the first sorted position holding the row's id
-        summed.index_add_(0, slot, part if part.dtype == torch.float32 else part.float())
-    return uniq, summed, flags
+    # the first sorted position holding each row's id; small gradients are added in one call (the copy of
+    # their concatenation costs less than an op per part), large ones part by part (no copy)
+    if len(grads) > 1 and size * grads[0].shape[1] <= CONCAT_ELEMENTS:
+        joined = torch.cat(grads)
+        summed.index_add_(0, torch.searchsorted(uniq, ids), joined if joined.dtype == torch.float32 else joined.float())
+    else:
+        for id_part, part in zip(flat, grads, strict=True):
+            summed.index_add_(
+                0, torch.searchsorted(uniq, id_part), part if part.dtype == torch.float32 else part.float()
+            )
+    if len(tables) == 1:
+        return [(uniq, summed, flags)]
+    sizes = [sum(p.shape[0] for p in parts) for parts in shifted]
+    rows, sums = uniq.split(sizes), summed.split(sizes)
+    live_parts = [None] * len(tables) if flags is None else flags.split(sizes)
+    return [(r if off == 0 else r - off, g, f) for r, g, f, off in zip(rows, sums, live_parts, offsets, strict=True)]

@@ -1,7 +1,9 @@
 """One batch: gather rows, score positives and shared negatives on both sides, loss, sparse updates.
 
-A batch mixes relations.  Edges are grouped by (lhs type, rhs type) — usually one group.  Per group the
-batch's own rows are autograd leaves, and each side is scored as
+A batch mixes relations.  Edges are grouped by (lhs type, rhs type) — usually one group.  Training batches
+hold one group each and say which (the edge stream lays chunks out so, tbg/train/edge_stream.py): the step
+never inspects device data to split a batch.  A batch without a group (validation) is split here.  Per group
+the batch's own rows are autograd leaves, and each side is scored as
 
 - target rhs: queries from θx against shared rhs candidates (in-batch entities + uniform samples),
 - target lhs: queries from θy against shared lhs candidates,
@@ -27,7 +29,7 @@ from tbg import runtime
 from tbg.config import Config, DataConfig, GlobalNegativesScope, InBatchScope
 from tbg.model.losses import build_loss
 from tbg.model.negatives import mask_chunked, mask_negatives, sample_uniform, select_in_batch
-from tbg.model.optimizers import coalesce
+from tbg.model.optimizers import coalesce_tables
 from tbg.model.scoring import RelationModel
 from tbg.train.dot_logits import Blocks, dot_logits, grouped
 from tbg.train.gathered_rows import Gathered, TableKey, candidate_scores
@@ -39,9 +41,16 @@ class Batch:
     rhs: torch.Tensor
     rel: torch.Tensor
     weight: torch.Tensor | None = None
+    group: int | None = None  # index in relation_groups' list when every edge is of that group; None: mixed
 
     def __len__(self) -> int:
         return int(self.lhs.shape[0])
+
+
+def relation_groups(relations: list) -> tuple[list[tuple[str, str]], list[int]]:  # noqa: ANN001
+    """The (lhs type, rhs type) groups of ``model.relations`` (sorted) and each relation's group index."""
+    groups = sorted({(r.lhs, r.rhs) for r in relations})
+    return groups, [groups.index((r.lhs, r.rhs)) for r in relations]
 
 
 @dataclass(frozen=True)
@@ -78,8 +87,8 @@ class BatchScorer:
         rels = cfg.model.relations
         self.rel_weight = torch.tensor([r.weight for r in rels], dtype=torch.float32, device=device)
         self.unit_weights = all(r.weight == 1 for r in rels)  # no relation weight to apply
-        self.groups: list[tuple[str, str]] = sorted({(r.lhs, r.rhs) for r in rels})
-        self.rel_group = torch.tensor([self.groups.index((r.lhs, r.rhs)) for r in rels], device=device)
+        self.groups, rel_group = relation_groups(rels)
+        self.rel_group = torch.tensor(rel_group, device=device)
         self.bf16 = bf16
         self.relation_free = not any(model.candidates_need_relation(t) for t in ("lhs", "rhs"))  # type: ignore[arg-type]
         self.tf32 = device.type == "cuda" and cfg.runtime.enable_tensorfloat32  # scoped to the scorer's products
@@ -123,9 +132,10 @@ class BatchScorer:
 
     def _call(self, batch, tables, negatives, generator, grad) -> StepResult:  # noqa: ANN001
         gathered: list[Gathered] = []
-        if len(self.groups) == 1:
-            loss = self._group(self.groups[0], batch, tables, negatives, generator, grad, gathered)
-            return StepResult(loss, gathered)
+        if len(self.groups) == 1 or batch.group is not None:
+            types = self.groups[batch.group or 0]
+            return StepResult(self._group(types, batch, tables, negatives, generator, grad, gathered), gathered)
+        # a mixed batch (validation): split by group, with host syncs (outside the training step)
         group_of = self.rel_group[batch.rel]
         total = torch.zeros((), device=self.device)
         for g in torch.unique(group_of).tolist():
@@ -239,15 +249,19 @@ class BatchScorer:
         uni_r = sample_uniform(draws * uniform, table_r.shape[0], generator, self.device)
         true_ids = torch.stack([batch.rhs, batch.lhs])  # index 0 predicts rhs, 1 lhs
         # the true candidates' rows (scored as the in-batch ones too) as autograd leaves: one gather per table
+        known = None  # the known rows (lhs for side 0, rhs for side 1): raw flipped
         if key_l == key_r:
             raw = self._leaf(key_r, table_r, true_ids, grad, gathered)
-        else:
-            raw = torch.stack([self._leaf(key_r, table_r, batch.rhs, grad, gathered),
-                               self._leaf(key_l, table_l, batch.lhs, grad, gathered)])  # fmt: skip
+        else:  # two leaves: stacked both ways (fewer ops than a flip and its backward)
+            leaf_r, leaf_l = (
+                self._leaf(key_r, table_r, batch.rhs, grad, gathered),
+                self._leaf(key_l, table_l, batch.lhs, grad, gathered),
+            )
+            raw, known = torch.stack([leaf_r, leaf_l]), torch.stack([leaf_l, leaf_r])
         if self.model.candidates_need_relation("rhs"):
             rows = {"lhs": (key_l, table_l, raw[1], uni_l), "rhs": (key_r, table_r, raw[0], uni_r)}
             return self._per_side(batch, rows, sel, sel_rel if per_relation else None, grad, gathered)
-        q = self.model.queries(raw.flip(0), batch.rel)  # the known rows: lhs for side 0, rhs for side 1
+        q = self.model.queries(raw.flip(0) if known is None else known, batch.rel)
         sources = [(key_r, table_r), (key_l, table_l)]
         uni = torch.stack([uni_r, uni_l])
         if chunked:
@@ -327,16 +341,27 @@ class BatchScorer:
 
 
 def coalesced_grads(
-    gathered: list[Gathered], needs_live: Callable[[TableKey], bool] | None = None
+    gathered: list[Gathered],
+    needs_live: Callable[[TableKey], bool] | None = None,
+    rows_of: Callable[[TableKey], int] | None = None,
 ) -> dict[TableKey, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Per table: touched rows, their summed gradients and which slots are live (:func:`coalesce`: no dense
     table-sized gradient, no host sync); ``needs_live(key)`` False: None for the flags (an optimizer that never
-    reads them; default: every table gets them)."""
+    reads them; default: every table gets them).  ``rows_of(key)``: the table's row count; given, the tables
+    whose gradients have one width are coalesced together (:func:`coalesce_tables`: one sort for all)."""
     by_key: dict[TableKey, list[Gathered]] = {}
     for g in gathered:
         by_key.setdefault(g.key, []).append(g)
+    parts = {key: ([g.ids for g in items], [g.gradient() for g in items]) for key, items in by_key.items()}
+    by_width: dict[int, list[TableKey]] = {}
+    for key, (_, grads) in parts.items():
+        by_width.setdefault(grads[0].shape[1] if rows_of is not None else len(by_width), []).append(key)
     out = {}
-    for key, items in by_key.items():
-        live = needs_live is None or needs_live(key)
-        out[key] = coalesce([g.ids for g in items], [g.gradient() for g in items], live=live)
+    for keys in by_width.values():
+        offsets = [0]
+        for key in keys[:-1]:
+            offsets.append(offsets[-1] + rows_of(key))  # type: ignore[misc]
+        live = any(needs_live is None or needs_live(key) for key in keys)
+        for key, result in zip(keys, coalesce_tables([parts[k] for k in keys], offsets, live=live), strict=True):
+            out[key] = result if needs_live is None or needs_live(key) else (result[0], result[1], None)
     return out

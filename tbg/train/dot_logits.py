@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tbg.train.gathered_rows import Gathered, TableKey
+from tbg.train.gathered_rows import Gathered, TableKey, as_dtype
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,10 @@ class _DotLogits(torch.autograd.Function):
         flat = torch.empty((2 * size, 1 + width), dtype=torch.float32, device=q.device)
         logits = flat.view(2, size, 1 + width)
         torch.sum(q * raw, -1, out=logits[..., 0])
-        q_low = q.to(dtype)
+        q_low = as_dtype(q, dtype)
         saved = [q, raw, q_low]
         if own:
-            raw_low = raw.to(dtype)
+            raw_low = as_dtype(raw, dtype)
             _into(logits[..., 1 : 1 + own], torch.bmm(grouped(q_low, own), grouped(raw_low, own).transpose(1, 2)))
             saved.append(raw_low)
         if blocks.sampled is not None:
@@ -105,7 +105,7 @@ class _DotLogits(torch.autograd.Function):
                 rows = tables[0].index_select(0, side_ids[0])
             else:
                 rows = torch.stack([t.index_select(0, i) for t, i in zip(tables, side_ids, strict=True)])
-            rows = rows.to(dtype).view(2 * ids.shape[1], ids.shape[2], dim)
+            rows = as_dtype(rows, dtype).view(2 * ids.shape[1], ids.shape[2], dim)
             q_s = grouped(q_low, blocks.sampled_rows)
             _into(logits[..., 1 + own :], torch.bmm(q_s, rows.transpose(1, 2)))
             saved.append(rows)
@@ -126,20 +126,20 @@ class _DotLogits(torch.autograd.Function):
         if own:
             raw_low = rest.pop(0)
             g = _ungrouped(_low(grad[..., 1 : 1 + own], low), own)
-            d_q = _trim(torch.bmm(g, grouped(raw_low, own)), size).float()
-            d_raw = _trim(torch.bmm(g.transpose(1, 2), grouped(q_low, own)), size).float()
+            d_q = as_dtype(_trim(torch.bmm(g, grouped(raw_low, own)), size), torch.float32)
+            d_raw = as_dtype(_trim(torch.bmm(g.transpose(1, 2), grouped(q_low, own)), size), torch.float32)
         if blocks.sampled is not None:
             (rows,) = rest
             g = _ungrouped(_low(grad[..., 1 + own :], low), blocks.sampled_rows)
             part = _trim(torch.bmm(g, rows), size)
-            d_q = part.float() if d_q is None else d_q.add_(part)
+            d_q = as_dtype(part, torch.float32) if d_q is None else d_q.add_(part)
             if ctx.sinks is not None:
                 d_rows = torch.bmm(g.transpose(1, 2), grouped(q_low, blocks.sampled_rows))
                 if len(ctx.sinks) == 1:
                     ctx.sinks[0].grad = d_rows.view(-1, q.shape[-1])
                 else:
                     d_rows = d_rows.view(2, -1, q.shape[-1])
-                    ctx.sinks[0].grad, ctx.sinks[1].grad = d_rows[0], d_rows[1]
+                    ctx.sinks[0].grad, ctx.sinks[1].grad = d_rows.unbind(0)
         g_pos = grad[..., :1]
         d_q = g_pos * raw if d_q is None else d_q.addcmul_(g_pos, raw)
         d_raw = g_pos * q if d_raw is None else d_raw.addcmul_(g_pos, q)

@@ -19,6 +19,11 @@ import torch
 TableKey = tuple[str, int]  # (entity type, partition)
 
 
+def as_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dtype``, without dispatching a no-op ``to`` when it is already (one ATen op fewer per call)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
 @dataclass
 class Gathered:
     """Rows ``ids`` of table ``key`` that a step read; their gradient is the leaf's, or ``grad`` once set."""
@@ -52,17 +57,17 @@ class _CandidateScores(torch.autograd.Function):
         sinks: tuple[Gathered, ...] | None,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        parts = [] if prefix is None else [prefix.to(dtype)]
+        parts = [] if prefix is None else [as_dtype(prefix, dtype)]
         if ids is not None:
             if len(tables) == 1:  # a faster gather than index_select here
-                parts.append(torch.nn.functional.embedding(ids, tables[0]).to(dtype))
+                parts.append(as_dtype(torch.nn.functional.embedding(ids, tables[0]), dtype))
             else:
                 gathered = [torch.nn.functional.embedding(i, t) for i, t in zip(ids, tables, strict=True)]
-                parts.append(torch.stack(gathered).to(dtype))
+                parts.append(as_dtype(torch.stack(gathered), dtype))
         rows = parts[0] if len(parts) == 1 else torch.cat(parts, -2)
         # one bmm over the flattened leading dims (matmul would expand and reshape both operands first)
         n = math.prod(queries.shape[:-2])
-        q = queries.to(dtype).reshape(n, *queries.shape[-2:])
+        q = as_dtype(queries, dtype).reshape(n, *queries.shape[-2:])
         rows = rows.reshape(n, *rows.shape[-2:])
         ctx.save_for_backward(q, rows)
         ctx.sinks = sinks
@@ -75,14 +80,14 @@ class _CandidateScores(torch.autograd.Function):
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor):  # type: ignore[override]
         q, rows = ctx.saved_tensors
-        g = grad.to(q.dtype).reshape(q.shape[0], q.shape[1], rows.shape[1])
-        d_queries = torch.bmm(g, rows).view(ctx.shape).float() if ctx.needs_input_grad[0] else None
+        g = as_dtype(grad, q.dtype).reshape(q.shape[0], q.shape[1], rows.shape[1])
+        d_queries = as_dtype(torch.bmm(g, rows).view(ctx.shape), torch.float32) if ctx.needs_input_grad[0] else None
         d_prefix = None
         if ctx.sinks is not None or ctx.needs_input_grad[1]:
             d_rows = torch.bmm(g.transpose(1, 2), q)
             p = 0 if ctx.prefix is None else ctx.prefix[-2]
             if ctx.needs_input_grad[1]:
-                d_prefix = d_rows[:, :p].reshape(ctx.prefix).float()
+                d_prefix = as_dtype(d_rows[:, :p].reshape(ctx.prefix), torch.float32)
             if ctx.sinks is not None:
                 d_rows = d_rows[:, p:] if p else d_rows
                 dim = rows.shape[-1]

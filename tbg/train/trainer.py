@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from tbg import memory, runtime
@@ -35,7 +36,7 @@ from tbg.graph import Graph
 from tbg.model.lr_scaling import ScaledLr, effective_batch
 from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
-from tbg.train.batch_scorer import Batch, BatchScorer, coalesced_grads
+from tbg.train.batch_scorer import Batch, BatchScorer, coalesced_grads, relation_groups
 from tbg.train.bucket_order import bucket_order
 from tbg.train.edge_stream import EdgeSource, batches
 from tbg.train.finite_guard import RELATIONS, FiniteGuard, GroupChecks, check_tables, finite_sum
@@ -84,9 +85,11 @@ class Trainer:
         plan = self.plan
         self.store = PartitionStore(cfg, counts, sizes, self.device, swap_dir, plan.capacity, plan.overlaps)
         chunk = plan.chunk_edges
+        groups, rel_group = relation_groups(cfg.model.relations)  # several: one-group batches (edge_stream)
         self.edges = EdgeSource(
-            self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor, cfg.training.train_on.value
-        )
+            self.graph, "train", chunk, self.device, cfg.runtime.seed, self.executor, cfg.training.train_on.value,
+            np.asarray(rel_group, dtype=np.int64) if len(groups) > 1 else None, cfg.train_data.per_replica_batch_size,
+        )  # fmt: skip
         self.ckpts = CheckpointStore(self.save_dir, cfg.training.checkpoint_max_to_keep)
         self.grid = (self.graph.num_lhs_partitions, self.graph.num_rhs_partitions)
         sides = [{r.lhs for r in cfg.model.relations}, {r.rhs for r in cfg.model.relations}]
@@ -203,7 +206,12 @@ class Trainer:
         key = self._key(etype, side, self.bucket)
         return key, self.store.get(key).table
 
+    def _rows_of(self, key: TableKey) -> int:
+        return int(self.store.get(key).table.shape[0])
+
     def _steps_per_epoch(self) -> int:
+        """Batches per epoch (the lr warm-up's length and the bar's total); with several relation groups a lower
+        bound: each group's last batch of a chunk is partial (tbg/train/edge_stream.py)."""
         b = self.cfg.train_data.per_replica_batch_size
         return sum(-(-self.edges.count((i, j)) // b) for i in range(self.grid[0]) for j in range(self.grid[1]))
 
@@ -216,9 +224,7 @@ class Trainer:
         step_group = self._open_group(worker, first_step, first_step + len(group) - 1)
         losses = [self._score(step_group, batch) for batch in group]
         updated = self._apply(step_group)
-        values = torch.stack(losses).float()
-        if updated:
-            values = torch.cat([values, torch.stack(list(updated.values()))])
+        values = torch.stack(losses + list(updated.values()))  # fp32 0-dim each: one stack
         return losses, GroupChecks(first_step, len(losses), list(updated), self.bucket, values)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
@@ -264,7 +270,7 @@ class Trainer:
         def needs_live(key: TableKey) -> bool:
             return self.store.get(key).optimizer.uses_live
 
-        for key, (rows, grad, live) in coalesced_grads(group.gathered, needs_live).items():
+        for key, (rows, grad, live) in coalesced_grads(group.gathered, needs_live, self._rows_of).items():
             res = self.store.get(key)
             delta = res.optimizer.step(rows, grad, self.table_lrs[key[0]].lr_at(lr_step), owned=True, live=live)
             res.dirty = True
