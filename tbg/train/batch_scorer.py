@@ -249,19 +249,15 @@ class BatchScorer:
         uni_r = sample_uniform(draws * uniform, table_r.shape[0], generator, self.device)
         true_ids = torch.stack([batch.rhs, batch.lhs])  # index 0 predicts rhs, 1 lhs
         # the true candidates' rows (scored as the in-batch ones too) as autograd leaves: one gather per table
-        known = None  # the known rows (lhs for side 0, rhs for side 1): raw flipped
         if key_l == key_r:
             raw = self._leaf(key_r, table_r, true_ids, grad, gathered)
-        else:  # two leaves: stacked both ways (fewer ops than a flip and its backward)
-            leaf_r, leaf_l = (
-                self._leaf(key_r, table_r, batch.rhs, grad, gathered),
-                self._leaf(key_l, table_l, batch.lhs, grad, gathered),
-            )
-            raw, known = torch.stack([leaf_r, leaf_l]), torch.stack([leaf_l, leaf_r])
+        else:
+            raw = torch.stack([self._leaf(key_r, table_r, batch.rhs, grad, gathered),
+                               self._leaf(key_l, table_l, batch.lhs, grad, gathered)])  # fmt: skip
         if self.model.candidates_need_relation("rhs"):
             rows = {"lhs": (key_l, table_l, raw[1], uni_l), "rhs": (key_r, table_r, raw[0], uni_r)}
             return self._per_side(batch, rows, sel, sel_rel if per_relation else None, grad, gathered)
-        q = self.model.queries(raw.flip(0) if known is None else known, batch.rel)
+        q = self.model.queries(raw.flip(0), batch.rel)  # the known rows: lhs for side 0, rhs for side 1
         sources = [(key_r, table_r), (key_l, table_l)]
         uni = torch.stack([uni_r, uni_l])
         if chunked:
