@@ -133,7 +133,8 @@ class SparseOptimizer:
         refilled only when the lr changes: an in-place op with a Python float converts it to a tensor on every
         call."""
         if self._neg_lr_value != lr:
-            self._neg_lr_tensor.fill_(-lr)
+            with np.errstate(over="ignore"):  # an lr beyond fp32 is -inf (fill_ refuses to overflow)
+                self._neg_lr_tensor.fill_(float(np.float32(-lr)))
             self._neg_lr_value = lr
         return self._neg_lr_tensor
 
