@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,25 @@ def test_import_tbg_and_load_config_stay_torch_free(tmp_path: Path) -> None:
     seed = str(ROOT / "configs" / "twhin_seed.yaml")
     proc = subprocess.run([sys.executable, "-c", code, seed], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_training_does_not_load_torch_compiler_modules(tmp_path: Path) -> None:
+    """A training run stays off torch.fx's symbolic shapes and sympy (tens of MB resident, Python work per
+    step): e.g. autograd checks an explicit backward seed through them."""
+    write_sources(tmp_path)
+    data = config(tmp_path)
+    data["training"]["num_epochs"] = 1
+    tbg.import_graph(data)
+    code = (
+        "import json, sys, tbg\n"
+        "tbg.train(json.loads(sys.argv[1]))\n"
+        "loaded = [m for m in ('sympy', 'torch.fx.experimental.symbolic_shapes') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(data, default=str)], capture_output=True, text=True, env=child_env()
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_submodules_named_like_api_functions_stay_importable() -> None:

