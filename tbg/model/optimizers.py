@@ -259,6 +259,12 @@ class RelationOptimizer:
             cfg = OptimizerConfig(adagrad=AdagradConfig(lr=cfg.params.lr, eps=cfg.params.eps))
         self.params = [p for p in params if p.numel()]
         self.opts = [build_sparse_optimizer(p.data.view(p.shape[0], -1), cfg) for p in self.params]
+        # Adagrad's eps as tensors of the parameters' shapes, made here: a Python eps becomes a tensor per call
+        self._eps = (
+            {id(o): torch.full_like(o.state["sum"], max(cfg.params.eps, MIN_EPS)) for o in self.opts}
+            if cfg.kind == "adagrad"
+            else {}
+        )
 
     def step(self, lr: float, grads_of: list[torch.nn.Parameter] | None = None) -> None:
         """Apply and clear the parameters' gradients (a parameter without one is left alone, as torch.optim):
@@ -292,9 +298,6 @@ class RelationOptimizer:
             std = torch._foreach_addcmul(sums, grads, grads)
             torch._foreach_addcmul_(sums, grads, grads)
             torch._foreach_sqrt_(std)
-            # eps as tensors of the parameters' shapes, made once: a Python eps becomes a tensor per call
-            if not hasattr(self, "_eps"):
-                self._eps = {id(o): torch.full_like(o.state["sum"], max(cfg.params.eps, MIN_EPS)) for o in self.opts}
             torch._foreach_add_(std, [self._eps[id(opt)] for _, opt in pairs])
             torch._foreach_addcdiv_(params, grads, std, value=-lr)
             return True

@@ -350,11 +350,12 @@ def coalesced_grads(
     for g in gathered:
         by_key.setdefault(g.key, []).append(g)
     parts = {key: ([g.ids for g in items], [g.gradient() for g in items]) for key, items in by_key.items()}
-    by_width: dict[int, list[TableKey]] = {}
+    # tables coalesced together: those of one gradient width when row counts are known, else each on its own
+    together: dict[object, list[TableKey]] = {}
     for key, (_, grads) in parts.items():
-        by_width.setdefault(grads[0].shape[1] if rows_of is not None else len(by_width), []).append(key)
+        together.setdefault(grads[0].shape[1] if rows_of is not None else key, []).append(key)
     out = {}
-    for keys in by_width.values():
+    for keys in together.values():
         offsets = [0]
         for key in keys[:-1]:
             offsets.append(offsets[-1] + rows_of(key))  # type: ignore[misc]
