@@ -9,11 +9,8 @@ import argparse
 import importlib
 import os
 import re
-import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 # subcommand -> (module, help); each module defines add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -96,10 +93,11 @@ def _finish_process(code: int) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from tbg import interrupts
     from tbg.errors import TbgError, storage_problem
 
     try:
-        with _sigterm_interrupts():
+        with interrupts.handled():
             return int(importlib.import_module(args._module).run(args) or 0)
     except TbgError as exc:
         print(f"tbg {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
@@ -110,30 +108,9 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"tbg {args.command}: error: {_one_line(problem)}", file=sys.stderr)
         return 2
-    except Terminated:
+    except interrupts.Terminated:
         print(f"tbg {args.command}: terminated (SIGTERM); committed state kept", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
         print(f"tbg {args.command}: interrupted; committed state kept", file=sys.stderr)
         return 130
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so every command unwinds the same way (temp dirs removed, locks released)."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While a command runs, SIGTERM stops it as SIGINT does (only the main thread can install handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

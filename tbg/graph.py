@@ -38,6 +38,7 @@ from tbg.errors import GraphError
 from tbg.graph_manifest import check_manifest, lineage, segments
 from tbg.h5write import H5Writer, create_h5
 from tbg.integrity import FILES_KEY, checked_dataset, list_files, load_json, read_strings, verify_files, with_checksum
+from tbg.interrupts import deferred
 from tbg.locking import DirectoryLock, reading
 
 FORMAT_VERSION = 2
@@ -418,15 +419,16 @@ class BucketWriter:
         self._file = self._out.file
         self._datasets: dict[str, Any] = {}
         try:
-            self._file.attrs["format_version"] = FORMAT_VERSION
-            self._file.attrs["count"] = count
-            for key in _BUCKET_KEYS:
-                if key in dtypes:
-                    chunks = (chunk,) if count else None
-                    data = None if edges is None else np.asarray(getattr(edges, key), dtype=dtypes[key])
-                    self._datasets[key] = checked_dataset(
-                        self._file, key, data, shape=(count,), dtype=dtypes[key], chunks=chunks
-                    )
+            with deferred():  # (HDF5 calls back into Python here: tbg/interrupts.py)
+                self._file.attrs["format_version"] = FORMAT_VERSION
+                self._file.attrs["count"] = count
+                for key in _BUCKET_KEYS:
+                    if key in dtypes:
+                        chunks = (chunk,) if count else None
+                        data = None if edges is None else np.asarray(getattr(edges, key), dtype=dtypes[key])
+                        self._datasets[key] = checked_dataset(
+                            self._file, key, data, shape=(count,), dtype=dtypes[key], chunks=chunks
+                        )
         except BaseException:
             self._out.abort()
             raise
@@ -437,10 +439,11 @@ class BucketWriter:
         end = self._pos + len(edges)
         if end > self._count:
             raise ValueError(f"bucket overflow: {end} > {self._count}")
-        for key, ds in self._datasets.items():
-            data = getattr(edges, key)
-            if data is not None and len(data):
-                ds[self._pos : end] = data
+        with deferred():
+            for key, ds in self._datasets.items():
+                data = getattr(edges, key)
+                if data is not None and len(data):
+                    ds[self._pos : end] = data
         self._pos = end
 
     def close(self) -> None:

@@ -8,6 +8,8 @@ So tbg never lets HDF5 see a failing write.  Files are written through h5py's fi
 touching the disk (small ones, HDF5's metadata, are kept in memory so HDF5 can read them back while it
 finishes).  HDF5 then closes cleanly, and :func:`create_h5` raises the recorded error with the file's name.
 The caller removes the file: every tbg writer writes to a temp path (``*.tmp-*`` or a temp dir) anyway.
+HDF5 calls back into Python for every write, so code that drives a writer runs inside
+:func:`tbg.interrupts.deferred` (an interrupt raised in a callback would drop a write unseen).
 
 numpy/h5py only (``tbg import`` and ``tbg export`` must not import torch).
 """
@@ -21,6 +23,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import h5py
+
+from tbg.interrupts import deferred
 
 _KEEP_WRITE_BYTES = 64 << 10  # after a failure, writes up to this size (metadata) are kept for read-back ...
 _KEEP_TOTAL_BYTES = 64 << 20  # ... up to this much in all; larger ones (chunk data) are dropped
@@ -123,49 +127,55 @@ class _LatchingSink(io.RawIOBase):
 
 class H5Writer:
     """An HDF5 file being written at ``path`` (``.file`` is the h5py File); :meth:`close` finishes it and
-    raises the first failed write as an ``OSError`` naming ``path``; :meth:`abort` closes it quietly."""
+    raises the first failed write as an ``OSError`` naming ``path``; :meth:`abort` closes it quietly.
+    Callers use ``.file`` inside :func:`tbg.interrupts.deferred` (see module doc)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._sink = _LatchingSink(path)
         try:
-            self.file = h5py.File(self._sink, "w")
+            with deferred():
+                self.file = h5py.File(self._sink, "w")
         except BaseException:
             self._sink.close()
             raise
 
     def close(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            self._sink.close()
+        with deferred():
+            try:
+                self.file.close()
+            finally:
+                self._sink.close()
         self._sink.raise_error()
 
     def abort(self) -> None:
         """Close after a failure; raise the recorded disk error instead when there is one (the root cause of
         whatever HDF5 raised after writes stopped reaching the disk)."""
-        try:
-            self.file.close()
-        except Exception:  # noqa: BLE001 - the recorded OSError (or the caller's exception) says what happened
-            pass
-        self._sink.close()
+        with deferred():
+            try:
+                self.file.close()
+            except Exception:  # noqa: BLE001 - the recorded OSError (or the caller's exception) says what happened
+                pass
+            self._sink.close()
         self._sink.raise_error()
 
 
 @contextmanager
 def create_h5(path: str) -> Iterator[h5py.File]:
     """``with create_h5(tmp) as f:`` like ``h5py.File(tmp, "w")``, but a failing disk is one ``OSError`` naming
-    ``tmp`` (raised at the end of the block, or instead of the error HDF5 raised inside it)."""
-    writer = H5Writer(path)
-    try:
-        yield writer.file
-    except Exception:
-        writer.abort()
-        raise
-    except BaseException:  # an interrupt: stop quietly, the interrupt says what happened
+    ``tmp`` (raised at the end of the block, or instead of the error HDF5 raised inside it).  The block runs
+    inside :func:`tbg.interrupts.deferred`: an interrupt is raised after the file is closed."""
+    with deferred():
+        writer = H5Writer(path)
         try:
+            yield writer.file
+        except Exception:
             writer.abort()
-        except OSError:
-            pass
-        raise
-    writer.close()
+            raise
+        except BaseException:  # an interrupt: stop quietly, the interrupt says what happened
+            try:
+                writer.abort()
+            except OSError:
+                pass
+            raise
+        writer.close()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tbg import memory, runtime
+from tbg import interrupts, memory, runtime
 from tbg.checkpoint import Checkpoint, CheckpointStore, open_checkpoint
 from tbg.config import Config, dump_config
 from tbg.consistency import (
@@ -386,6 +386,7 @@ class Trainer:
         group: list[tuple[int, Batch]] = []
         for chunk in self.edges.chunks(p.epoch, self.bucket, start):
             for position, batch in batches(chunk, size, start):
+                interrupts.check()  # an interrupt a finalizer swallowed stops the run here (tbg/interrupts.py)
                 group.append((position, batch))
                 planned += 1
                 last = planned >= t.num_train_steps
