@@ -49,14 +49,19 @@ def grouped(x: torch.Tensor, rows: int) -> torch.Tensor:
     return x.view(2 * groups, rows, *x.shape[2:])
 
 
-def _into(dest: torch.Tensor, block: torch.Tensor) -> None:
-    """Copy a product ``[2 * groups, rows, W]`` into ``dest [2, B, W]`` (a slice of the logits), dropping padding."""
-    size = dest.shape[1]
-    rows = block.shape[0] // 2 * block.shape[1]
-    if rows == size:
+def _bmm_into(dest: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """The product ``bmm(a [2 * groups, rows, D], b [2 * groups, D, W])`` in ``dest [2, B, W]`` (a slice of the
+    logits), padding rows dropped: written in place (BLAS takes the logits' row stride) when no row is padding
+    and the product is fp32, else computed and copied."""
+    size, groups, rows = dest.shape[1], a.shape[0] // 2, a.shape[1]
+    if groups * rows == size and a.dtype == dest.dtype:
+        torch.bmm(a, b, out=dest.view(2 * groups, rows, -1))
+        return
+    block = torch.bmm(a, b)
+    if groups * rows == size:
         dest.view(block.shape).copy_(block)
     else:
-        dest.copy_(block.view(2, rows, -1)[:, :size])
+        dest.copy_(block.view(2, groups * rows, -1)[:, :size])
 
 
 def _ungrouped(grad: torch.Tensor, rows: int) -> torch.Tensor:
@@ -97,7 +102,7 @@ class _DotLogits(torch.autograd.Function):
         saved = [q, raw, q_low]
         if own:
             raw_low = as_dtype(raw, dtype)
-            _into(logits[..., 1 : 1 + own], torch.bmm(grouped(q_low, own), grouped(raw_low, own).transpose(1, 2)))
+            _bmm_into(logits[..., 1 : 1 + own], grouped(q_low, own), grouped(raw_low, own).transpose(1, 2))
             saved.append(raw_low)
         if blocks.sampled is not None:
             ids = blocks.sampled
@@ -107,7 +112,7 @@ class _DotLogits(torch.autograd.Function):
                 rows = torch.stack([t.index_select(0, i) for t, i in zip(tables, side_ids, strict=True)])
             rows = as_dtype(rows, dtype).view(2 * ids.shape[1], ids.shape[2], dim)
             q_s = grouped(q_low, blocks.sampled_rows)
-            _into(logits[..., 1 + own :], torch.bmm(q_s, rows.transpose(1, 2)))
+            _bmm_into(logits[..., 1 + own :], q_s, rows.transpose(1, 2))
             saved.append(rows)
         ctx.save_for_backward(*saved)
         ctx.blocks, ctx.sinks = blocks, sinks
