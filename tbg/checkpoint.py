@@ -166,6 +166,8 @@ class CheckpointWriter:
             os.link(source, dest)
         except OSError:
             shutil.copyfile(source, dest)
+            with open(dest, "rb+") as fh:
+                os.fsync(fh.fileno())
 
     def write_relations(self, params: dict[str, np.ndarray]) -> None:
         with create_h5(os.path.join(self.tmp, "relations.h5")) as f:
@@ -177,6 +179,8 @@ class CheckpointWriter:
         try:
             with open(path, "wb") as fh:
                 fh.write(data.encode() if isinstance(data, str) else data)
+                fh.flush()
+                os.fsync(fh.fileno())
         except OSError as exc:
             if exc.filename is None:  # write() on a full disk names no file
                 raise OSError(exc.errno, exc.strerror, path) from None
@@ -193,6 +197,8 @@ class CheckpointWriter:
         final = os.path.join(self.store.root, version_name(self.version))
         if os.path.exists(final):  # a crashed run may have committed this version number without `latest`
             shutil.rmtree(final)
+        for folder in (os.path.join(self.tmp, "embeddings"), self.tmp):  # its files are fsynced as written
+            _fsync_dir(folder)
         os.replace(self.tmp, final)
         _fsync_dir(self.store.root)
         atomic_write_text(os.path.join(self.store.root, LATEST), version_name(self.version) + "\n")

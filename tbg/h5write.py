@@ -107,8 +107,12 @@ class _LatchingSink(io.RawIOBase):
         pass
 
     def close(self) -> None:
+        """Close the file, on disk first (fsync) when every write reached it: a file renamed into place
+        after this survives a crash with its content."""
         if not self.closed:
             try:
+                if self.error is None:
+                    os.fsync(self._fh.fileno())
                 self._fh.close()
             except OSError as exc:
                 self.error = self.error or exc

@@ -55,3 +55,34 @@ def test_uncommitted_write_is_invisible_and_cleaned(tmp_path) -> None:
 def test_missing_checkpoint_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="no committed checkpoint; run `tbg train` first"):
         open_checkpoint(str(tmp_path))
+
+
+def test_every_committed_file_is_on_disk_before_the_version_is_renamed_into_place(tmp_path, monkeypatch) -> None:
+    """A crash right after a commit finds the version's files with their content (fsync before rename)."""
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    renamed_after: dict[str, list[str]] = {}
+
+    def replace(src, dst) -> None:  # noqa: ANN001
+        renamed_after[str(src)] = list(synced)
+        if str(src) in synced:  # a file written as a temp, synced, then renamed: synced under its new name
+            synced.append(str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store = CheckpointStore(str(tmp_path))
+    _commit(store, 3)
+    version_dir = open_checkpoint(str(tmp_path)).path
+    tmp_dir = next(src for src in renamed_after if os.path.basename(src).startswith(".tmp-"))
+    before_rename = set(renamed_after[tmp_dir])
+    for root, _, files in os.walk(version_dir):
+        for name in files:
+            written_as = os.path.join(tmp_dir, os.path.relpath(os.path.join(root, name), version_dir))
+            assert written_as in before_rename, written_as
+    assert {tmp_dir, os.path.join(tmp_dir, "embeddings")} <= before_rename  # their entries too
