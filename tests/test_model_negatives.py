@@ -59,7 +59,33 @@ def test_fast_mask_agrees_with_dense_bias() -> None:
     neg = torch.randn(200, len(sel) + 50, generator=gen).bfloat16()
     for batch_rel in (sel_rel, None):
         bias = negative_bias(true_ids, rel, true_ids[sel], batch_rel, uniform)
-        got, count = mask_negatives(neg, true_ids, rel, true_ids[sel], batch_rel, uniform)
-        assert torch.equal(got < -1e29, bias < 0)
-        assert torch.equal(got[bias == 0], neg.float()[bias == 0])
-        assert torch.equal(count, (bias == 0).sum(1).float())
+        for id_bound in (None, 30, 2**25):  # int64 compares, fp32 ones (ids below 2**24), int64 again
+            got, count = mask_negatives(neg, true_ids, rel, true_ids[sel], batch_rel, uniform, id_bound=id_bound)
+            assert torch.equal(got < -1e29, bias < 0)
+            assert torch.equal(got[bias == 0], neg.float()[bias == 0])
+            assert torch.equal(count, (bias == 0).sum(1).float())
+
+
+def test_chunk_mask_masks_exactly_the_true_entity_and_the_padding() -> None:
+    """mask_chunked: row i of chunk c masks its own chunk's candidates equal to its true id, the last chunk's
+    padding (-1) and its draw's uniform samples equal to its true id; the same with fp32 and int64 compares."""
+    from tbg.model.negatives import mask_chunked
+
+    gen = torch.Generator().manual_seed(1)
+    size, chunk, per_draw = 23, 5, 2  # 5 chunks, the last one 2 short; 3 draws of 4 uniform samples
+    true_ids = torch.randint(0, 9, (2, size), generator=gen)
+    n_chunks, pad = -(-size // chunk), -size % chunk
+    own = torch.nn.functional.pad(true_ids, (0, pad), value=-1).view(2, n_chunks, chunk)
+    draws = torch.randint(0, 9, (2, -(-n_chunks // per_draw), 4), generator=gen)
+    expected = torch.zeros(2, size, chunk + 4, dtype=torch.bool)
+    for s in range(2):
+        for i in range(size):
+            c = i // chunk
+            cand = torch.cat([own[s, c], draws[s, c // per_draw]])
+            expected[s, i] = (cand == true_ids[s, i]) | (cand < 0)
+    for id_bound in (None, 9):
+        neg = torch.randn(2, size, chunk + 4, generator=torch.Generator().manual_seed(2))
+        got, count = mask_chunked(neg.clone(), true_ids, own, chunk, pad, draws, per_draw, id_bound=id_bound)
+        assert torch.equal(got < -1e29, expected)
+        assert torch.equal(got[~expected], neg[~expected])
+        assert torch.equal(count, (~expected).sum(-1).float())

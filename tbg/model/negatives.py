@@ -104,10 +104,25 @@ def negative_bias(
     return out.mul_(MASKED)
 
 
+FP32_EXACT_IDS = 2**24  # every id below this is exact in fp32
+
+
+def _compared(ids: torch.Tensor, exact_fp32: bool) -> torch.Tensor:
+    """Ids as compared by the masks: fp32 where every id is exact in it (its comparisons into an fp32
+    buffer are vectorized, several times faster on CPU than an int64 compare into bool), else as they are."""
+    return ids.to(torch.float32) if exact_fp32 else ids
+
+
+def _fits_fp32(id_bound: int | None) -> bool:
+    """Whether ids below ``id_bound`` (None: unknown) compare exactly as fp32."""
+    return id_bound is not None and id_bound <= FP32_EXACT_IDS
+
+
 def _apply_mask(out: torch.Tensor, hit: torch.Tensor) -> None:
     """``out[hit] = MASKED`` for scores (|s| far below 1e22, so ``s + MASKED`` rounds to MASKED exactly), as an
-    add of the mask's bytes: on CPU about a third faster than ``masked_fill_`` over a strided score block."""
-    out.add_(hit.view(torch.uint8), alpha=MASKED)
+    add of the 0/1 mask (fp32, or a bool mask's bytes): on CPU faster than ``masked_fill_`` over a strided
+    score block."""
+    out.add_(hit.view(torch.uint8) if hit.dtype == torch.bool else hit, alpha=MASKED)
 
 
 def mask_negatives(
@@ -118,12 +133,14 @@ def mask_negatives(
     batch_rel: torch.Tensor | None,
     uniform_ids: torch.Tensor,
     count: bool = True,
+    id_bound: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Masked fp32 scores and the count of valid negatives per row (None unless ``count``: only some losses
     read it): :func:`negative_bias`'s semantics (tests check they agree), applied in place (an fp32 ``neg``
     is modified, so it may be a view of the logits).  Leading dims (the two sides of a step) broadcast:
     ``neg [..., B, K + G]``, ``true_ids [..., B]``, ``batch_ids [..., K]``, ``uniform_ids [..., G]``;
-    ``true_rel [B]`` and ``batch_rel [K]`` are shared.
+    ``true_rel [B]`` and ``batch_rel [K]`` are shared.  ``id_bound``: an upper bound of every id and relation
+    (the tables' row counts, known without reading the ids): below 2**24 the ids are compared as fp32.
 
     One dense [B, K + G] equality mask: it costs a compare per score, against the D multiply-adds each score
     took, and its shape never depends on the data (a sparse search of the collisions needs their count on
@@ -131,9 +148,15 @@ def mask_negatives(
     """
     k = batch_ids.shape[-1]
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg  # fp32 scores: masked in place
-    hit = true_ids.unsqueeze(-1) == torch.cat([batch_ids, uniform_ids], -1).unsqueeze(-2)
+    exact = _fits_fp32(id_bound)
+    hit = torch.empty(out.shape, dtype=torch.float32 if exact else torch.bool, device=out.device)
+    cand = torch.cat([batch_ids, uniform_ids], -1, out=torch.empty(0, dtype=hit.dtype if exact else batch_ids.dtype,
+                                                                   device=out.device))  # fmt: skip
+    torch.eq(_compared(true_ids, exact).unsqueeze(-1), cand.unsqueeze(-2), out=hit)
     if k and batch_rel is not None:
-        hit[..., :k] |= true_rel.unsqueeze(1) != batch_rel.unsqueeze(0)
+        block = hit[..., :k]
+        other = torch.ne(_compared(true_rel, exact).unsqueeze(1), _compared(batch_rel, exact).unsqueeze(0))
+        torch.maximum(block, other, out=block)
     _apply_mask(out, hit)
     return out, (_valid(hit, neg.shape[-1]) if count else None)
 
@@ -154,6 +177,7 @@ def mask_chunked(
     shared_ids: torch.Tensor | None = None,
     chunks_per_draw: int = 1,
     count: bool = True,
+    id_bound: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mask PBG-style chunk scores ``neg`` [..., B, K + G] (row i belongs to chunk ``i // chunk``) in place.
 
@@ -163,9 +187,9 @@ def mask_chunked(
     ``d * chunks_per_draw ...`` (one draw: by every chunk).  Any negative equal to the row's true entity
     (``true_ids [..., B]``) is masked — the positive itself (the chunk diagonal) included — and so are the
     padding columns (``pad_columns``: how many the last chunk has; they are the -1 ids).  One dense equality
-    mask, as in :func:`mask_negatives`, its column blocks compared straight into one buffer (each block
-    against its own chunk's or draw's ids), then one fill; the count of valid negatives per row only when
-    ``count``.
+    mask, as in :func:`mask_negatives` (``id_bound`` as there), its column blocks compared straight into one
+    buffer (each block against its own chunk's or draw's ids), then one fill; the count of valid negatives
+    per row only when ``count``.
     """
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg
     lead, size = true_ids.shape[:-1], true_ids.shape[-1]
@@ -176,14 +200,17 @@ def mask_chunked(
     per_draw = chunk * (chunks_per_draw if draws is not None and draws.shape[-2] > 1 else n_chunks)
     rows = max(n_chunks * chunk, 0 if draws is None else draws.shape[-2] * per_draw)
     width = k + (0 if draws is None else draws.shape[-1])
-    hit = torch.empty((*lead, rows, width), dtype=torch.bool, device=neg.device)
+    exact = _fits_fp32(id_bound)
+    hit = torch.empty((*lead, rows, width), dtype=torch.float32 if exact else torch.bool, device=neg.device)
     own = hit[..., : n_chunks * chunk, :k].view(*lead, n_chunks, chunk, k)
-    torch.eq(_grouped(true_ids, chunk, n_chunks), cand_ids.unsqueeze(-2), out=own)
-    if pad_columns:
-        own |= (cand_ids < 0).unsqueeze(-2)
+    true_c, cand_c = _compared(true_ids, exact), _compared(cand_ids, exact)
+    torch.eq(_grouped(true_c, chunk, n_chunks), cand_c.unsqueeze(-2), out=own)
+    if pad_columns:  # the last chunk's padding columns (its -1 ids)
+        last = own[..., -1, :, :]
+        torch.maximum(last, (cand_c[..., -1, :] < 0).unsqueeze(-2), out=last)
     if draws is not None:
         block = hit[..., :, k:].view(*lead, draws.shape[-2], per_draw, -1)
-        torch.eq(_grouped(true_ids, per_draw, draws.shape[-2]), draws.unsqueeze(-2), out=block)
+        torch.eq(_grouped(true_c, per_draw, draws.shape[-2]), _compared(draws, exact).unsqueeze(-2), out=block)
     hit = hit[..., :size, :] if rows > size else hit
     _apply_mask(out, hit)
     return out, (_valid(hit, width) if count else None)

@@ -247,6 +247,7 @@ class BatchScorer:
         uni_l = sample_uniform(draws * uniform, table_l.shape[0], generator, self.device)
         uni_r = sample_uniform(draws * uniform, table_r.shape[0], generator, self.device)
         true_ids = torch.stack([batch.rhs, batch.lhs])  # index 0 predicts rhs, 1 lhs
+        bound = max(table_l.shape[0], table_r.shape[0], self.rel_weight.shape[0])  # every id and relation below
         # the true candidates' rows (scored as the in-batch ones too) as autograd leaves: one gather per table
         if key_l == key_r:
             raw = self._leaf(key_r, table_r, true_ids, grad, gathered)
@@ -265,13 +266,13 @@ class BatchScorer:
             samples = uni.view(2, draws, -1) if uniform else None
             blocks = Blocks(chunk, samples, per_draw * chunk if draws > 1 else size)
             masker = partial(mask_chunked, true_ids=true_ids, cand_ids=own.view(2, n_chunks, chunk), chunk=chunk,
-                             pad_columns=pad, shared_ids=samples, chunks_per_draw=per_draw)  # fmt: skip
+                             pad_columns=pad, shared_ids=samples, chunks_per_draw=per_draw, id_bound=bound)  # fmt: skip
         else:
             sel_ids = true_ids if every else true_ids[:, sel]
             sampled = uni if every else torch.cat([sel_ids, uni], 1)
             blocks = Blocks(size if every else None, sampled.view(2, 1, -1) if sampled.shape[-1] else None, size)
             masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=sel_ids,
-                             batch_rel=sel_rel if per_relation else None, uniform_ids=uni)  # fmt: skip
+                             batch_rel=sel_rel if per_relation else None, uniform_ids=uni, id_bound=bound)  # fmt: skip
         if self.model.comparator.name == "dot":
             logits = dot_logits(q, raw, blocks, sources, gathered if grad else None, self.bf16)
         else:
@@ -322,7 +323,8 @@ class BatchScorer:
                 with self.autocast():
                     neg = self.model.negative_scores(target, q, batch.rel, leaf)  # type: ignore[arg-type]
             masker = partial(mask_negatives, true_ids=true_ids, true_rel=batch.rel, batch_ids=sel_ids,
-                             batch_rel=sel_rel, uniform_ids=uni)  # fmt: skip
+                             batch_rel=sel_rel, uniform_ids=uni,
+                             id_bound=max(table.shape[0], self.rel_weight.shape[0]))  # fmt: skip
             total = total + self._loss(torch.cat([pos.float().unsqueeze(1), neg], dim=1), masker, batch, grad)
         return total
 
