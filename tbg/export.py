@@ -30,7 +30,7 @@ from tbg.checkpoint import Checkpoint, resolve_checkpoint
 from tbg.config import Config
 from tbg.consistency import check_checkpoint, check_graph, check_shards, resolve_partitions
 from tbg.errors import CheckpointError, ExportError, storage_errors
-from tbg.export_blocks import dense_blocks
+from tbg.export_blocks import NAME_BYTES, SHARE, block_rows, dense_blocks
 from tbg.graph import Graph
 from tbg.locking import exclusive, remove_path
 from tbg.memory import budget_of
@@ -109,7 +109,8 @@ def _escape(names: np.ndarray):
     return arr
 
 
-Blocks = Iterator[tuple[int, np.ndarray]]  # (first dense id, float32 rows) in dense-id order
+TSV_VALUE_BYTES = 16  # a float32 as shortest round-trip text (at most 15 characters) and its TAB
+Blocks = Iterator[tuple[int, np.ndarray, np.ndarray]]  # (first dense id, float32 rows, their names), in order
 
 
 def _sub_blocks(n: int, rows: int) -> Iterator[slice]:
@@ -117,11 +118,12 @@ def _sub_blocks(n: int, rows: int) -> Iterator[slice]:
         yield slice(start, min(n, start + rows))
 
 
-def write_tsv_embeddings(path: str, names: np.ndarray, blocks: Blocks, dim: int, block_rows: int = 1 << 15) -> None:
+def write_tsv_embeddings(path: str, blocks: Blocks, dim: int, budget: int | None = None) -> None:
     """PBG's TSV: no header, name then D values; floats as shortest text that reads back bit-exact.
 
-    Pieces of ``block_rows`` rows are formatted by Arrow's CSV writer (C++, releases the GIL) in a few threads
-    and written in order, with at most ``2 * threads`` formatted pieces in memory.
+    Pieces of up to 2^15 rows are formatted by Arrow's CSV writer (C++, releases the GIL) in a few threads
+    and written in order, with at most ``2 * threads`` formatted pieces in memory: together at most 1/SHARE of
+    ``budget`` (a row's text taken as ``TSV_VALUE_BYTES`` a value plus its name).
     """
     import io
     from collections import deque
@@ -130,22 +132,26 @@ def write_tsv_embeddings(path: str, names: np.ndarray, blocks: Blocks, dim: int,
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    names_arr = _escape(names)
     schema = pa.schema([("name", pa.string())] + [(f"v{i}", pa.float32()) for i in range(dim)])
     opts = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 
-    def render(first: int, block: np.ndarray) -> bytes:
-        arrays = [names_arr[first : first + len(block)]] + [pa.array(block[:, i]) for i in range(dim)]
+    def render(names: pa.Array, block: np.ndarray) -> bytes:
+        arrays = [names] + [pa.array(block[:, i]) for i in range(dim)]
         buf = io.BytesIO()
         pacsv.write_csv(pa.Table.from_arrays(arrays, schema=schema), buf, opts)
         return buf.getvalue()
 
     threads = max(1, min(4, os.cpu_count() or 1))
+    piece_rows = 1 << 15
+    if budget is not None:
+        per_row = TSV_VALUE_BYTES * dim + NAME_BYTES
+        piece_rows = max(1, min(piece_rows, budget // SHARE // (2 * threads) // per_row))
     with open(path, "wb") as fh, ThreadPoolExecutor(max_workers=threads) as pool:
         pending: deque = deque()
-        for start, block in blocks:
-            for sl in _sub_blocks(len(block), block_rows):
-                pending.append(pool.submit(render, start + sl.start, block[sl]))
+        for _, block, names in blocks:
+            escaped = _escape(names)
+            for sl in _sub_blocks(len(block), piece_rows):
+                pending.append(pool.submit(render, escaped[sl.start : sl.stop], block[sl]))
                 if len(pending) >= 2 * threads:
                     fh.write(pending.popleft().result())
             while len(pending) > threads:  # the block may be freed once its pieces are formatted
@@ -161,7 +167,7 @@ def write_tsv_relations(path: str, params: list[RelationParam]) -> None:
             fh.write(f"{p.relation}\t{p.side}\t{p.param}\t{values}\n")
 
 
-def write_parquet(path: str, etype: str, names: np.ndarray, blocks: Blocks, dim: int) -> None:
+def write_parquet(path: str, etype: str, blocks: Blocks, dim: int) -> None:
     """One row group per (at most 2^20 rows of a) block."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -172,12 +178,12 @@ def write_parquet(path: str, etype: str, names: np.ndarray, blocks: Blocks, dim:
     )  # fmt: skip
     types = pa.array([etype])
     with pq.ParquetWriter(path, schema, compression="none") as writer:
-        for start, block in blocks:
+        for _, block, names in blocks:
             for sl in _sub_blocks(len(block), 1 << 20):
                 rows = block[sl]
                 vector = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), dim)
                 type_col = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(rows), dtype=np.int32)), types)
-                name = pa.array(names[start + sl.start : start + sl.stop], type=pa.string())
+                name = pa.array(names[sl], type=pa.string())
                 writer.write_table(pa.Table.from_arrays([name, type_col, vector], schema=schema))
 
 
@@ -197,18 +203,20 @@ def write_parquet_relations(path: str, params: list[RelationParam]) -> None:
     pq.write_table(table, path)
 
 
-def write_npy(out: str, etype: str, names: np.ndarray, blocks: Blocks, dim: int) -> None:
-    """``<type>.npy`` written block by block after its header (np.load reads it as one array)."""
-    with open(os.path.join(out, f"{etype}.npy"), "wb") as fh:
+def write_npy(out: str, etype: str, count: int, blocks: Blocks, dim: int) -> None:
+    """``<type>.npy`` written block by block after its header (np.load reads it as one array), and its names."""
+    with (
+        open(os.path.join(out, f"{etype}.npy"), "wb") as fh,
+        open(os.path.join(out, f"{etype}_names.txt"), "w", encoding="utf-8", newline="\n") as names_fh,
+    ):
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-                  "shape": (len(names), dim)}  # fmt: skip
+                  "shape": (count, dim)}  # fmt: skip
         np.lib.format.write_array_header_1_0(fh, header)
-        for _, block in blocks:
+        for _, block, names in blocks:
             fh.write(np.ascontiguousarray(block).data)
-    escaped = _escape(names).to_numpy(zero_copy_only=False)
-    with open(os.path.join(out, f"{etype}_names.txt"), "w", encoding="utf-8", newline="\n") as fh:
-        fh.write("\n".join(escaped.tolist()))
-        fh.write("\n")
+            names_fh.write("\n".join(_escape(names).to_numpy(zero_copy_only=False).tolist()) + "\n")
+        if not count:
+            names_fh.write("\n")
 
 
 def write_npz_relations(path: str, params: list[RelationParam]) -> None:
@@ -271,6 +279,15 @@ def _export_locked(cfg: Config, fmt: str, out: str, checkpoint: str | None, over
         graph.release()
 
 
+def _named_blocks(graph: Graph, ckpt: Checkpoint, etype: str, dim: int, budget: int | None, tmp: str) -> Blocks:
+    """``etype``'s vectors in dense-id blocks within ``budget`` (:func:`dense_blocks`), each with its names."""
+    rows = block_rows(graph.entity_types[etype].count, dim, budget)
+    names = graph.name_blocks(etype, rows)
+    for start, block in dense_blocks(graph, ckpt, etype, dim, budget, tmp):
+        yield start, block, next(names, np.empty(0, dtype=object))  # (a type without entities: none)
+    next(names, None)  # past the last block: a names dataset's checksum is checked there
+
+
 def _write(
     cfg: Config, fmt: str, out: str, overwrite: bool, graph: Graph, ckpt: Checkpoint, params: list[RelationParam]
 ) -> dict[str, object]:
@@ -289,15 +306,15 @@ def _write(
         budget = budget_of(cfg)
         for table in cfg.model.embeddings.tables:
             etype, dim = table.name, table.embedding_dim
-            blocks = dense_blocks(graph, ckpt, etype, dim, budget, tmp)  # within runtime.memory_budget
-            names = graph.names(etype)
-            summary["entity_types"][etype] = (len(names), dim)  # type: ignore[index]
+            count = graph.entity_types[etype].count
+            summary["entity_types"][etype] = (count, dim)  # type: ignore[index]
+            blocks = _named_blocks(graph, ckpt, etype, dim, budget, tmp)
             if fmt == "tsv":
-                write_tsv_embeddings(os.path.join(tmp, f"{etype}_embeddings.tsv"), names, blocks, dim)
+                write_tsv_embeddings(os.path.join(tmp, f"{etype}_embeddings.tsv"), blocks, dim, budget)
             elif fmt == "parquet":
-                write_parquet(os.path.join(tmp, f"{etype}.parquet"), etype, names, blocks, dim)
+                write_parquet(os.path.join(tmp, f"{etype}.parquet"), etype, blocks, dim)
             else:
-                write_npy(tmp, etype, names, blocks, dim)
+                write_npy(tmp, etype, count, blocks, dim)
         if fmt == "tsv":
             write_tsv_relations(os.path.join(tmp, "relation_parameters.tsv"), params)
         elif fmt == "parquet":

@@ -5,7 +5,8 @@ scatter.  When the whole ``[count, D]`` table fits (no ``runtime.memory_budget``
 of it) every shard is scattered into one array, one block.  Otherwise each shard is read in row slices, each
 slice's rows are sorted by the dense-id block they belong to and appended to a spill file in the output's temp
 dir, and the blocks are read back one at a time: the table's bytes cross the disk twice, and memory holds one
-slice and one block (each at most a quarter of the budget).  numpy/h5py only: export does not import torch.
+slice and one block (each at most a quarter of the budget), with the block's names
+(:meth:`tbg.graph.Graph.name_blocks`) and one partition's ids.  numpy/h5py only: export does not import torch.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from tbg.errors import CheckpointError
 from tbg.graph import Graph
 
 SHARE = 4  # a slice of a shard, and a block, each take at most 1/SHARE of the budget
+NAME_BYTES = 96  # what a block's entity name takes while it is written (str object, its Arrow copy, escaping)
 
 
 def block_rows(count: int, dim: int, budget: int | None) -> int:
-    """Rows per block: all of them without a budget, else what 1/SHARE of the budget holds (at least 1)."""
+    """Rows per block: all of them without a budget, else what 1/SHARE of the budget holds (at least 1): each
+    row's vector, its dense id and its name."""
     if budget is None:
         return max(1, count)
-    return max(1, min(count, budget // SHARE // (4 * dim + 8)))
+    return max(1, min(count, budget // SHARE // (4 * dim + 8 + NAME_BYTES)))
 
 
 def _shard(path: str) -> h5py.File:
@@ -41,7 +44,7 @@ def _slices(graph: Graph, ckpt: Checkpoint, etype: str, rows: int) -> Iterator[t
     """(dense ids, float32 rows) of every shard of ``etype``, in slices of at most ``rows`` rows."""
     for p in range(graph.entity_types[etype].num_partitions):
         path = ckpt.embedding_path(etype, p)
-        ids = graph.partition_ids(etype, p)
+        ids = graph.read_partition_ids(etype, p)
         with _shard(path) as f:
             try:
                 ds = f["embeddings"]

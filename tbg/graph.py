@@ -34,10 +34,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tbg.entity_file import read_rows, row_blocks
 from tbg.errors import GraphError
 from tbg.graph_manifest import check_manifest, lineage, segments
 from tbg.h5write import H5Writer, create_h5
-from tbg.integrity import FILES_KEY, checked_dataset, list_files, load_json, read_strings, verify_files, with_checksum
+from tbg.integrity import FILES_KEY, checked_dataset, list_files, load_json, verify_files, with_checksum
 from tbg.interrupts import deferred
 from tbg.locking import DirectoryLock, reading
 
@@ -266,18 +267,7 @@ class Graph:
 
     def _entity_array(self, etype: str, key: str) -> np.ndarray:
         """One dataset of an entity file, checked against the manifest's entity count."""
-        path = self._entity_file(etype)
-        count = self.entity_types[etype].count
-        try:
-            with h5py.File(path, "r") as f:
-                ds = f[key]
-                if ds.shape != (count,):
-                    raise GraphError(f"{path}: dataset {key!r} holds {ds.shape[0]} entities, the manifest says {count}")
-                if key == "names":
-                    return read_strings(ds, path, GraphError)
-                return ds[:]
-        except (OSError, KeyError) as exc:
-            raise GraphError(f"{path}: damaged or unreadable entity file: {exc}") from None
+        return read_rows(self._entity_file(etype), key, self.entity_types[etype].count)
 
     def partition_ids(self, etype: str, p: int) -> np.ndarray:
         """Dense ids of the entities of partition p, by offset."""
@@ -295,6 +285,20 @@ class Graph:
             return ids.astype(str)
         names = self._entity_array(etype, "names")
         return names if ids is None else names[ids]
+
+    def name_blocks(self, etype: str, rows: int) -> Iterator[np.ndarray]:
+        """:meth:`names` of dense ids 0.. as consecutive slices of at most ``rows`` (one in memory at a time)."""
+        count = self.entity_types[etype].count
+        if self.id_mode == "names":
+            yield from row_blocks(self._entity_file(etype), "names", count, rows)
+        else:
+            for lo in range(0, count, rows):
+                yield np.arange(lo, min(count, lo + rows)).astype(str)
+
+    def read_partition_ids(self, etype: str, p: int) -> np.ndarray:
+        """:meth:`partition_ids` read from the entity file: the whole permutation is never loaded."""
+        b = self.entity_types[etype].bounds
+        return read_rows(self._entity_file(etype), "perm", self.entity_types[etype].count, int(b[p]), int(b[p + 1]))
 
 
 # ----------------------------------------------------------------------------- writing

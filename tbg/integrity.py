@@ -28,7 +28,7 @@ _STRINGS_DIGEST = "sha256"  # ~1 MiB chunks: fletcher32 per chunk, reads of a fe
 def checked_dataset(group: Any, name: str, data: np.ndarray | None = None, **kw: Any) -> Any:
     """``group.create_dataset`` with a checksum: numeric data chunked with the fletcher32 filter (HDF5 checks
     each chunk on read); variable-length strings (which HDF5 cannot filter) with a SHA-256 attribute that
-    :func:`read_strings` checks.  Empty datasets stay contiguous (nothing to damage).  Arguments as h5py's."""
+    :class:`StringsDigest` checks.  Empty datasets stay contiguous (nothing to damage).  Arguments as h5py's."""
     shape = tuple(np.shape(data)) if data is not None else tuple(kw["shape"])
     dtype = np.dtype(kw["dtype"] if "dtype" in kw else data.dtype)  # type: ignore[union-attr]
     if dtype.kind == "O":
@@ -43,18 +43,40 @@ def checked_dataset(group: Any, name: str, data: np.ndarray | None = None, **kw:
     return group.create_dataset(name, data=data, **kw)
 
 
-def read_strings(ds: Any, path: str, error: type[Exception]) -> np.ndarray:
-    """All of a string dataset written by :func:`checked_dataset`, its digest checked (when it has one)."""
-    values = np.asarray(ds.asstr()[:], dtype=object)
-    want = ds.attrs.get(_STRINGS_DIGEST)
-    if want is not None and _strings_digest(values) != (want.decode() if isinstance(want, bytes) else want):
-        raise error(f"{path}: damaged dataset {ds.name!r} (its SHA-256 differs from the one written with it)")
-    return values
+class StringsDigest:
+    """The SHA-256 of a string dataset of :func:`checked_dataset`, taken over its slices read in order (so a
+    reader holds one slice at a time) and checked after the last one."""
+
+    def __init__(self, ds: Any) -> None:
+        want = ds.attrs.get(_STRINGS_DIGEST)
+        self.want = want.decode() if isinstance(want, bytes) else want
+        self.hash = hashlib.sha256()
+        self.name = ds.name
+        self.rows = 0
+
+    def read(self, ds: Any, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` (the next ones: ``lo`` is where the last read ended) as an object array of str."""
+        if lo != self.rows:
+            raise ValueError(f"strings read out of order: rows {lo}.. after {self.rows}")
+        values = np.asarray(ds.asstr()[lo:hi], dtype=object)
+        if self.want is not None and len(values):
+            self.hash.update((b"\0" if self.rows else b"") + _strings_bytes(values))
+        self.rows = hi
+        return values
+
+    def check(self, path: str, error: type[Exception]) -> None:
+        """Raise ``error`` unless the rows read so far hash to the digest written with the dataset."""
+        if self.want is not None and self.hash.hexdigest() != self.want:
+            raise error(f"{path}: damaged dataset {self.name!r} (its SHA-256 differs from the one written with it)")
+
+
+def _strings_bytes(values: np.ndarray) -> bytes:
+    items = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values.tolist()]
+    return "\0".join(items).encode("utf-8", "surrogatepass")
 
 
 def _strings_digest(values: np.ndarray) -> str:
-    items = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values.tolist()]
-    return hashlib.sha256("\0".join(items).encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(_strings_bytes(values)).hexdigest()
 
 
 def file_digest(path: str) -> str:

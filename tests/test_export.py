@@ -6,13 +6,14 @@ import json
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from builders import child_env, integer_model, make_config, write_checkpoint, write_graph
 
 from tbg import export as ex
-from tbg.errors import CheckpointError, ConsistencyError
+from tbg.errors import CheckpointError, ConsistencyError, GraphError
 
 TYPES = {"user": (41, 6, 3), "item": (17, 6, 1)}
 RELS = [
@@ -22,9 +23,10 @@ RELS = [
 ]
 
 
-# no budget: each type is one block; 1280 bytes: blocks of 10 rows, shards read in slices of 10 rows, so the
-# rows of every block come from several partitions through the spill file (tbg/export_blocks.py)
-BUDGETS = [None, "1280"]
+# no budget: each type is one block; 5120 bytes: blocks of 10 rows (4 * 6 + 8 bytes a vector and its id, 96 its
+# name: a quarter of the budget), shards read in slices of 10 rows, so the rows of every block come from several
+# partitions through the spill file (tbg/export_blocks.py), and names are read 10 at a time
+BUDGETS = [None, "5120"]
 
 
 @pytest.fixture(params=BUDGETS, ids=["one_block", "budget_blocks"])
@@ -109,6 +111,20 @@ def test_npy_round_trip(trained):
         assert set(z.files) == set(want)
         for k in want:
             np.testing.assert_array_equal(z[k], want[k])
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "npy"])
+def test_damaged_names_found_after_the_last_block_leave_nothing(trained, fmt):
+    """Names are read a block at a time and their checksum is checked after the last one: a damaged dataset is
+    an error and the export leaves nothing behind, whatever it wrote before."""
+    cfg, dense, model, names, tmp = trained
+    path = tmp / "run" / "graph" / "entities" / "user.h5"
+    with h5py.File(path, "r+") as f:  # same length, the last name changed: only the checksum can tell
+        f["names"][-1] = "someone else"
+    out = tmp / "damaged"
+    with pytest.raises(GraphError, match="user.h5.*names"):
+        ex.export(cfg, fmt, str(out))
+    assert not out.exists() and not list(tmp.glob("damaged*"))
 
 
 def test_refuses_overwrite_and_replaces_with_flag(trained):

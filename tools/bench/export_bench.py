@@ -1,9 +1,10 @@
 """Export benchmark: seconds and peak RSS per format for 1M entities x d=100 (synthetic, seeded); prints JSON.
 
 Writes a graph dir (names mode, one type in 4 partitions) and a checkpoint of random float32 vectors in a temp
-dir, then runs ``tbg.export.export`` for tsv, parquet and npy, each in its own process (so its peak RSS is its
-own) into a fresh output dir.  ``--budget`` sets ``runtime.memory_budget`` (export streams the vectors in
-blocks that fit it).
+dir (in a process of its own: Linux keeps a parent's peak RSS across fork and exec, so the processes that
+measure are started by a small one), then runs ``tbg.export.export`` for tsv, parquet and npy, each in its own
+process (so its peak RSS is its own) into a fresh output dir.  ``--budget`` sets ``runtime.memory_budget``
+(export streams the vectors, names and TSV text in blocks that fit it).
 
     python tools/bench/export_bench.py [--entities 1000000] [--dim 100] [--partitions 4] [--budget 64MiB]
 """
@@ -83,11 +84,16 @@ def main() -> int:
     ap.add_argument("--budget", default=None, help="runtime.memory_budget for the exports, e.g. 64MiB")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.build:
+        build(args.root, args.entities, args.dim, args.partitions)
+        return 0
     with tempfile.TemporaryDirectory(prefix="tbg-export-bench-") as root:
-        build(root, args.entities, args.dim, args.partitions)
+        sizes = ["--entities", str(args.entities), "--dim", str(args.dim), "--partitions", str(args.partitions)]
+        subprocess.run([sys.executable, __file__, "--build", "--root", root, *sizes], check=True)
         out: dict[str, object] = {
             "benchmark": "tbg export",
             "entities": args.entities,
@@ -98,6 +104,7 @@ def main() -> int:
             "torch_imported": False,
             "seconds": {},
             "peak_rss_mb": {},
+            "rss_at_start_mb": {},
             "bytes": {},
         }
         for fmt in ("tsv", "parquet", "npy"):
@@ -106,6 +113,7 @@ def main() -> int:
             res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             out["seconds"][fmt] = res["seconds"]  # type: ignore[index]
             out["peak_rss_mb"][fmt] = res["peak_rss_mb"]  # type: ignore[index]
+            out["rss_at_start_mb"][fmt] = res["rss_before_mb"]  # type: ignore[index]
             out["bytes"][fmt] = res["bytes"]  # type: ignore[index]
             out["torch_imported"] = out["torch_imported"] or res["torch_imported"]
         out["loadavg_1min"] = os.getloadavg()[0]
