@@ -53,7 +53,8 @@ def version_name(version: int) -> str:
     return f"v{version:010d}"
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Flush a directory's entries (names of files created or renamed in it) to disk; best effort."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -83,7 +84,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     except BaseException:
         _remove_quietly(tmp)
         raise
-    _fsync_dir(os.path.dirname(path) or ".")
+    fsync_dir(os.path.dirname(path) or ".")
 
 
 def _remove_quietly(path: str) -> None:
@@ -198,9 +199,9 @@ class CheckpointWriter:
         if os.path.exists(final):  # a crashed run may have committed this version number without `latest`
             shutil.rmtree(final)
         for folder in (os.path.join(self.tmp, "embeddings"), self.tmp):  # its files are fsynced as written
-            _fsync_dir(folder)
+            fsync_dir(folder)
         os.replace(self.tmp, final)
-        _fsync_dir(self.store.root)
+        fsync_dir(self.store.root)
         atomic_write_text(os.path.join(self.store.root, LATEST), version_name(self.version) + "\n")
         self.store.prune()
         return final

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tbg import __version__
+from tbg.checkpoint import fsync_dir
 from tbg.config import Config, DataConfig, IdMode, load_config
 from tbg.errors import InputError, storage_errors
 from tbg.graph import MANIFEST, GraphWriter, PartitionLayout, offset_dtype
@@ -185,9 +186,14 @@ def _local_dir(path: str) -> str:
 
 
 def _commit(tmp: str, target: str) -> None:
-    """Rename the finished dir into place; an existing one is moved aside first and deleted after."""
+    """Rename the finished dir into place; an existing one is moved aside first and deleted after.  Its files
+    are on disk already (each is fsynced as it is closed); its folders' entries are flushed before the rename
+    and the parent's after it, so a crash right after an import never leaves a graph dir with missing files."""
+    for folder, _, _ in os.walk(tmp, topdown=False):
+        fsync_dir(folder)
     if not os.path.exists(target):
         os.rename(tmp, target)
+        fsync_dir(os.path.dirname(os.path.abspath(target)))
         return
     old = f"{os.path.abspath(target)}.old-{os.getpid()}-{secrets.token_hex(4)}"
     os.rename(target, old)
@@ -196,6 +202,7 @@ def _commit(tmp: str, target: str) -> None:
     except BaseException:
         os.rename(old, target)
         raise
+    fsync_dir(os.path.dirname(os.path.abspath(target)))
     remove_path(old)
 
 

@@ -218,3 +218,39 @@ def test_cli_import_does_not_import_torch(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert Graph(str(tmp_path / "g")).splits == ["train"]
+
+
+@pytest.mark.parametrize("again", [False, True], ids=["new", "overwrite"])
+def test_every_folder_of_the_graph_dir_is_on_disk_before_it_is_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, again: bool
+) -> None:
+    """A crash right after an import finds every file of the graph dir: each folder's entries are flushed
+    before the temp dir is renamed, and the parent's after."""
+    edges = random_index_edges(600, 2, SIZES, RELS)
+    write_parquet(tmp_path / "src" / "a.parquet", edges)
+    columns = {"lhs": "lhs", "rel": "rel", "rhs": "rhs", "weight": "weight"}
+    src = str(tmp_path / "src" / "a.parquet")
+    overrides = {"graph.columns": columns, "train_data.limit": 500, "validation_data.offset": 500}
+    cfg = twhin_config(tmp_path / "g", train=src, valid=src, partitions=3, overrides=overrides)
+    if again:
+        import_graph(cfg, progress=False)
+    synced: list[str] = []
+    renames: list[tuple[str, str, list[str]]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def rename(src, dst) -> None:  # noqa: ANN001
+        renames.append((str(src), str(dst), list(synced)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    import_graph(cfg, progress=False, overwrite=again)
+    target = str(tmp_path / "g")
+    tmp, _, before = next(r for r in renames if r[1] == target)
+    folders = {os.path.normpath(os.path.join(tmp, os.path.relpath(root, target))) for root, _, _ in os.walk(target)}
+    assert len(folders) > 2 and folders <= set(before)  # the dir, entities/, train/ (as written, in the temp dir)
+    assert str(tmp_path) in synced[len(before) :]  # the parent, after the rename
