@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -73,8 +74,12 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write a small file by temp + fsync + rename, so readers see the old or the new content."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    """Write a small file by temp + fsync + rename, so readers see the old or the new content.  The temp file
+    is named after this process (``<path>.tmp-<host>.<pid>-<random>``): one that a killed writer on this host
+    left is removed by the next write of ``path`` here (several readers may write one file, e.g. eval results,
+    each its own temp; a shared save_dir may be written from several hosts)."""
+    _remove_dead_temps(path)
+    tmp = f"{path}.tmp-{_WRITER}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -85,6 +90,32 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         _remove_quietly(tmp)
         raise
     fsync_dir(os.path.dirname(path) or ".")
+
+
+_WRITER = "".join(c if c.isalnum() else "_" for c in socket.gethostname())  # this host, in temp file names
+
+
+def _remove_dead_temps(path: str) -> None:
+    """Remove ``path``'s temp files that a process of this host wrote and that no longer runs."""
+    folder, prefix = os.path.dirname(path) or ".", f"{os.path.basename(path)}.tmp-{_WRITER}."
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            _remove_quietly(os.path.join(folder, name))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _remove_quietly(path: str) -> None:

@@ -312,3 +312,45 @@ def test_worker_threads_do_not_change_results(tmp_path, candidates):
     finally:
         torch.set_num_threads(before)
     assert_metrics_equal(three, one)
+
+
+def test_a_killed_writers_temp_result_is_removed_by_the_next_eval(tmp_path):
+    """``kill -9`` while eval_test.json is being written leaves its temp file; the next ``tbg eval`` of that split
+    removes it (a temp of a writer that still runs is left alone)."""
+    import subprocess
+    import sys
+    import time
+
+    from builders import child_env
+
+    from tbg.cli import main
+    from tbg.config import dump_config
+
+    cfg, splits, dense, model = build(tmp_path)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(dump_config(cfg))
+    result = os.path.join(cfg.training.save_dir, "eval_test.json")
+    killed = (
+        "import os, signal, sys\n"
+        "from tbg.checkpoint import atomic_write_text\n"
+        "os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)  # dies between write and rename\n"
+        "atomic_write_text(sys.argv[1], '{}')\n"
+    )
+    stuck = killed.replace("os.kill(os.getpid(), signal.SIGKILL)", "__import__('time').sleep(60)")
+
+    def temps() -> list[str]:
+        return [n for n in os.listdir(cfg.training.save_dir) if n.startswith("eval_test.json.tmp-")]
+
+    live = subprocess.Popen([sys.executable, "-c", stuck, result], env=child_env())  # a writer that still runs
+    try:
+        while not temps():
+            assert live.poll() is None
+            time.sleep(0.01)
+        assert subprocess.run([sys.executable, "-c", killed, result], env=child_env()).returncode == -9
+        assert len(temps()) == 2
+        assert main(["eval", str(path), "--split", "test"]) == 0
+        assert len(temps()) == 1 and temps()[0].split("-")[1].endswith(f".{live.pid}")  # the live writer's
+    finally:
+        live.kill()
+        live.wait()
+    assert json.loads(open(result).read())["checkpoint"]["version"] == 1
