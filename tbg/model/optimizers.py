@@ -14,11 +14,15 @@ A zero eps (TwHIN's Adagrad default) would divide 0 by 0 on untouched coordinate
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
 from tbg.config import AdagradConfig, OptimizerConfig
 from tbg.errors import CheckpointError
+
+NEG_LRS_KEPT = 8  # -lr tensors an optimizer keeps (the lr values of the steps in flight and a few before)
 
 MIN_EPS = 1e-10
 CONCAT_ELEMENTS = 1 << 20  # coalesce: gradients of at most this many elements are concatenated, added at once
@@ -53,8 +57,8 @@ class SparseOptimizer:
         state without a copy (a partition read from its file is never held twice)."""
         self.table = table
         self.cfg = cfg
-        self._neg_lr_tensor = torch.zeros((), dtype=torch.float32, device=table.device)
-        self._neg_lr_value: float | None = None
+        self._neg_lrs: dict[float, torch.Tensor] = {}  # -lr tensors by lr, the latest few
+        self._neg_lrs_lock = threading.Lock()
         eps = max(getattr(cfg.params, "eps", MIN_EPS), MIN_EPS)  # (sgd has none)
         self._eps_tensor = torch.full((), eps, dtype=torch.float32, device=table.device)
         self._given = state or {}
@@ -129,14 +133,18 @@ class SparseOptimizer:
             state.index_add_(0, rows, inc, alpha=alpha)
 
     def _neg_lr(self, lr: float) -> torch.Tensor:
-        """``-lr`` as a 0-dim fp32 tensor on the table's device (made with the optimizer, not in a step),
-        refilled only when the lr changes: an in-place op with a Python float converts it to a tensor on every
-        call."""
-        if self._neg_lr_value != lr:
-            with np.errstate(over="ignore"):  # an lr beyond fp32 is -inf (fill_ refuses to overflow)
-                self._neg_lr_tensor.fill_(float(np.float32(-lr)))
-            self._neg_lr_value = lr
-        return self._neg_lr_tensor
+        """``-lr`` as a 0-dim fp32 tensor on the table's device, made once per lr value (an in-place op with a
+        Python float converts it to a tensor on every call).  A tensor is never refilled: Hogwild workers at
+        different steps of an lr schedule each keep their own step's value."""
+        out = self._neg_lrs.get(lr)
+        if out is None:
+            with np.errstate(over="ignore"):  # an lr beyond fp32 is -inf
+                out = torch.full((), float(np.float32(-lr)), dtype=torch.float32, device=self.table.device)
+            with self._neg_lrs_lock:
+                while len(self._neg_lrs) >= NEG_LRS_KEPT:
+                    del self._neg_lrs[next(iter(self._neg_lrs))]
+                self._neg_lrs[lr] = out
+        return out
 
     def _eps(self) -> torch.Tensor:
         """eps (at least MIN_EPS) as a 0-dim tensor on the table's device, made with the optimizer: a Python
