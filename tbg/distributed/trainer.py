@@ -100,10 +100,13 @@ class DistributedTrainer(Trainer):
             if self.remote is not None:  # the shared partitions restart from this checkpoint's shards
                 for key, path in self.store.sources.items():
                     self.remote.put(path, f"partitions/{key[0]}_{key[1]}.h5")
+            self.log.cut_back(self.progress.step)  # the lost round's records (every rank's) go: no step twice
             self.coord.publish("started", how)
         else:
             self.coord.wait_value("started")
             how = self._restore(allow_optimizer_change)
+            if self.remote is not None:  # (each rank's metrics.jsonl is in its own cache)
+                self.log.cut_back(self.progress.step)
         Trainer._advance_cursor(self)
         if self.progress.position:
             raise DistributedError(
