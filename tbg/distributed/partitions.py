@@ -30,7 +30,7 @@ from tbg.distributed.leases import Coordinator
 from tbg.train.gathered_rows import TableKey
 from tbg.train.partition_store import PartitionStore
 
-COUNTS = ("uses", "kept", "read_ahead", "reads", "wasted", "writes")
+COUNTS = ("uses", "kept", "read_ahead", "fresh", "reads", "wasted", "writes")
 
 
 def lock_name(key: TableKey) -> str:
@@ -72,14 +72,23 @@ class SharedPartitions:
         self.current(keys)
         for key in keys:
             self.counts["uses"] += 1
+            ahead = key in self._ahead
+            self._ahead.discard(key)
             if key in self.store.resident:
                 self.counts["kept"] += 1
-            elif key in self._ahead and self.store.reading(key):
+            elif ahead and self.store.reading(key):
                 self.counts["read_ahead"] += 1
-            elif key in self.store.sources:
-                self._read(key)
-            self._ahead.discard(key)
-        unused = sorted(self._ahead)  # read ahead for a lease that went otherwise
+            else:
+                self.counts["wasted"] += ahead
+                if key in self.store.sources:
+                    self._read(key)
+                else:
+                    self.counts["fresh"] += 1  # never written yet: from its seed
+        self.finish()  # what was read ahead for a lease that went otherwise
+
+    def finish(self) -> None:
+        """Drop the reads ahead not used (at the next lease, and at the run's end)."""
+        unused = sorted(self._ahead)
         self.counts["wasted"] += len(unused)
         self.store.discard(unused)
         self._ahead.clear()

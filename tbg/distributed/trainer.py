@@ -137,6 +137,7 @@ class DistributedTrainer(Trainer):
             with WorkerPool(self.workers, self.threads_per_worker) as pool:
                 while not self.finished():
                     self._round(pool)
+            self.parts.finish()
         finally:
             if bar is not None:
                 bar.close()
