@@ -108,6 +108,14 @@ def test_two_trainers_exactly_once_and_quality_of_one(graph, tmp_path) -> None:
     progress = _progress(two.training.save_dir)
     assert progress["finished"] and progress["world_size"] == 2
     assert progress["epoch_edges"] == [TRAIN_EDGES] * 3
+    # partition traffic per epoch over both trainers: each partition a bucket used is written once (the commit),
+    # and fewer are read than used: kept from the trainer's previous bucket, or read ahead while it trained
+    io = summary["epochs_io"]
+    assert [e["epoch"] for e in io] == [0, 1, 2]
+    assert all(e["writes"] == e["uses"] > 0 for e in io), io
+    assert sum(e["kept"] for e in io) > 0 and sum(e["reads"] for e in io[1:]) < sum(e["uses"] for e in io[1:]), io
+    mine = summary["partition_io"]  # rank 0's: each use came from one place; a read ahead is used or dropped
+    assert mine["uses"] == mine["kept"] + mine["fresh"] + mine["reads"] - mine["wasted"], mine
     records = [json.loads(line) for line in (Path(two.training.save_dir) / "metrics.jsonl").read_text().splitlines()]
     assert {r["rank"] for r in records} == {0, 1}
     mrr_one = rank_quality(one, splits["test"])["mrr"]
@@ -134,7 +142,9 @@ def test_killed_trainer_without_restarts_stops_the_other_with_one_line(graph, tm
 
 
 def test_killed_trainer_with_restarts_completes_exactly_once(graph, tmp_path) -> None:
-    cfg, path = _config(graph[0], tmp_path, epochs=6)
+    """kill -9 of a trainer, torchrun restarts the group: every bucket once per epoch, and metrics.jsonl keeps
+    no record of the lost round (each rank's steps rise strictly)."""
+    cfg, path = _config(graph[0], tmp_path, epochs=6, **{"training.train_log_every_n": 1})
     proc = _torchrun(path, restarts=1)
     _kill_rank_after_commit(proc, cfg.training.save_dir)
     _, err = proc.communicate(timeout=120)
@@ -142,6 +152,10 @@ def test_killed_trainer_with_restarts_completes_exactly_once(graph, tmp_path) ->
     assert "attempt 1" in err and "resumed from" in err
     progress = _progress(cfg.training.save_dir)
     assert progress["finished"] and progress["epoch_edges"] == [TRAIN_EDGES] * 6
+    records = [json.loads(line) for line in (Path(cfg.training.save_dir) / "metrics.jsonl").read_text().splitlines()]
+    for rank in (0, 1):
+        steps = [r["step"] for r in records if r.get("rank") == rank and "loss" in r]
+        assert steps and steps == sorted(set(steps)), (rank, steps)
 
 
 def test_unreachable_store_is_one_line(graph, tmp_path) -> None:

@@ -192,6 +192,10 @@ class Coordinator:
     def publish(self, name: str, value: str) -> None:
         self.store.set(self.key(name), value)
 
+    def value(self, name: str) -> str:
+        """A published value, or "" when there is none."""
+        return self._get(name)
+
     def wait_value(self, name: str) -> str:
         """A value another trainer publishes (polled; lost peers and the timeout end the wait)."""
         limit = time.monotonic() + self.timeout_s
@@ -231,6 +235,11 @@ class Coordinator:
             current = self._get(f"lock/{lock}")
             if current and (token is None or current == token) and current.startswith(f"r{self.rank}:"):
                 self._swap(f"lock/{lock}", current, FREE)
+
+    def held(self, lock: str) -> bool:
+        """Whether another trainer holds the partition lock ``lock`` now."""
+        current = self._get(f"lock/{lock}")
+        return bool(current) and not current.startswith(f"r{self.rank}:")
 
     def claimed(self, epoch: int, buckets: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """Which of ``buckets`` were claimed this epoch (after a barrier: trained and committed)."""

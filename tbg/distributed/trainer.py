@@ -24,6 +24,7 @@ import torch.distributed as dist
 from tbg.config import Config
 from tbg.distributed.env import DistEnv, DistributedError, connect_store
 from tbg.distributed.leases import Coordinator
+from tbg.distributed.partitions import COUNTS, SharedPartitions
 from tbg.distributed.sync import SharedState
 from tbg.remote_save_dir import cache_dir, is_url, remote_of
 from tbg.train.metrics_log import MetricsLog
@@ -63,11 +64,13 @@ class DistributedTrainer(Trainer):
         self.shared = SharedState(self.model, self.store, self.unpartitioned)
         self.show_bar = progress and env.rank == 0
         self.round = 0
-        self.bytes_moved = {"partitions_read": 0, "partitions_written": 0, "allreduce": 0}
+        self.allreduce_bytes = 0
         self.buckets_trained = 0
         self._reported = (0, time.monotonic())
         self.remote = remote_of(cfg)  # a save_dir URL: work in a local cache (remote_save_dir.py)
-        self._gens: dict[tuple[str, int], int] = {}  # generation of our copy of each partition (remote)
+        self.parts = SharedPartitions(self.store, coord, self.remote)
+        self.epochs_io: list[dict[str, int]] = []  # every trainer's partition traffic per epoch (this attempt)
+        self._published = dict(self.parts.counts)
         self._mid_epoch: str | None = None  # rank 0: the last round's version, if it did not end an epoch
 
     # ------------------------------------------------------------------ start
@@ -97,10 +100,13 @@ class DistributedTrainer(Trainer):
             if self.remote is not None:  # the shared partitions restart from this checkpoint's shards
                 for key, path in self.store.sources.items():
                     self.remote.put(path, f"partitions/{key[0]}_{key[1]}.h5")
+            self.log.cut_back(self.progress.step)  # the lost round's records (every rank's) go: no step twice
             self.coord.publish("started", how)
         else:
             self.coord.wait_value("started")
             how = self._restore(allow_optimizer_change)
+            if self.remote is not None:  # (each rank's metrics.jsonl is in its own cache)
+                self.log.cut_back(self.progress.step)
         Trainer._advance_cursor(self)
         if self.progress.position:
             raise DistributedError(
@@ -131,6 +137,7 @@ class DistributedTrainer(Trainer):
             with WorkerPool(self.workers, self.threads_per_worker) as pool:
                 while not self.finished():
                     self._round(pool)
+            self.parts.finish()
         finally:
             if bar is not None:
                 bar.close()
@@ -144,7 +151,9 @@ class DistributedTrainer(Trainer):
             "val_loss": self.log.last_val_loss, "bf16": self.bf16, "device": str(self.device),
             "threads": torch.get_num_threads(), "hogwild_workers": len(self.workers),
             "rank": self.rank, "world_size": self.env.world_size, "rounds": self.round,
-            "buckets": self.buckets_trained, "bytes_moved": dict(self.bytes_moved),
+            "buckets": self.buckets_trained,
+            "bytes_moved": {**self.parts.bytes, "allreduce": self.allreduce_bytes},
+            "partition_io": dict(self.parts.counts), "epochs_io": list(self.epochs_io),
             "remote_bytes": dict(self.remote.moved) if self.remote is not None else None,
         }  # fmt: skip
 
@@ -153,18 +162,24 @@ class DistributedTrainer(Trainer):
         base_step, base_edges = p.step, p.edges_seen
         order = self._order(p.epoch)
         todo = [b for b in order if self.edges.count(b) > 0 and list(b) not in p.done]
-        bucket = self.coord.claim(p.epoch, self._candidates(todo))
+        candidates = self._candidates(todo)
+        bucket = self.coord.claim(p.epoch, candidates)
         if bucket is not None:
-            self._train_leased(pool, bucket)
+            self._train_leased(pool, bucket, [b for b, _ in candidates])
+        for name, count in self.parts.counts.items():  # the epoch's totals over every trainer (the --json summary)
+            if count != self._published[name]:
+                self.coord.add(f"e{p.epoch}/io/{name}", count - self._published[name])
+        self._published = dict(self.parts.counts)
         self.coord.barrier(f"r{self.round}/trained", deadline_s=NEVER)
         mine = (p.edges_seen - base_edges, p.step - base_step)
-        self.bytes_moved["allreduce"] += self.shared.bytes_per_round
+        self.allreduce_bytes += self.shared.bytes_per_round
         all_edges, all_steps = self.shared.merge(*mine, self.device)
         p.edges_seen, p.step = base_edges + all_edges, base_step + all_steps
         self._reported = (p.edges_seen, time.monotonic())
         p.position = 0
         p.done += [list(b) for b in self.coord.claimed(p.epoch, todo)]
         if len(p.done) == sum(1 for b in order if self.edges.count(b) > 0):
+            self.epochs_io.append({"epoch": p.epoch, **{c: self.coord.add(f"e{p.epoch}/io/{c}", 0) for c in COUNTS}})
             p.next_epoch()
             p.bucket_index = 0
         epoch_ended = not p.done
@@ -174,53 +189,51 @@ class DistributedTrainer(Trainer):
         self.round += 1
 
     def _candidates(self, todo: list[Bucket]) -> list[tuple[Bucket, list[str]]]:
-        """The epoch's remaining buckets, each rank starting at its own offset (fewer lost claim races)."""
+        """The epoch's remaining buckets, each rank starting at its own offset (fewer lost claim races), those
+        sharing a partition this trainer kept from its last bucket first."""
         if todo:
             shift = self.rank * len(todo) // self.env.world_size
             todo = todo[shift:] + todo[:shift]
+            todo.sort(key=self._affinity)
         return [(b, [f"{t}_{q}" for t, q in self._partition_keys(b)]) for b in todo]
+
+    def _affinity(self, bucket: Bucket) -> tuple[bool, bool]:
+        """Sort key: buckets sharing a kept partition first, among them those whose others are read ahead."""
+        keys = self._partition_keys(bucket)
+        have = [k in self.store.resident or self.store.reading(k) for k in keys]
+        return not any(k in self.store.resident for k in keys), not all(have)
 
     def _partition_keys(self, bucket: Bucket) -> list[tuple[str, int]]:
         return [k for k in self.bucket_keys(bucket) if self.partitioned[k[0]]]
 
-    def _train_leased(self, pool: WorkerPool, bucket: Bucket) -> None:
-        """Train a leased bucket to its end, commit its partitions to the swap dir, give the leases back."""
-        import os
-
+    def _train_leased(self, pool: WorkerPool, bucket: Bucket, todo: list[Bucket]) -> None:
+        """Train a leased bucket to its end, commit its partitions to the swap dir (they stay resident, clean),
+        give the leases back; the likely next lease's partitions are read meanwhile (partitions.py)."""
         self.bucket = bucket
         keys = self._partition_keys(bucket)
-        self._pull(keys)
-        self.store.adopt_shared(keys)
-        for key in keys:
-            source = self.store.sources.get(key)
-            if source is not None:
-                self.bytes_moved["partitions_read"] += os.path.getsize(source)
+        self.parts.lease(keys)
         self.store.need(sorted(set(self.bucket_keys(bucket)) | set(self.unpartitioned)))
+        self.parts.read_ahead(self._next_keys(bucket, todo))
         self.progress.position = 0
         self._train_bucket(pool)
         self.verify_finite(keys)  # nothing non-finite reaches the shared files
-        self.store.write_back(keys)
-        for key in keys:
-            self.bytes_moved["partitions_written"] += os.path.getsize(self.store.sources[key])
-            if self.remote is not None:  # uploaded (atomically) before the lease goes
-                self.remote.put(self.store.sources[key], f"partitions/{key[0]}_{key[1]}.h5")
-                self._gens[key] = self.coord.add(f"gen/{key[0]}_{key[1]}", 1)
+        self.store.write_back(keys, keep=True)
+        self.parts.written(keys)
         self.coord.release([f"{t}_{q}" for t, q in keys])
         self.buckets_trained += 1
         self._report_edges(force=True)
 
-    def _pull(self, keys: list[tuple[str, int]]) -> None:
-        """Remote save_dir: download the partitions another trainer changed since our copy."""
-        import os
-
-        if self.remote is None:
-            return
-        for key in keys:
-            gen = self.coord.add(f"gen/{key[0]}_{key[1]}", 0)
-            if gen != self._gens.get(key, 0):
-                local = os.path.join(self.store.swap_dir, f"{key[0]}_{key[1]}.h5")
-                self.remote.get(f"partitions/{key[0]}_{key[1]}.h5", local)
-                self._gens[key] = gen
+    def _next_keys(self, bucket: Bucket, todo: list[Bucket]) -> list[tuple[str, int]]:
+        """The partitions, besides this bucket's, of the likely next lease: the first remaining bucket sharing
+        a partition with ``bucket`` (it is kept), else the first remaining one."""
+        mine = set(self._partition_keys(bucket))
+        rest = [b for b in todo if b != bucket]
+        rest.sort(key=lambda b: not mine & set(self._partition_keys(b)))
+        for b in rest:
+            others = [k for k in self._partition_keys(b) if k not in mine]
+            if others:
+                return others
+        return []
 
     def _after_step(self, position: int, size: int, loss: torch.Tensor) -> None:
         super()._after_step(position, size, loss)
@@ -248,9 +261,7 @@ class DistributedTrainer(Trainer):
 
     def checkpoint(self) -> str:
         """Rank 0 commits the merged state; partition files come from the shared swap dir."""
-        partitioned = [k for k in self.store.keys if self.partitioned[k[0]]]
-        self._pull(partitioned)
-        self.store.adopt_shared(partitioned)
+        self.parts.current([k for k in self.store.keys if self.partitioned[k[0]]])  # (kept copies: still current?)
         return self.commit_version(self.user_cfg, world_size=self.env.world_size)
 
 

@@ -35,44 +35,9 @@ from tbg.model.embeddings import init_partition, storage_dtype
 from tbg.model.optimizers import SparseOptimizer, build_sparse_optimizer
 from tbg.runtime import hugepage_array, hugepage_empty
 from tbg.train.batch_scorer import TableKey
+from tbg.train.pinned_staging import STAGING_BYTES, PinnedStaging
 
 SWAP_DIR = "partitions"
-STAGING_BYTES = 64 << 20  # per pinned staging buffer (two of them)
-
-
-class PinnedStaging:
-    """Host -> device copies of any size through two bounded pinned buffers, used in turn.
-
-    Pinning a whole partition would ask the pinned allocator (which rounds up to a power of two) for up to
-    twice its size in page-locked memory: a 40 GB partition, 64 GB.  Instead each piece is copied into a free
-    staging buffer and sent without blocking; a buffer is refilled only after its previous copy finished
-    (an event), so one piece is copied on the host while the other is in flight.
-    """
-
-    def __init__(self, nbytes: int) -> None:
-        self.nbytes = nbytes
-        self._buffers: list[torch.Tensor] = []
-        self._events: list[torch.cuda.Event | None] = [None, None]
-
-    def to_device(self, src: torch.Tensor, device: torch.device) -> torch.Tensor:
-        src = src.contiguous()
-        out = torch.empty(src.shape, dtype=src.dtype, device=device)
-        flat, dest = src.view(-1).view(torch.uint8), out.view(-1).view(torch.uint8)
-        if not self._buffers:
-            self._buffers = [torch.empty(self.nbytes, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
-        for i, lo in enumerate(range(0, flat.numel(), self.nbytes)):
-            hi = min(flat.numel(), lo + self.nbytes)
-            which = i % 2
-            event = self._events[which]
-            if event is not None:
-                event.synchronize()  # the buffer's previous copy has left it
-            buf = self._buffers[which][: hi - lo]
-            buf.copy_(flat[lo:hi])
-            dest[lo:hi].copy_(buf, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self._events[which] = event
-        return out
 
 
 @dataclass
@@ -87,6 +52,7 @@ class IOStats:
     """Partition traffic so far (main thread only)."""
 
     loads: int = 0  # partitions made resident from their file, or created
+    reads: int = 0  # of those, read from a file
     bytes_read: int = 0
     writes: int = 0  # partitions written back (evicted while changed)
     bytes_written: int = 0
@@ -201,6 +167,7 @@ class PartitionStore:
         self.resident[key] = Resident(tensor, optimizer, dirty=key not in self.sources or partial is not None)
         self.stats.loads += 1
         if emb is not None:
+            self.stats.reads += 1
             self.stats.bytes_read += emb.nbytes + sum(a.nbytes for a in state.values())
 
     def _placed(self, key: TableKey, emb: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -215,11 +182,13 @@ class PartitionStore:
             return tensor
         return hugepage_empty(tuple(tensor.shape), dtype).copy_(tensor)
 
-    def prefetch(self, keys: list[TableKey]) -> None:
-        """Start reading partitions that are not resident, read or written back, as far as capacity allows."""
+    def prefetch(self, keys: list[TableKey]) -> list[TableKey]:
+        """Start reading partitions that are not resident, read or written back, as far as capacity allows;
+        the keys whose read started."""
         self._reap()
+        started: list[TableKey] = []
         if not self.overlap:
-            return
+            return started
         for key in keys:
             if key in self.resident or key in self._pending or key in self._evicting:
                 continue
@@ -228,6 +197,8 @@ class PartitionStore:
                 if held + self.nbytes(key) > self.capacity:
                     continue  # read when needed (after the write-backs before it)
             self._pending[key] = self._submit_read(key)
+            started.append(key)
+        return started
 
     def need(self, keys: list[TableKey]) -> None:
         """Make exactly ``keys`` resident: evict the others (written back in the background), then install the
@@ -295,12 +266,32 @@ class PartitionStore:
             self._pending.clear()
             self._io.shutdown(wait=True)
 
-    def write_back(self, keys: list[TableKey]) -> None:
-        """Swap out resident ``keys`` (written when changed): their files are then the shared truth that
-        another trainer may lease next (tbg/distributed/)."""
+    def write_back(self, keys: list[TableKey], keep: bool = False) -> None:
+        """Write resident ``keys`` (when changed) and wait: their files are then the shared truth that another
+        trainer may lease next (tbg/distributed/).  ``keep``: they stay resident, clean, for a next bucket that
+        shares one (the caller checks that nobody wrote them since: tbg/distributed/partitions.py)."""
+        kept = {k: self.resident[k] for k in keys if k in self.resident} if keep else {}
         for key in [k for k in keys if k in self.resident]:
             self._evict(key)
         self.drain()  # committed before the lease is released
+        for key, res in kept.items():
+            res.dirty = False
+            self.resident[key] = res
+
+    def reading(self, key: TableKey) -> bool:
+        """Whether a read ahead of ``key`` was started and not yet installed."""
+        return key in self._pending
+
+    def discard(self, keys: list[TableKey]) -> None:
+        """Forget clean resident copies and reads ahead of ``keys`` (another trainer has written them since)."""
+        for key in keys:
+            res = self.resident.get(key)
+            if res is not None and res.dirty:
+                raise RuntimeError(f"partition {key} has unwritten changes")
+            self.resident.pop(key, None)
+            future = self._pending.pop(key, None)
+            if future is not None:
+                future.cancel()
 
     def adopt_shared(self, keys: list[TableKey]) -> None:
         """Take the swap files other trainers wrote as the sources of non-resident ``keys`` (distributed runs
@@ -310,7 +301,6 @@ class PartitionStore:
             if key not in self.resident and os.path.exists(path):
                 self.sources[key] = path
                 self._weights_only.discard(key)
-                self._pending.pop(key, None)
 
     # ------------------------------------------------------------------ access
     def get(self, key: TableKey) -> Resident:
@@ -350,14 +340,14 @@ class PartitionStore:
         self._weights_only = set() if with_optimizer else set(self.sources)
 
     def write_checkpoint(self, writer: CheckpointWriter, with_optimizer: bool = True) -> None:
-        """Resident partitions are written; swapped-out ones are hard-linked from their immutable files."""
+        """Changed resident partitions are written; the others are hard-linked from their immutable files."""
         self.drain()
         for key in self.keys:
-            if key in self.resident:
-                res = self.resident[key]
+            res = self.resident.get(key)
+            if res is not None and (res.dirty or key not in self.sources or key in self._weights_only):
                 state = res.optimizer.state_arrays() if with_optimizer else None
                 writer.write_embeddings(key[0], key[1], res.table.cpu().numpy(), state)
-            elif key in self.sources and key not in self._partial:
+            elif key in self.sources and key not in self._partial:  # (resident and clean: equal to its file)
                 writer.link_embeddings(key[0], key[1], self.sources[key])
             else:  # never trained yet: its deterministic initial value (grown: the shard's rows, then initial ones)
                 emb, state = self.read(key)

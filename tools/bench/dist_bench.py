@@ -4,8 +4,9 @@ Both runs train the same config (default: WordNet at P=4, ``configs/wordnet_p4.y
 epochs from scratch, alternating (1, 2, 1, 2, ...) so drift hits both alike.  One trainer gets every CPU
 (``runtime.num_threads`` unset: on 2 cores, 2 Hogwild workers), each of the 2 trainers half of them.  The
 distributed run reports rank 0's partition bytes read/written (the shared save_dir's swap files) per bucket it
-trained and the all-reduce payload per round; MRR is `tbg eval`'s filtered mean over both sides of the test
-split.
+trained, the all-reduce payload per round, and (where the tree reports them) partition uses, reads and writes
+per epoch over both trainers (``epochs_io`` of the run's ``--json`` summary, docs/distributed.md); MRR is
+`tbg eval`'s filtered mean over both sides of the test split.
 
     python tools/bench/dist_bench.py [--config configs/wordnet_p4.yaml] [--epochs 3] [--repeat 2]
 """
@@ -81,6 +82,7 @@ def main() -> None:
                 "partitions_written": moved["partitions_written"] / buckets,
             },
             "allreduce_bytes_per_round": moved["allreduce"] / max(1, two["rounds"]),
+            "rank0_partition_io": two.get("partition_io"), "partition_io_per_epoch": two.get("epochs_io"),
             "hogwild_workers": {"1_trainer": runs[1][-1]["hogwild_workers"], "2_trainers_each": two["hogwild_workers"]},
         }  # fmt: skip
         print(json.dumps(out, indent=1))
