@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 def dense_embeddings(graph: Graph, ckpt: Checkpoint, etype: str, dim: int) -> np.ndarray:
     """All partitions of ``etype`` as float32 [count, dim], row i = dense id i (each shard scattered once)."""
-    return next(dense_blocks(graph, ckpt, etype, dim, None, ""))[1]
+    whole = block_rows(graph.entity_types[etype].count, dim, None)  # one block
+    return next(dense_blocks(graph, ckpt, etype, dim, whole, ""))[1]
 
 
 def relation_params(cfg: Config, ckpt: Checkpoint) -> list[RelationParam]:
@@ -283,7 +284,7 @@ def _named_blocks(graph: Graph, ckpt: Checkpoint, etype: str, dim: int, budget: 
     """``etype``'s vectors in dense-id blocks within ``budget`` (:func:`dense_blocks`), each with its names."""
     rows = block_rows(graph.entity_types[etype].count, dim, budget)
     names = graph.name_blocks(etype, rows)
-    for start, block in dense_blocks(graph, ckpt, etype, dim, budget, tmp):
+    for start, block in dense_blocks(graph, ckpt, etype, dim, rows, tmp):  # vectors and names cut alike
         yield start, block, next(names, np.empty(0, dtype=object))  # (a type without entities: none)
     next(names, None)  # past the last block: a names dataset's checksum is checked there
 

@@ -62,11 +62,11 @@ def _slices(graph: Graph, ckpt: Checkpoint, etype: str, rows: int) -> Iterator[t
 
 
 def dense_blocks(
-    graph: Graph, ckpt: Checkpoint, etype: str, dim: int, budget: int | None, spill_dir: str
+    graph: Graph, ckpt: Checkpoint, etype: str, dim: int, rows: int, spill_dir: str
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(first dense id, float32 block [rows, dim]) for consecutive blocks covering every entity of ``etype``."""
+    """(first dense id, float32 block [rows, dim]) for consecutive blocks of ``rows`` (:func:`block_rows`)
+    covering every entity of ``etype``."""
     count = graph.entity_types[etype].count
-    rows = block_rows(count, dim, budget)
     if rows >= count:
         out = np.empty((count, dim), dtype=np.float32)
         for ids, vec in _slices(graph, ckpt, etype, max(1, count)):

@@ -62,8 +62,7 @@ class SharedPartitions:
                 self._ahead.discard(key)
             self.store.discard([key])
             if self.remote is not None:
-                local = os.path.join(self.store.swap_dir, f"{lock_name(key)}.h5")
-                self.remote.get(f"partitions/{lock_name(key)}.h5", local)
+                self.remote.get(f"partitions/{lock_name(key)}.h5", self.store.swap_path(key))
             self._gens[key] = gen
         self.store.adopt_shared(keys)
 

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from tbg.config import Config
 from tbg.distributed.env import DistEnv, DistributedError, connect_store
 from tbg.distributed.leases import Coordinator
-from tbg.distributed.partitions import COUNTS, SharedPartitions
+from tbg.distributed.partitions import COUNTS, SharedPartitions, lock_name
 from tbg.distributed.sync import SharedState
 from tbg.remote_save_dir import cache_dir, is_url, remote_of
 from tbg.train.metrics_log import MetricsLog
@@ -99,7 +99,7 @@ class DistributedTrainer(Trainer):
             how = self._restore(allow_optimizer_change)
             if self.remote is not None:  # the shared partitions restart from this checkpoint's shards
                 for key, path in self.store.sources.items():
-                    self.remote.put(path, f"partitions/{key[0]}_{key[1]}.h5")
+                    self.remote.put(path, f"partitions/{lock_name(key)}.h5")
             self.log.cut_back(self.progress.step)  # the lost round's records (every rank's) go: no step twice
             self.coord.publish("started", how)
         else:
@@ -195,7 +195,7 @@ class DistributedTrainer(Trainer):
             shift = self.rank * len(todo) // self.env.world_size
             todo = todo[shift:] + todo[:shift]
             todo.sort(key=self._affinity)
-        return [(b, [f"{t}_{q}" for t, q in self._partition_keys(b)]) for b in todo]
+        return [(b, [lock_name(k) for k in self._partition_keys(b)]) for b in todo]
 
     def _affinity(self, bucket: Bucket) -> tuple[bool, bool]:
         """Sort key: buckets sharing a kept partition first, among them those whose others are read ahead."""
@@ -219,7 +219,7 @@ class DistributedTrainer(Trainer):
         self.verify_finite(keys)  # nothing non-finite reaches the shared files
         self.store.write_back(keys, keep=True)
         self.parts.written(keys)
-        self.coord.release([f"{t}_{q}" for t, q in keys])
+        self.coord.release([lock_name(k) for k in keys])
         self.buckets_trained += 1
         self._report_edges(force=True)
 

@@ -119,9 +119,10 @@ class BucketRouter:
         self._pending_bytes = 0
 
     def _locate(self, types: list[ShuffledType], ids: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray | None, ...]:
+        single = _single(types)
+        if single is not None:
+            return single.place(ids)
         distinct = {id(t): t for t in types}
-        if len(distinct) == 1:
-            return types[0].place(ids)
         kind = np.array([list(distinct).index(id(t)) for t in types], dtype=np.int64)[rel]
         part = np.zeros(len(ids), dtype=np.int64)
         off = np.empty(len(ids), dtype=np.int64)

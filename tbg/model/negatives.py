@@ -150,8 +150,8 @@ def mask_negatives(
     out = neg.float() if neg.dtype in (torch.bfloat16, torch.float16) else neg  # fp32 scores: masked in place
     exact = _fits_fp32(id_bound)
     hit = torch.empty(out.shape, dtype=torch.float32 if exact else torch.bool, device=out.device)
-    cand = torch.cat([batch_ids, uniform_ids], -1, out=torch.empty(0, dtype=hit.dtype if exact else batch_ids.dtype,
-                                                                   device=out.device))  # fmt: skip
+    cand = torch.empty(0, dtype=torch.float32 if exact else batch_ids.dtype, device=out.device)
+    torch.cat([batch_ids, uniform_ids], -1, out=cand)  # (converted as it is copied)
     torch.eq(_compared(true_ids, exact).unsqueeze(-1), cand.unsqueeze(-2), out=hit)
     if k and batch_rel is not None:
         block = hit[..., :k]

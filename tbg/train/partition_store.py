@@ -232,7 +232,7 @@ class PartitionStore:
         res = self.resident.pop(key)
         if res.dirty or key not in self.sources:
             os.makedirs(self.swap_dir, exist_ok=True)
-            path = os.path.join(self.swap_dir, f"{key[0]}_{key[1]}.h5")
+            path = self.swap_path(key)
             emb, state = res.table.cpu().numpy(), res.optimizer.state_arrays()  # (CPU: views, no copy)
             self.stats.writes += 1
             self.stats.bytes_written += emb.nbytes + sum(a.nbytes for a in state.values())
@@ -293,11 +293,15 @@ class PartitionStore:
             if future is not None:
                 future.cancel()
 
+    def swap_path(self, key: TableKey) -> str:
+        """The swap file of partition ``key`` (``<swap dir>/<type>_<p>.h5``)."""
+        return os.path.join(self.swap_dir, f"{key[0]}_{key[1]}.h5")
+
     def adopt_shared(self, keys: list[TableKey]) -> None:
         """Take the swap files other trainers wrote as the sources of non-resident ``keys`` (distributed runs
         share the save_dir's swap dir; a file is replaced by rename, so a read sees a whole version)."""
         for key in keys:
-            path = os.path.join(self.swap_dir, f"{key[0]}_{key[1]}.h5")
+            path = self.swap_path(key)
             if key not in self.resident and os.path.exists(path):
                 self.sources[key] = path
                 self._weights_only.discard(key)
@@ -326,7 +330,7 @@ class PartitionStore:
         os.makedirs(self.swap_dir, exist_ok=True)
         for key, source in sources.items():
             # link into the swap dir: pruning old checkpoints must never remove a partition's only copy
-            path = os.path.join(self.swap_dir, f"{key[0]}_{key[1]}.h5")
+            path = self.swap_path(key)
             if not _same_file(source, path):  # (renaming a link onto the same inode would do nothing)
                 tmp = f"{path}.tmp-link"
                 if os.path.exists(tmp):
