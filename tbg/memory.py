@@ -29,6 +29,7 @@ from tbg.errors import ConfigError
 
 AUTO = "auto"
 FIXED_OVERHEAD = 600 << 20  # interpreter + torch + batch scratch + metadata, on top of the budget (docs/memory.md)
+TRIM_ABOVE = 3 * FIXED_OVERHEAD // 4  # a budgeted run trims the heap at a bucket change past budget + this
 EDGE_BYTES = 80  # per edge of the chunk: int64 lhs/rhs/rel + weight training, plus the next chunk being shuffled
 EDGE_SHARE = 8  # the edge chunks take at most 1/EDGE_SHARE of the budget
 MIN_CHUNK_EDGES = 1 << 14

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import mmap
 import os
 from collections.abc import Iterator
@@ -28,17 +29,26 @@ M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """glibc, found once: ``find_library`` runs ``ldconfig -p`` in a subprocess on every call."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
 def tune_malloc() -> bool:
     """Keep large temporaries in the heap (32 MiB mmap threshold, 1 GiB trim, 256 MiB top pad), in one arena.
 
     One arena: with the trim threshold raised, every thread's arena keeps its own peak of step scratch, so
     peak RSS grows with the Hogwild workers for no speed (a step makes few, large allocations, so the shared
     arena's lock is cheap)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = _libc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(name)
         ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
         ok &= libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
         ok &= libc.mallopt(M_TOP_PAD, 256 << 20)
@@ -48,14 +58,27 @@ def tune_malloc() -> bool:
         return False
 
 
-def trim_heap() -> None:
-    """Give the heap's free memory back to the OS (``malloc_trim``): with the raised trim threshold glibc keeps
-    it, and buckets of varying sizes fragment it, so a budgeted run trims at each bucket change."""
-    name = ctypes.util.find_library("c")
+def resident_bytes() -> int:
+    """This process's resident set size now (``/proc/self/statm``; 0 where there is none)."""
     try:
-        if name:
-            ctypes.CDLL(name).malloc_trim(ctypes.c_size_t(0))
-    except (OSError, AttributeError):
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def trim_heap(above: int = 0) -> None:
+    """Give the heap's free memory back to the OS (``malloc_trim``) when the resident set exceeds ``above``
+    bytes: with the raised trim threshold glibc keeps it, and buckets of varying sizes fragment it.  A trim
+    also returns the step scratch, which the next steps fault in again, so a budgeted run trims at a bucket
+    change only once its RSS nears the budget plus the fixed overhead."""
+    if above and resident_bytes() <= above:
+        return
+    libc = _libc()
+    try:
+        if libc is not None:
+            libc.malloc_trim(ctypes.c_size_t(0))
+    except AttributeError:
         pass
 
 

@@ -136,3 +136,14 @@ def test_inside_out_meets_the_swap_lower_bound(shared: bool) -> None:
                     order, p, p, shared
                 )
     assert swaps(bucket_order(4, 1, "inside_out", 0, 0, shared=False), 4, 1, False) == swap_lower_bound(4, 1, False)
+
+
+def test_resident_bytes_is_this_process_rss() -> None:
+    """The bucket-change heap trim compares this figure with the budget plus the fixed overhead."""
+    from tbg import runtime
+
+    with open("/proc/self/status") as fh:
+        vm_rss = next(int(line.split()[1]) << 10 for line in fh if line.startswith("VmRSS:"))
+    got = runtime.resident_bytes()
+    assert abs(got - vm_rss) < 64 << 20
+    assert memory.TRIM_ABOVE < memory.FIXED_OVERHEAD

@@ -368,7 +368,7 @@ class Trainer:
             self.verify_finite([k for k, r in self.store.resident.items() if r.dirty and k not in wanted])
             self.store.need(wanted)  # (evicted tables are written to swap files)
             if self.plan.budget is not None:
-                runtime.trim_heap()
+                runtime.trim_heap(above=self.plan.budget + memory.TRIM_ABOVE)
             self._prefetch_next(order)
             self._train_bucket(pool)  # to the bucket's end (the cursor moves on) or to num_train_steps
 
