@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from tbg.config import Config
+from tbg.model.lr_scaling import effective_batch
 
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
@@ -196,6 +197,7 @@ def use_bf16(cfg: Config, device: torch.device) -> bool:
 
 
 AUTO_MAX_WORKERS = 4
+AUTO_MAX_HOGWILD_BATCH = 10_000  # auto: one worker above this many edges per update (docs/training.md)
 
 
 def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
@@ -205,6 +207,10 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
     many small operations do not split well across threads (each pays a barrier; docs/benchmarks.md).
     Workers are threads sharing the tables, so memory does not grow with them; they contend for the GIL
     between operations, which is why auto stops at 4 (a reasoned limit, not measured).
+
+    Lock-free steps assume that concurrent updates rarely touch the same rows: above
+    :data:`AUTO_MAX_HOGWILD_BATCH` edges per update (a 100k batch touches most of WordNet's rows) two workers'
+    stale full-size steps stack on nearly every row and training collapsed, so auto runs one worker there.
 
     CUDA: one worker (a step is one stream of kernels; threads would only interleave launches).  Several
     workers asked for with ``device: auto`` mean "on a CPU host": on a GPU host they are not an error.
@@ -217,7 +223,9 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
 
             raise TbgError(f"runtime.hogwild_workers: {want} workers need device cpu, got {device}")
         return 1, threads
-    workers = want if want is not None else max(1, min(threads, AUTO_MAX_WORKERS))
+    if want is None:
+        want = 1 if effective_batch(cfg) > AUTO_MAX_HOGWILD_BATCH else max(1, min(threads, AUTO_MAX_WORKERS))
+    workers = want
     return workers, max(1, threads // workers)
 
 

@@ -45,6 +45,22 @@ def test_worker_count(device, threads, want, expected, tmp_path) -> None:
     assert runtime.hogwild_workers(cfg, torch.device(device)) == expected
 
 
+@pytest.mark.parametrize(
+    ("batch", "accumulation", "expected"),
+    [(10_000, None, (2, 1)), (10_001, None, (1, 2)), (5_000, 4, (1, 2)), (20_000, None, (1, 2))],
+)  # fmt: skip
+def test_auto_runs_one_worker_for_large_updates(batch, accumulation, expected, tmp_path) -> None:
+    """Lock-free workers whose updates touch most rows at once collapse training: auto takes one above 10k edges
+    per update; an explicit count is kept."""
+    over = {"runtime.num_threads": 2, "train_data.per_replica_batch_size": batch}
+    if accumulation:
+        over["training.gradient_accumulation"] = accumulation
+    cfg = make_config(tmp_path / "g", save_dir=tmp_path, overrides=over)
+    assert runtime.hogwild_workers(cfg, torch.device("cpu")) == expected
+    cfg.runtime.hogwild_workers = 2
+    assert runtime.hogwild_workers(cfg, torch.device("cpu")) == (2, 1)
+
+
 def test_workers_need_cpu(tmp_path) -> None:
     over = {"runtime.hogwild_workers": 2, "runtime.device": "cuda"}
     cfg = make_config(tmp_path / "g", save_dir=tmp_path, overrides=over)

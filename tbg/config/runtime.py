@@ -76,7 +76,8 @@ class RuntimeConfig:
         default=None,
         validator=positive,
         ext=True,
-        default_doc="none (auto): `min(num_threads, 4)` on CPU, 1 on CUDA",
+        default_doc="none (auto): `min(num_threads, 4)` on CPU, 1 on CUDA and for batches above 10,000 edges per"
+        " update (lock-free steps that touch most rows at once collapse training)",
     )
     seed: int = setting("seed of initialisation, shuffling and negatives", default=0, ext=True)
     memory_budget: str | None = setting(
