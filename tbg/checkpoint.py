@@ -27,7 +27,6 @@ import errno
 import json
 import os
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tbg.durable_files import atomic_write_text, fsync_dir, remove_quietly
 from tbg.errors import CheckpointError, LockedError
 from tbg.h5write import create_h5
 from tbg.integrity import FILES_KEY, checked_dataset, list_files, load_json, verify_files, with_checksum
@@ -52,78 +52,6 @@ _PIN_ATTEMPTS = 100  # a reader re-reads `latest` when the version it named was 
 
 def version_name(version: int) -> str:
     return f"v{version:010d}"
-
-
-def fsync_dir(path: str) -> None:
-    """Flush a directory's entries (names of files created or renamed in it) to disk; best effort."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """:func:`atomic_write_bytes` of UTF-8 text."""
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write a small file by temp + fsync + rename, so readers see the old or the new content.  The temp file
-    is named after this process (``<path>.tmp-<host>.<pid>-<random>``): one that a killed writer on this host
-    left is removed by the next write of ``path`` here (several readers may write one file, e.g. eval results,
-    each its own temp; a shared save_dir may be written from several hosts)."""
-    _remove_dead_temps(path)
-    tmp = f"{path}.tmp-{_WRITER}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    fsync_dir(os.path.dirname(path) or ".")
-
-
-_WRITER = "".join(c if c.isalnum() else "_" for c in socket.gethostname())  # this host, in temp file names
-
-
-def _remove_dead_temps(path: str) -> None:
-    """Remove ``path``'s temp files that a process of this host wrote and that no longer runs."""
-    folder, prefix = os.path.dirname(path) or ".", f"{os.path.basename(path)}.tmp-{_WRITER}."
-    try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix)]
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
-            _remove_quietly(os.path.join(folder, name))
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _remove_quietly(path: str) -> None:
-    """Drop a temp file of a failed write (disk full, interrupted); it may not exist."""
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def write_embedding_file(
@@ -146,7 +74,7 @@ def write_embedding_file(
                 checked_dataset(f, f"optimizer/{name}", np.asarray(arr))
         os.replace(tmp, path)
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
 
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from tbg import __version__
-from tbg.checkpoint import fsync_dir
 from tbg.config import Config, DataConfig, IdMode, load_config
+from tbg.durable_files import fsync_dir
 from tbg.errors import InputError, storage_errors
 from tbg.graph import MANIFEST, GraphWriter, PartitionLayout, offset_dtype
 from tbg.io import columns

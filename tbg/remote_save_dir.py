@@ -101,7 +101,7 @@ class RemoteSaveDir:
 
     def pull_latest(self, save_dir: str) -> str | None:
         """Download the latest remote version into ``save_dir/checkpoints`` (and point ``latest`` at it)."""
-        from tbg.checkpoint import atomic_write_text
+        from tbg.durable_files import atomic_write_text
 
         latest = self.cat_text(f"{CHECKPOINTS}/{LATEST}")
         name = (latest or "").strip()

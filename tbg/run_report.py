@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tbg.checkpoint import CheckpointStore, atomic_write_bytes, atomic_write_text
+from tbg.checkpoint import CheckpointStore
+from tbg.durable_files import atomic_write_bytes, atomic_write_text
 from tbg.errors import TbgError
 from tbg.run_files import METRICS, eval_result_path, metrics_path
 

@@ -332,7 +332,7 @@ def test_a_killed_writers_temp_result_is_removed_by_the_next_eval(tmp_path):
     result = os.path.join(cfg.training.save_dir, "eval_test.json")
     killed = (
         "import os, signal, sys\n"
-        "from tbg.checkpoint import atomic_write_text\n"
+        "from tbg.durable_files import atomic_write_text\n"
         "os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)  # dies between write and rename\n"
         "atomic_write_text(sys.argv[1], '{}')\n"
     )

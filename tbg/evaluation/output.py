@@ -7,7 +7,7 @@ import math
 import os
 from typing import Any
 
-from tbg.checkpoint import atomic_write_text
+from tbg.durable_files import atomic_write_text
 
 
 def _fmt(value: float, digits: int = 4) -> str:

@@ -25,7 +25,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tbg.checkpoint import CHECKPOINTS, Checkpoint, atomic_write_text
+from tbg.checkpoint import CHECKPOINTS, Checkpoint
+from tbg.durable_files import atomic_write_text
 from tbg.errors import CheckpointError
 from tbg.query.index import IndexSpec, QueryIndex, faiss_module
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from tbg.checkpoint import atomic_write_bytes
+from tbg.durable_files import atomic_write_bytes
 from tbg.run_files import METRICS, json_line, metrics_path
 
 
