@@ -1,7 +1,7 @@
 """Durable small-file writes: temp + fsync + rename, directory fsyncs, and cleanup of failed writes' temps.
 
-Every commit in tbg (checkpoint ``latest``, progress and eval files, metrics, the graph's manifest, index
-caches) ends in a rename; these are the primitives, with no numpy, h5py or torch import."""
+The commit primitive of checkpoint ``latest`` pointers, eval results, metrics, run reports and index-cache
+metadata (and the directory fsync of checkpoint and graph commits); no numpy, h5py or torch import."""
 
 from __future__ import annotations
 

@@ -225,8 +225,7 @@ def hogwild_workers(cfg: Config, device: torch.device) -> tuple[int, int]:
         return 1, threads
     if want is None:
         want = 1 if effective_batch(cfg) > AUTO_MAX_HOGWILD_BATCH else max(1, min(threads, AUTO_MAX_WORKERS))
-    workers = want
-    return workers, max(1, threads // workers)
+    return want, max(1, threads // want)
 
 
 def setup(cfg: Config) -> tuple[torch.device, bool]:

@@ -284,7 +284,7 @@ def main() -> None:
             child("import", ref_cfg)
             ref = _train_summary(child("train", ref_cfg))
             result["reference_p1"] = {
-                "entities": n_ref, "edges": e_ref, "epochs": ref_epochs, "memory_budget": ref_budget, **ref
+                "entities": n_ref, "graph_edges": e_ref, "epochs": ref_epochs, "memory_budget": ref_budget, **ref
             }  # fmt: skip
             result["edges_per_s_ratio"] = round(big["edges_per_s"] / ref["edges_per_s"], 3)
             print(json.dumps({"reference_p1": result["reference_p1"]}), file=sys.stderr)
