@@ -106,6 +106,21 @@ class MemoryPlan:
         return None if self.budget is None else self.budget - self.fixed - self.edges
 
     @property
+    def unit_bytes(self) -> int:
+        """Bytes of the partitions one side of a bucket changes (a partition index's tables on that side)."""
+        return self.in_flight // 2
+
+    @property
+    def buffer_slots(self) -> int | None:
+        """Partition indices the store may keep resident (tbg/train/partition_buffer.py): as many as fit beside
+        one in flight (read ahead, or written back), at least a bucket's own two; None without a budget or
+        room for the in-flight partitions (then only the bucket's own are resident)."""
+        capacity = self.capacity
+        if capacity is None or not self.overlaps or self.unit_bytes <= 0:
+            return None
+        return max(2, capacity // self.unit_bytes - 1)
+
+    @property
     def fits(self) -> bool:
         return self.budget is None or self.fixed + self.edges + self.resident <= self.budget
 
@@ -125,6 +140,7 @@ class MemoryPlan:
             "chunk_edges": self.chunk_edges,
             "edge_chunk_bytes": self.edges,
             "overlap": self.overlaps,
+            "buffer_slots": self.buffer_slots,
         }
 
     def refusal(self) -> str:

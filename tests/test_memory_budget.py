@@ -16,7 +16,8 @@ from tbg.checkpoint import CheckpointStore
 from tbg.cli import main
 from tbg.config import dump_config
 from tbg.importer import import_graph
-from tbg.train.bucket_order import bucket_order, swap_lower_bound, swaps
+from tbg.train.bucket_order import bucket_order
+from tbg.train.partition_buffer import swap_lower_bound, swaps
 
 RELS = [("r0", "node", "node", "translation")]
 
@@ -84,26 +85,33 @@ def test_a_budget_too_small_for_two_partitions_is_one_line(tmp_path, capsys) -> 
     assert len(err.splitlines()) == 1 and "runtime.memory_budget" in err
 
 
-def _planted(tmp_path, budget: str | None, name: str):
-    overrides = {"training.num_epochs": 3}
+def _planted(tmp_path, budget: str | int | None, name: str, order: str = "inside_out"):
+    overrides = {"training.num_epochs": 3, "training.bucket_order": order}
     if budget is not None:
-        overrides["runtime.memory_budget"] = budget
+        overrides["runtime.memory_budget"] = str(budget)
     cfg = make_config(tmp_path / "graph", save_dir=tmp_path / name, partitions=4, overrides=overrides)
     return cfg
 
 
-def test_overlapped_partition_io_trains_bit_identically_and_reports_swaps(tmp_path) -> None:
+def _epochs(cfg) -> list[dict]:
+    records = [json.loads(line) for line in open(f"{cfg.training.save_dir}/metrics.jsonl")]
+    return [r for r in records if "epoch_end" in r]
+
+
+def test_overlapped_partition_io_and_the_buffer_train_bit_identically_and_report_swaps(tmp_path) -> None:
+    """Synchronous I/O, overlapped I/O and a partition buffer holding more than the bucket's own partitions
+    train the same values for the same bucket order; swaps are reported against their lower bound."""
     planted_graph(_planted(tmp_path, None, "setup"))
     plan = memory.plan(_planted(tmp_path, "4MiB", "plain"), {"node": 400}, {"node": 4})
     assert plan.chunk_edges == memory.MIN_CHUNK_EDGES  # (so every budget below cuts the same chunks)
     tight = plan.resident + plan.edges + plan.in_flight // 2  # a bucket fits, the in-flight partitions do not
-    roomy = tight + plan.in_flight
+    roomy = tight + plan.in_flight // 2  # room for four partitions: three indices resident beside one in flight
     runs = {}
-    for name, budget in (("plain", None), ("sync", f"{tight}"), ("async", f"{roomy}")):
+    for name, budget in (("plain", None), ("sync", tight), ("async", roomy)):
         cfg = _planted(tmp_path, budget, name)
         runs[name] = (cfg, tbg.train(cfg))
-    assert runs["sync"][1]["memory"]["overlap"] is False
-    assert runs["async"][1]["memory"]["overlap"] is True
+    assert runs["sync"][1]["memory"]["overlap"] is False and runs["sync"][1]["memory"]["buffer_slots"] is None
+    assert runs["async"][1]["memory"]["overlap"] is True and runs["async"][1]["memory"]["buffer_slots"] == 3
     tables = {}
     for name, (cfg, _) in runs.items():
         ckpt = CheckpointStore(cfg.training.save_dir).latest()
@@ -111,17 +119,38 @@ def test_overlapped_partition_io_trains_bit_identically_and_reports_swaps(tmp_pa
     assert np.array_equal(tables["plain"], tables["sync"])
     assert np.array_equal(tables["plain"], tables["async"])
     for name, (cfg, summary) in runs.items():
-        records = [json.loads(line) for line in open(f"{cfg.training.save_dir}/metrics.jsonl")]
-        epochs = [r for r in records if "epoch_end" in r]
+        epochs = _epochs(cfg)
         assert [r["epoch_end"] for r in epochs] == [0, 1, 2]
-        assert epochs[0]["swaps"] == epochs[0]["swap_lower_bound"] == swap_lower_bound(4, 4, True) == 7
+        slots = summary["memory"]["buffer_slots"]
+        assert epochs[0]["swap_lower_bound"] == swap_lower_bound(4, 4, True, slots=slots) == (7 if not slots else 5)
+        if not slots:
+            assert epochs[0]["swaps"] == 7  # inside_out meets the bound with only the bucket's own resident
         for r in epochs:
-            assert r["swaps"] <= r["swap_lower_bound"] + 2
+            assert r["swap_lower_bound"] <= r["swaps"] <= r["swap_lower_bound"] + 2
             # a partition needed again while its write-back is in flight is taken back, not read
             assert r["partition_loads"] == r["swaps"] if name == "sync" else r["partition_loads"] <= r["swaps"]
             assert r["bytes_written"] > 0
         assert epochs[1]["bytes_read"] > 0
         assert summary["epochs"] == [{k: v for k, v in r.items() if k not in ("step", "time")} for r in epochs]
+    # the buffer-aware order (the default) meets the bound for three resident indices
+    cfg = _planted(tmp_path, roomy, "buffer", order="buffer")
+    tbg.train(cfg)
+    loads = [r["partition_loads"] for r in _epochs(cfg)]
+    assert _epochs(cfg)[0]["swaps"] == 5 and sum(loads) <= sum(r["partition_loads"] for r in _epochs(runs["async"][0]))
+
+
+def test_the_buffer_order_plans_for_its_slots() -> None:
+    for shared in (True, False):
+        for p in (2, 5, 8):
+            for slots in (None, 2, 3, 4):
+                order = bucket_order(p, p, "buffer", seed=1, epoch=0, shared=shared, slots=slots)
+                assert sorted(order) == [(i, j) for i in range(p) for j in range(p)]
+                got, bound = swaps(order, p, p, shared, slots=slots), swap_lower_bound(p, p, shared, slots=slots)
+                assert bound <= got <= bound + ((p if shared else 2 * p) if slots and slots > 2 else 0)
+                if slots and slots > 2 and p > slots:  # more resident: fewer swaps than a bucket's own two
+                    assert got < swaps(bucket_order(p, p, "inside_out", 1, 0, shared=shared), p, p, shared)
+    # P = 19 with three resident (the scale bench's shape): about half the swaps of two
+    assert swaps(bucket_order(19, 19, "buffer", 0, 0, slots=3), 19, 19, True, slots=3) <= 95 < 172
 
 
 @pytest.mark.parametrize("shared", [True, False])

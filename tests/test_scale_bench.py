@@ -26,7 +26,9 @@ def test_scale_bench_small(tmp_path) -> None:
     assert train["memory_plan"]["num_partitions"]["node"] > 1 and train["memory_plan"]["overlap"]
     assert train["rss_within_budget_plus_overhead"]
     assert train["edges"] == 300000
-    assert train["swaps"] == train["swap_lower_bound"] and train["partition_loads"] <= train["swaps"]
+    assert train["buffer_slots"] >= 3  # the budget keeps a third partition resident (tbg/train/partition_buffer.py)
+    assert train["swap_lower_bound"] <= train["swaps"] <= 1.1 * train["swap_lower_bound"] + 2
+    assert train["partition_loads"] <= train["swaps"]
     assert train["bytes_read"] > 0 and train["bytes_written"] > 0
     assert out["reference_p1"]["memory_plan"]["num_partitions"]["node"] == 1
     assert out["edges_per_s_ratio"] > 0

@@ -8,6 +8,7 @@ from tbg.config.fields import ConfigEnum, finite, positive, setting
 
 
 class BucketOrder(ConfigEnum):
+    buffer = "buffer"
     inside_out = "inside_out"
     affinity = "affinity"
     random = "random"
@@ -92,7 +93,13 @@ class TrainingConfig:
     num_epochs: int = setting(
         "passes over all buckets", twhin="ignored (infinite stream)", default=1, validator=positive
     )
-    bucket_order: BucketOrder = setting("the order buckets are visited in", default=BucketOrder.inside_out, ext=True)
+    bucket_order: BucketOrder = setting(
+        "the order buckets are visited in: `buffer` plans for the partitions a memory budget lets stay resident"
+        " (Marius-style; without a budget it keeps one of the bucket's two, as `inside_out` does), `inside_out`"
+        " and `affinity` are PBG's, `random` a shuffle",
+        default=BucketOrder.buffer,
+        ext=True,
+    )
     validation_mrr: bool = setting(
         "also log a sampled validation MRR at each validation pass (opt-in: it costs time)", default=False, ext=True
     )

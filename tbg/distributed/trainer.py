@@ -55,6 +55,7 @@ def trainer_config(cfg: Config, env: DistEnv) -> Config:
 class DistributedTrainer(Trainer):
     def __init__(self, cfg: Config, env: DistEnv, coord: Coordinator, progress: bool = True) -> None:
         super().__init__(trainer_config(cfg, env), progress=False)
+        self.slots = None  # a trainer holds its leased bucket's partitions only (partitions.py)
         self.user_cfg = cfg
         self.env = env
         self.coord = coord

@@ -1,24 +1,26 @@
 """Bucket orders: every (lhs partition, rhs partition) bucket exactly once per epoch, seeded per epoch.
 
-As in PBG (``bucket_scheduling.py``):
-- ``random``: a shuffle of all pairs;
-- ``affinity``: start at a random bucket; next the transpose if left, else a random remaining bucket
-  sharing a partition with the current one (so one partition stays resident), else any remaining one;
-- ``inside_out`` (default): L-shaped layers ``min(l, r) == k``, highest k first, chained so that each layer
-  starts next to where the previous one ended.  With a *shared* grid (the lhs and rhs partitions of index i
-  are the same tables, e.g. one entity type) each bucket sits next to its transpose, the pairs are shuffled
-  but a layer's first pair keeps a resident partition; otherwise each layer is walked as a path along its
-  column then its row, in alternating directions.
+- ``buffer`` (default): planned for the partition buffer (tbg/train/partition_buffer.py), in the spirit of
+  Marius's BETA ordering: with ``slots`` partition indices resident, train every bucket they allow, then swap
+  one index for the one that opens the most new buckets (anchors stay while they have work, the rest cycle
+  through).  With a bucket's own two (no budget) each swap opens one new partition pair, PBG's best.
+- As in PBG (``bucket_scheduling.py``): ``random``, a shuffle of all pairs; ``affinity``, start at a random
+  bucket, next the transpose if left, else a random remaining bucket sharing a partition with the current
+  one, else any remaining one; ``inside_out``, L-shaped layers ``min(l, r) == k``, highest k first, chained
+  so that each layer starts next to where the previous one ended.  With a *shared* grid (the lhs and rhs
+  partitions of index i are the same tables, e.g. one entity type) each bucket sits next to its transpose,
+  the pairs are shuffled but a layer's first pair keeps a resident partition; otherwise each layer is walked
+  as a path along its column then its row, in alternating directions.
 
-A *swap* is a partition index made resident (shared grid: an index entering the set of the bucket's two
-indices; otherwise an lhs or rhs index change; sides with one partition never swap).  ``swaps`` counts them
-for an order and ``swap_lower_bound`` is the fewest any order can have, when only the bucket's own
-partitions are resident; ``inside_out`` meets it on the first epoch (later epochs: within 2).
+Swaps (partition indices made resident) and their lower bound are counted in tbg/train/partition_buffer.py;
+``inside_out`` and ``buffer`` meet the bound with a bucket's own partitions resident.
 """
 
 from __future__ import annotations
 
 import random
+
+import numpy as np
 
 Bucket = tuple[int, int]
 
@@ -86,52 +88,84 @@ def _affinity(pl: int, pr: int, rng: random.Random, shared: bool) -> list[Bucket
     return out
 
 
-ORDERS = {"random": _random, "inside_out": _layers, "affinity": _affinity}
+def _buffered(pl: int, pr: int, rng: random.Random, shared: bool, slots: int | None = None) -> list[Bucket]:
+    """Greedy buffer-aware order (Marius's BETA ordering, generalised): train every bucket the resident units
+    allow, then make the swap that opens the most new buckets.  Ties keep the units with the most work left
+    resident (the BETA shape: anchors stay until their buckets are done, the others cycle through), then
+    load the unit with the most work, then the seeded generator decides.  Off a shared grid the side with
+    fewer partitions holds ``slots - 1`` anchors and the other side cycles through the rest."""
+    shared = shared and pl == pr
+    counts = [pl, 1 if shared else pr]
+    sides = [s for s in (0, 1) if counts[s] > 1]
+    c = max(2 if shared or len(sides) == 2 else 1, slots or 0)  # at least a bucket's own units
+    quota = [0, 0]
+    if len(sides) == 2:
+        anchor = 0 if pl <= pr else 1
+        quota[anchor] = min(c - 1, counts[anchor])
+        quota[1 - anchor] = c - quota[anchor]
+    elif sides:
+        quota[sides[0]] = c
+    left = np.ones((pl, pr), dtype=bool)
+    resident: list[list[int]] = [[] if counts[s] > 1 else [0] for s in (0, 1)]
+    out: list[Bucket] = []
+    scale = 4 * max(pl, pr) + 2
+    noise = np.random.default_rng(rng.getrandbits(63))
+
+    def rhs(kept: list[list[int]]) -> list[int]:
+        return kept[0] if shared else kept[1]
+
+    def emit() -> None:
+        cells = [(i, j) for i in sorted(resident[0]) for j in sorted(rhs(resident)) if left[i, j]]
+        rng.shuffle(cells)
+        for i, j in cells:
+            left[i, j] = False
+        out.extend(cells)
+
+    emit()  # (a side with one partition is always resident)
+    while left.any():
+        work = [left.sum(1) + (left.sum(0) if shared else 0), left.sum(0)]  # buckets left per unit
+        best: tuple[float, int, int, int | None] | None = None
+        for side in sides:
+            full = len(resident[side]) >= quota[side]
+            for evict in resident[side] if full else [None]:
+                kept = [[u for u in resident[s] if not (s == side and u == evict)] for s in (0, 1)]
+                if shared:
+                    gain = left[:, kept[0]].sum(1) + left[kept[0], :].sum(0) + np.diagonal(left)
+                elif side == 0:
+                    gain = left[:, kept[1]].sum(1)
+                else:
+                    gain = left[kept[0], :].sum(0)
+                done = evict is None or work[side][evict] == 0  # a free slot, or a unit with no work left
+                keep = scale - 1 if done else int(work[side][evict])
+                total = (gain * scale + keep) * scale + work[side] + noise.random(len(gain))
+                total[resident[side]] = -1.0
+                n = int(np.argmax(total))
+                if total[n] >= 0 and (best is None or total[n] > best[0]):
+                    best = (float(total[n]), side, n, evict)
+        assert best is not None
+        _, side, n, evict = best
+        if evict is not None:
+            resident[side].remove(evict)
+        resident[side].append(n)
+        emit()
+    return out
 
 
-def bucket_order(num_lhs: int, num_rhs: int, order: str, seed: int, epoch: int, *, shared: bool = True) -> list[Bucket]:
-    """The buckets of ``epoch`` in ``order`` (deterministic for a given seed and epoch, so resume agrees).
+ORDERS = {"random": _random, "inside_out": _layers, "affinity": _affinity, "buffer": _buffered}
 
-    ``shared``: index i names the same partitions on both sides (see the module doc)."""
+
+def bucket_order(
+    num_lhs: int, num_rhs: int, order: str, seed: int, epoch: int, *, shared: bool = True, slots: int | None = None
+) -> list[Bucket]:
+    """The buckets of ``epoch`` in ``order`` (deterministic for a given seed, epoch and slots, so resume agrees).
+
+    ``shared``: index i names the same partitions on both sides (see the module doc); ``slots``: the units
+    the partition buffer holds (tbg/train/partition_buffer.py; None: a bucket's own), which only ``buffer``
+    plans for."""
     try:
         make = ORDERS[str(order)]
     except KeyError:
         raise ValueError(f"unknown bucket order {order!r} (choices: {', '.join(ORDERS)})") from None
+    if make is _buffered:
+        return _buffered(num_lhs, num_rhs, _rng(seed, epoch), shared, slots)
     return make(num_lhs, num_rhs, _rng(seed, epoch), shared)
-
-
-def swaps(order: list[Bucket], num_lhs: int, num_rhs: int, shared: bool, start: Bucket | None = None) -> int:
-    """Partition indices made resident along ``order``, from the bucket ``start`` (None: nothing resident)."""
-    count = 0
-    prev = start
-    for bucket in order:
-        if shared and num_lhs == num_rhs:
-            if num_lhs > 1:
-                count += len(set(bucket) - (set(prev) if prev is not None else set()))
-        else:
-            count += sum(
-                1 for side, n in ((0, num_lhs), (1, num_rhs)) if n > 1 and (prev is None or prev[side] != bucket[side])
-            )
-        prev = bucket
-    return count
-
-
-def swap_lower_bound(num_lhs: int, num_rhs: int, shared: bool, first_epoch: bool = True) -> int:
-    """The fewest swaps of any order of one epoch (``first_epoch``: nothing resident at its start).
-
-    Shared grid of P: two resident indices cover one unordered pair {a, b} (with both diagonals), each later
-    swap at most one new pair, so ``P(P-1)/2 + 1`` from nothing and ``P(P-1)/2 - 1`` from a resident pair.
-    Otherwise each swap makes at most one new bucket trainable: ``cells + 1`` from nothing (``cells`` with
-    one side unpartitioned), ``cells - 1`` from a resident bucket."""
-    if shared and num_lhs == num_rhs:
-        p = num_lhs
-        if p <= 1:
-            return 0
-        pairs = p * (p - 1) // 2
-        return pairs + 1 if first_epoch else max(0, pairs - 1)
-    cells = num_lhs * num_rhs
-    sides = (num_lhs > 1) + (num_rhs > 1)
-    if sides == 0:
-        return 0
-    first = cells + 1 if sides == 2 else cells
-    return first if first_epoch else cells - 1

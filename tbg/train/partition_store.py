@@ -1,16 +1,18 @@
 """Resident embedding partitions, swapping to files, background prefetch and write-back, checkpoint shards.
 
-Only the partitions of the current bucket are in memory (P=1: everything, nothing swapped).  A partition
+Only the partitions the trainer needs are in memory: the current bucket's, plus those the partition buffer
+keeps under a budget (P=1: everything, nothing swapped).  A partition
 not resident lives in exactly one immutable file, its *source*: a checkpoint shard (after resume or warm
 start) or ``save_dir/partitions/<type>_<p>.h5`` (written by temp + rename when evicted, so a checkpoint
 can hard-link it).  Partitions that have no source yet are created from their seed on first use.
 
 Partition I/O runs on one background thread (numpy/h5py only: a torch op there would give the thread its own
 OpenMP team), in submission order: an evicted partition is written back while the next bucket trains, and the
-next bucket's partitions are read ahead.  ``capacity`` (bytes, from the memory plan: tbg/memory.py) bounds
-what the store holds: resident + being read + being written back.  Because the thread runs jobs in order, a
-read submitted after a write-back starts only once that write-back has freed its memory, so a read ahead is
-admitted when ``resident + reads in flight + its size <= capacity``.  Without ``overlap`` (a budget too tight
+next partitions to load are read ahead.  ``capacity`` (bytes, from the memory plan: tbg/memory.py) bounds
+what the store holds: resident + being read + being written back (a write-back holds its tables until it is
+booked), so a read ahead is admitted when all of them and its size fit.  The trainer may keep partitions
+resident beyond the bucket's own (``need``'s keys: the partition buffer, tbg/train/partition_buffer.py).
+Without ``overlap`` (a budget too tight
 for in-flight partitions) every write-back is waited for and nothing is read ahead.  The values trained are
 the same either way (a partition written back and read again is bit-identical).
 """
@@ -192,10 +194,8 @@ class PartitionStore:
         for key in keys:
             if key in self.resident or key in self._pending or key in self._evicting:
                 continue
-            if self.capacity is not None:
-                held = sum(self.nbytes(k) for k in [*self.resident, *self._pending])
-                if held + self.nbytes(key) > self.capacity:
-                    continue  # read when needed (after the write-backs before it)
+            if self.capacity is not None and self.held() + self.nbytes(key) > self.capacity:
+                continue  # read later (once a write-back has freed its memory), or when needed
             self._pending[key] = self._submit_read(key)
             started.append(key)
         return started

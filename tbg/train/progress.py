@@ -3,7 +3,9 @@
 ``position`` is the number of edges of the current bucket already trained in this epoch's deterministic
 shuffle, so a checkpoint taken mid-bucket resumes at exactly the next batch.  ``epoch_edges`` lists the edges
 trained in each finished epoch (the training split's size, every epoch: each bucket is trained exactly once),
-and ``done`` the buckets of the current epoch that a distributed run finished out of order (tbg/distributed/).
+and ``done`` the buckets of the current epoch that a distributed run finished out of order (tbg/distributed/),
+``bucket_order`` the order (and partition-buffer slots) the current epoch was planned with, so a resume with
+another budget or order setting finishes the epoch in its own order.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Progress:
     edges_seen: int = 0
     epoch_edges: list[int] = dataclasses.field(default_factory=list)
     done: list[list[int]] = dataclasses.field(default_factory=list)
+    bucket_order: str = ""  # the current epoch's order and buffer slots ("buffer/3"); "": not yet chosen
 
     def epoch_edges_so_far(self) -> int:
         """Edges trained in the current epoch."""
@@ -45,6 +48,7 @@ class Progress:
         self.epoch += 1
         self.bucket_index = 0
         self.done = []
+        self.bucket_order = ""  # (the trainer picks the next epoch's from its config)
 
     def record(self, **extra: Any) -> dict[str, Any]:
         """The progress.json record: these fields, then ``extra`` (finished, fingerprints, ...)."""
@@ -53,7 +57,7 @@ class Progress:
     @classmethod
     def of(cls, ckpt: Checkpoint) -> Progress:
         """A checkpoint's progress; a missing or non-integer field is a CheckpointError naming progress.json."""
-        lists = ("epoch_edges", "done")
+        lists = ("epoch_edges", "done", "bucket_order")
         out = cls(**ckpt.counters([f.name for f in dataclasses.fields(cls) if f.name not in lists]))
         path = os.path.join(ckpt.path, "progress.json")
         edges = ckpt.progress.get("epoch_edges", [])  # (older checkpoints have none)
@@ -64,7 +68,10 @@ class Progress:
             isinstance(b, list) and len(b) == 2 and all(isinstance(x, int) and x >= 0 for x in b) for b in done
         ):
             raise CheckpointError(f"{path}: done: expected a list of [lhs, rhs] partition pairs, got {done!r:.60}")
-        out.epoch_edges, out.done = list(edges), [list(b) for b in done]
+        order = ckpt.progress.get("bucket_order", "")  # (older checkpoints have none: the trainer's legacy order)
+        if not isinstance(order, str):
+            raise CheckpointError(f"{path}: bucket_order: expected a string such as 'buffer/3', got {order!r:.60}")
+        out.epoch_edges, out.done, out.bucket_order = list(edges), [list(b) for b in done], order
         return out
 
 

@@ -37,11 +37,12 @@ from tbg.model.lr_scaling import ScaledLr, effective_batch
 from tbg.model.optimizers import RelationOptimizer
 from tbg.model.scoring import RelationModel
 from tbg.train.batch_scorer import Batch, BatchScorer, coalesced_grads, relation_groups
-from tbg.train.bucket_order import bucket_order
+from tbg.train.bucket_order import ORDERS, bucket_order
 from tbg.train.edge_stream import EdgeSource, batches
 from tbg.train.finite_guard import RELATIONS, FiniteGuard, GroupChecks, check_tables, finite_sum
 from tbg.train.gathered_rows import Gathered, TableKey
 from tbg.train.metrics_log import MetricsLog
+from tbg.train.partition_buffer import BufferSchedule, Unit
 from tbg.train.partition_store import SWAP_DIR, PartitionStore
 from tbg.train.progress import Progress, read_state, write_state
 from tbg.train.swap_report import SwapReport
@@ -94,8 +95,11 @@ class Trainer:
         self.grid = (self.graph.num_lhs_partitions, self.graph.num_rhs_partitions)
         sides = [{r.lhs for r in cfg.model.relations}, {r.rhs for r in cfg.model.relations}]
         self.shared_grid = len({frozenset(t for t in side if self.partitioned[t]) for side in sides}) == 1
-        self._orders: dict[int, list[Bucket]] = {}
-        self.swaps = SwapReport(self.grid, self.shared_grid, self._order, self.store.stats)
+        self.slots = plan.buffer_slots if self.grid != (1, 1) else None  # partition indices kept resident
+        self._orders: dict[int, tuple[list[Bucket], int | None]] = {}
+        self._schedule: tuple[int, BufferSchedule] | None = None
+        self._units: set[Unit] = set()  # the units resident (tbg/train/partition_buffer.py)
+        self.swaps = SwapReport(self.grid, self.shared_grid, self._order_slots, self.store.stats)
         batch, epoch = effective_batch(cfg), self._steps_per_epoch()  # each lr at this batch (optimizer.lr_scaling)
         self.table_lrs = {t.name: ScaledLr(t.optimizer, batch, epoch) for t in cfg.model.embeddings.tables}
         self.rel_lr = ScaledLr(cfg.model.translation_optimizer, batch, epoch)
@@ -159,6 +163,9 @@ class Trainer:
             read_state(ckpt, self.rel_opt)
         if resume:
             self.progress = Progress.of(ckpt)
+            if not self.progress.bucket_order:  # a checkpoint from before the order was recorded
+                order = self.cfg.training.bucket_order.value
+                self.progress.bucket_order = order if order != "buffer" else "inside_out"
         if counts is None:
             return 0
         return sum(t.count - counts[name] for name, t in self.graph.entity_types.items())
@@ -183,11 +190,49 @@ class Trainer:
                 return
 
     def _order(self, epoch: int) -> list[Bucket]:
+        return self._order_slots(epoch)[0]
+
+    def _order_spec(self) -> str:
+        """The order (and buffer slots) an epoch starting now is planned with, as progress.json records it."""
+        name = self.cfg.training.bucket_order.value
+        return f"{name}/{self.slots}" if self.slots is not None else name
+
+    def _order_slots(self, epoch: int) -> tuple[list[Bucket], int | None]:
+        """The buckets of ``epoch`` and the buffer slots they were planned for: the current epoch's as its
+        progress records them (a resume with another budget finishes the epoch in its order), later ones
+        from the config."""
+        p = self.progress
+        if epoch == p.epoch and not p.bucket_order:
+            p.bucket_order = self._order_spec()
         if epoch not in self._orders:  # (asked for at every bucket: computed once per epoch)
-            t, seed = self.cfg.training, self.cfg.runtime.seed
-            order = bucket_order(self.grid[0], self.grid[1], t.bucket_order, seed, epoch, shared=self.shared_grid)
-            self._orders = {**{e: o for e, o in self._orders.items() if e >= epoch - 1}, epoch: order}
+            spec = p.bucket_order if epoch == p.epoch else self._order_spec()
+            name, _, count = spec.partition("/")
+            if name not in ORDERS or not (count.isdigit() or count == ""):
+                raise CheckpointError(f"progress.json: bucket_order: unknown order {spec!r}")
+            slots = int(count) if count else None
+            seed = self.cfg.runtime.seed
+            order = bucket_order(self.grid[0], self.grid[1], name, seed, epoch, shared=self.shared_grid, slots=slots)
+            self._orders = {**{e: o for e, o in self._orders.items() if e >= epoch - 1}, epoch: (order, slots)}
         return self._orders[epoch]
+
+    def _buffer(self, epoch: int) -> BufferSchedule:
+        """Belady's schedule over ``epoch``'s order and the next epoch's (what to keep resident at its end)."""
+        if self._schedule is None or self._schedule[0] != epoch:
+            order = list(self._order(epoch))
+            if epoch + 1 < self.cfg.training.num_epochs:
+                order += self._order(epoch + 1)
+            self._schedule = (epoch, BufferSchedule(order, *self.grid, self.shared_grid))
+        return self._schedule[1]
+
+    def unit_keys(self, unit: Unit) -> set[TableKey]:
+        """The partitions of a buffer unit (shared grid: index i on both sides; else one side's index)."""
+        side, index = unit
+        keys = set()
+        for rel in self.cfg.model.relations:
+            for s, etype in ((0, rel.lhs), (1, rel.rhs)):
+                if self.partitioned[etype] and (self.shared_grid or s == side):
+                    keys.add((etype, index))
+        return keys
 
     def bucket_keys(self, bucket: Bucket) -> list[TableKey]:
         keys = set()
@@ -364,12 +409,14 @@ class Trainer:
                 return
             order = self._order(p.epoch)
             self.bucket = order[p.bucket_index]
-            wanted = self.bucket_keys(self.bucket)
+            buffer = self._buffer(p.epoch)
+            self._units = buffer.keep(p.bucket_index, self._units | set(buffer.units[p.bucket_index]), self.slots)
+            wanted = set(self.bucket_keys(self.bucket)).union(*(self.unit_keys(u) for u in self._units))
             self.verify_finite([k for k, r in self.store.resident.items() if r.dirty and k not in wanted])
-            self.store.need(wanted)  # (evicted tables are written to swap files)
+            self.store.need(sorted(wanted))  # (evicted tables are written to swap files)
             if self.plan.budget is not None:
                 runtime.trim_heap(above=self.plan.budget + memory.TRIM_ABOVE)
-            self._prefetch_next(order)
+            self._prefetch_next(order, buffer)
             self._train_bucket(pool)  # to the bucket's end (the cursor moves on) or to num_train_steps
 
     def _train_bucket(self, pool: WorkerPool) -> None:
@@ -442,9 +489,11 @@ class Trainer:
             self.checkpoint()
             self._last_ckpt_step = p.step
 
-    def _prefetch_next(self, order: list[Bucket]) -> None:
-        """Read the next bucket's partitions and first edge chunk in the background."""
+    def _prefetch_next(self, order: list[Bucket], buffer: BufferSchedule) -> None:
+        """Read the next partitions to load and the next bucket's first edge chunk in the background."""
         p = self.progress
+        loads = buffer.next_loads(p.bucket_index, self._units)
+        self.store.prefetch(sorted(set().union(*(self.unit_keys(u) for u in loads)) - set(self.store.resident)))
         if p.bucket_index + 1 < len(order):
             epoch, nxt = p.epoch, order[p.bucket_index + 1]
         elif p.epoch + 1 < self.cfg.training.num_epochs:
@@ -452,6 +501,4 @@ class Trainer:
             nxt = self._order(epoch)[0]
         else:
             return
-        current = set(self.bucket_keys(self.bucket))
-        self.store.prefetch([k for k in self.bucket_keys(nxt) if k not in current])
         self.edges.prefetch(epoch, nxt)

@@ -159,7 +159,7 @@ def child(mode: str, cfg: str, env: dict[str, str] | None = None) -> dict[str, A
 def _train_summary(run: dict[str, Any]) -> dict[str, Any]:
     epochs = run.get("epochs") or [{}]
     last = epochs[-1]
-    keys = ("swaps", "swap_lower_bound", "partition_loads", "bytes_read", "bytes_written", "io_wait_s")
+    keys = ("swaps", "swap_lower_bound", "buffer_slots", "partition_loads", "bytes_read", "bytes_written", "io_wait_s")
     return {
         "edges": run["edges"],
         "train_wall_s": round(run["wall_s"], 2),
