@@ -338,7 +338,7 @@ ERRORS = [
     ("model.comparator", "cosine", "model.comparator: must be one of dot, cos, l2, squared_l2, got 'cosine'"),
     ("model.loss", "bce", "model.loss: must be one of logistic, ranking, softmax, got 'bce'"),
     ("model.relation_sides", "lhs", "model.relation_sides: must be one of both, rhs, got 'lhs'"),
-    ("training.bucket_order", "sorted", "training.bucket_order: must be one of inside_out, affinity, random"),
+    ("training.bucket_order", "sorted", "training.bucket_order: must be one of buffer, inside_out, affinity, random"),
     ("graph", {"id_mode": "ids"}, "graph.id_mode: must be one of indices, names, got 'ids'"),
     ("graph", {"format": "json"}, "graph.format: must be one of parquet, tsv, csv, got 'json'"),
     ("eval", {"candidates": "some"}, "eval.candidates: must be one of all, seen, sampled, got 'some'"),

@@ -126,6 +126,7 @@ def test_no_leftovers_after_resume_overwrite_and_a_killed_run(project) -> None:
         "partitions/user_1.h5.tmp-abcd",
         "metrics.jsonl.tmp-dead",
     ):
+        (save / f).parent.mkdir(exist_ok=True)  # (a run whose partitions all stayed resident wrote no swap file)
         (save / f).write_text("partial")
     latest = (ckpts / "latest").read_text()
     Path(cfg).write_text(Path(cfg).read_text().replace("num_epochs: 2", "num_epochs: 3"))

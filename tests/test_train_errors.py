@@ -50,7 +50,7 @@ def test_missing_graph_says_import_first(tmp_path, capsys) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expect"),
     [
-        ("bucket_order: inside_out", "bucket_order: diagonal", "training.bucket_order: must be one of"),
+        ("bucket_order: buffer", "bucket_order: diagonal", "training.bucket_order: must be one of"),
         ("cpu_bf16: auto", "cpu_bf16: maybe", "runtime.cpu_bf16: must be one of auto, on, off"),
         ("per_replica_batch_size: 100", "per_replica_batch_size: 0", "per_replica_batch_size: must be > 0"),
         ("loss: softmax", "loss: hinge", "model.loss: must be one of"),

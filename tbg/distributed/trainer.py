@@ -236,8 +236,8 @@ class DistributedTrainer(Trainer):
                 return others
         return []
 
-    def _after_step(self, position: int, size: int, loss: torch.Tensor) -> None:
-        super()._after_step(position, size, loss)
+    def _after_step(self, position: int, size: int, loss: torch.Tensor, bucket: Bucket) -> None:
+        super()._after_step(position, size, loss, bucket)
         self.coord.tick()
         self._report_edges()
 

@@ -1,15 +1,17 @@
 """The training run: schedule -> bucket -> step groups -> checkpoint.
 
 Each epoch visits every bucket once, in the configured order (bucket_order.py).  A bucket's partitions are
-made resident (partition_store.py) and its shuffled edges (edge_stream.py) are cut into step groups of
-``gradient_accumulation`` batches, one update each, run by the worker pool (workers.py: inline, or on
-Hogwild threads) and booked in order: progress (progress.py), metrics.jsonl and the bar (metrics_log.py),
+made resident (partition_store.py; which others stay: partition_buffer.py), and the next buckets whose
+partitions are all resident follow without draining the pool.  Shuffled edges (edge_stream.py) are cut
+into step groups of ``gradient_accumulation`` batches, one update each, run by the worker pool (workers.py: inline, or
+on Hogwild threads) and booked in order: progress (progress.py), metrics.jsonl and the bar (metrics_log.py),
 validation (validation.py) and periodic checkpoints.  A run ends at ``num_epochs`` or ``num_train_steps``,
 whichever comes first, and resumes from its latest checkpoint at exactly the next batch.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -246,9 +248,10 @@ class Trainer:
             return (etype, 0)
         return (etype, bucket[0] if side == "lhs" else bucket[1])
 
-    def _tables(self, etype: str, side: str) -> tuple[TableKey, torch.Tensor]:
-        """The current bucket's resident table for an entity type on a side (the scorer's table lookup)."""
-        key = self._key(etype, side, self.bucket)
+    def _tables(self, etype: str, side: str, bucket: Bucket | None = None) -> tuple[TableKey, torch.Tensor]:
+        """A bucket's (default: the current one's) resident table for an entity type on a side (the scorer's
+        table lookup)."""
+        key = self._key(etype, side, self.bucket if bucket is None else bucket)
         return key, self.store.get(key).table
 
     def _rows_of(self, key: TableKey) -> int:
@@ -261,16 +264,21 @@ class Trainer:
         return sum(-(-self.edges.count((i, j)) // b) for i in range(self.grid[0]) for j in range(self.grid[1]))
 
     # ------------------------------------------------------------------ step groups
-    def run_group(self, worker: Worker, group: list[Batch], first_step: int) -> tuple[list[torch.Tensor], GroupChecks]:
-        """Steps ``first_step``.. (1-based) as one update: forward + backward of each micro-batch, then the
-        summed gradients applied once (a group is ``gradient_accumulation`` batches, or fewer where it is cut
-        at a checkpoint or the end of a bucket).  Runs on a Hogwild worker or the calling thread.  Returns the
-        losses and the group's finiteness checks (device tensors: nothing is read back here)."""
+    def run_group(
+        self, worker: Worker, group: list[Batch], first_step: int, bucket: Bucket | None = None
+    ) -> tuple[list[torch.Tensor], GroupChecks]:
+        """Steps ``first_step``.. (1-based) of ``bucket`` (default: the current one) as one update: forward +
+        backward of each micro-batch, then the summed gradients applied once (a group is
+        ``gradient_accumulation`` batches, or fewer where it is cut at a checkpoint or the end of a bucket).
+        Runs on a Hogwild worker or the calling thread.  Returns the losses and the group's finiteness checks
+        (device tensors: nothing is read back here)."""
+        bucket = self.bucket if bucket is None else bucket
         step_group = self._open_group(worker, first_step, first_step + len(group) - 1)
-        losses = [self._score(step_group, batch) for batch in group]
+        tables = functools.partial(self._tables, bucket=bucket)
+        losses = [self._score(step_group, batch, tables) for batch in group]
         updated = self._apply(step_group)
         values = torch.stack(losses + list(updated.values()))  # fp32 0-dim each: one stack
-        return losses, GroupChecks(first_step, len(losses), list(updated), self.bucket, values)
+        return losses, GroupChecks(first_step, len(losses), list(updated), bucket, values)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
         """One batch on the calling thread (worker 0), outside :meth:`run`'s bookkeeping; parameters move every
@@ -293,10 +301,11 @@ class Trainer:
         worker.reseed(self.cfg.runtime.seed, first_step)
         return StepGroup(worker, last_step)
 
-    def _score(self, group: StepGroup, batch: Batch) -> torch.Tensor:
-        """Forward + backward of one micro-batch of ``group``; its gradients wait in the group."""
+    def _score(self, group: StepGroup, batch: Batch, tables: Any = None) -> torch.Tensor:
+        """Forward + backward of one micro-batch of ``group`` (``tables``: the scorer's table lookup, default
+        the current bucket's); its gradients wait in the group."""
         worker = group.worker
-        result = worker.scorer.score(batch, self._tables, self.cfg.train_data, worker.generator)
+        result = worker.scorer.score(batch, tables or self._tables, self.cfg.train_data, worker.generator)
         group.gathered += result.gathered
         group.batches += 1
         return result.loss
@@ -407,21 +416,45 @@ class Trainer:
                 self.swaps.observe(p.epoch, lambda rec: self.log.write({"step": p.step, **rec}))
             if self.finished():
                 return
-            order = self._order(p.epoch)
-            self.bucket = order[p.bucket_index]
+            order, index = self._order(p.epoch), p.bucket_index
+            self.bucket = order[index]
             buffer = self._buffer(p.epoch)
-            self._units = buffer.keep(p.bucket_index, self._units | set(buffer.units[p.bucket_index]), self.slots)
+            self._units = buffer.keep(index, self._units | set(buffer.units[index]), self.slots)
             wanted = set(self.bucket_keys(self.bucket)).union(*(self.unit_keys(u) for u in self._units))
             self.verify_finite([k for k, r in self.store.resident.items() if r.dirty and k not in wanted])
             self.store.need(sorted(wanted))  # (evicted tables are written to swap files)
             if self.plan.budget is not None:
                 runtime.trim_heap(above=self.plan.budget + memory.TRIM_ABOVE)
-            self._prefetch_next(order, buffer)
-            self._train_bucket(pool)  # to the bucket's end (the cursor moves on) or to num_train_steps
+            self._prefetch_next(order, buffer, index)
+            planned = self._dispatch_bucket(pool, self.bucket, p.position, p.step)
+            # the epoch's next buckets whose partitions are all resident follow without draining the pool
+            while planned < self.cfg.training.num_train_steps:
+                index = self._next_index(order, index)
+                if index is None or not set(buffer.units[index]) <= self._units:
+                    break
+                self.bucket = order[index]
+                self._units = buffer.keep(index, self._units, self.slots)
+                self._prefetch_next(order, buffer, index)
+                planned = self._dispatch_bucket(pool, self.bucket, 0, planned)
+            pool.drain()  # every step booked: the cursor is past these buckets (or the run is over)
+
+    def _next_index(self, order: list[Bucket], index: int) -> int | None:
+        """The next bucket of the epoch with edges to train, after ``index`` (None: the epoch ends)."""
+        done = self.progress.done
+        for nxt in range(index + 1, len(order)):
+            if self.edges.count(order[nxt]) > 0 and list(order[nxt]) not in done:
+                return nxt
+        return None
 
     def _train_bucket(self, pool: WorkerPool) -> None:
-        """The current bucket's batches from the saved position, as step groups; returns with every group
-        applied and booked (the next bucket swaps tables).
+        """The current bucket's batches from the saved position; returns with every group applied and booked."""
+        self._dispatch_bucket(pool, self.bucket, self.progress.position, self.progress.step)
+        pool.drain()
+
+    def _dispatch_bucket(self, pool: WorkerPool, bucket: Bucket, start: int, planned: int) -> int:
+        """``bucket``'s batches from edge ``start``, as step groups numbered after step ``planned``, handed to
+        the pool (booked in order as they finish: the caller drains before it swaps tables); returns the last
+        step dispatched.
 
         A group is cut where a checkpoint is due or ``num_train_steps`` ends the run, and the pool is drained
         after a group holding such a step or a validation step: a checkpoint then holds exactly the steps
@@ -429,26 +462,25 @@ class Trainer:
         t, p = self.cfg.training, self.progress
         size = self.cfg.train_data.per_replica_batch_size
         accumulate = t.gradient_accumulation or 1
-        start, planned = p.position, p.step
         group: list[tuple[int, Batch]] = []
-        for chunk in self.edges.chunks(p.epoch, self.bucket, start):
+        for chunk in self.edges.chunks(p.epoch, bucket, start):
             for position, batch in batches(chunk, size, start):
                 interrupts.check()  # an interrupt a finalizer swallowed stops the run here (tbg/interrupts.py)
                 group.append((position, batch))
                 planned += 1
                 last = planned >= t.num_train_steps
                 if len(group) >= accumulate or planned % t.checkpoint_every_n == 0 or last:
-                    self._dispatch(pool, group, planned)
+                    self._dispatch(pool, group, planned, bucket)
                     group = []
                 if last:
                     break
             if planned >= t.num_train_steps:
                 break
         if group:
-            self._dispatch(pool, group, planned)
-        pool.drain()
+            self._dispatch(pool, group, planned, bucket)
+        return planned
 
-    def _dispatch(self, pool: WorkerPool, group: list[tuple[int, Batch]], last_step: int) -> None:
+    def _dispatch(self, pool: WorkerPool, group: list[tuple[int, Batch]], last_step: int, bucket: Bucket) -> None:
         """Hand one step group to the pool; its steps are booked in order once it has run."""
         first = last_step - len(group) + 1
         sizes = [(position, len(batch)) for position, batch in group]
@@ -459,15 +491,19 @@ class Trainer:
             for step in range(first, last_step + 1)
         )
         pool.dispatch(
-            lambda worker: self.run_group(worker, work, first), lambda result: self._book(sizes, *result), barrier
+            lambda worker: self.run_group(worker, work, first, bucket),
+            lambda result: self._book(sizes, bucket, *result),
+            barrier,
         )
 
-    def _book(self, sizes: list[tuple[int, int]], losses: list[torch.Tensor], checks: GroupChecks) -> None:
+    def _book(
+        self, sizes: list[tuple[int, int]], bucket: Bucket, losses: list[torch.Tensor], checks: GroupChecks
+    ) -> None:
         self.guard.add(checks)
         for (position, size), loss in zip(sizes, losses, strict=True):
-            self._after_step(position, size, loss)
+            self._after_step(position, size, loss, bucket)
 
-    def _after_step(self, position: int, size: int, loss: torch.Tensor) -> None:
+    def _after_step(self, position: int, size: int, loss: torch.Tensor, bucket: Bucket) -> None:
         """Bookkeeping after a batch: progress, logging, validation, periodic checkpoint."""
         t, p = self.cfg.training, self.progress
         p.step += 1
@@ -475,27 +511,28 @@ class Trainer:
         p.edges_seen += size
         self.log.step(loss, size)
         epoch = p.epoch  # the step's epoch, for its records
-        if position >= self.edges.count(self.bucket):
+        if position >= self.edges.count(bucket):
             self._advance_cursor()  # so a checkpoint here says where to go on (or that the run finished)
         if p.step % t.train_log_every_n == 0 or self.finished():
             self.guard.check(self.committed)  # the record's read-back syncs anyway
             self.log.train(p.step, epoch, self.table_lrs[self.cfg.model.embeddings.tables[0].name].lr_at(p.step - 1))
         if p.step % t.eval_log_every_n == 0:
             self.guard.check(self.committed)
-            record = self.validation.record(self.bucket, self._tables, p.step, epoch)
+            record = self.validation.record(bucket, functools.partial(self._tables, bucket=bucket), p.step, epoch)
             if record is not None:
                 self.log.validation(record)
         if p.step % t.checkpoint_every_n == 0:
             self.checkpoint()
             self._last_ckpt_step = p.step
 
-    def _prefetch_next(self, order: list[Bucket], buffer: BufferSchedule) -> None:
-        """Read the next partitions to load and the next bucket's first edge chunk in the background."""
+    def _prefetch_next(self, order: list[Bucket], buffer: BufferSchedule, index: int) -> None:
+        """Read the next partitions to load and the first edge chunk of the bucket after ``index`` in the
+        background."""
         p = self.progress
-        loads = buffer.next_loads(p.bucket_index, self._units)
+        loads = buffer.next_loads(index, self._units)
         self.store.prefetch(sorted(set().union(*(self.unit_keys(u) for u in loads)) - set(self.store.resident)))
-        if p.bucket_index + 1 < len(order):
-            epoch, nxt = p.epoch, order[p.bucket_index + 1]
+        if index + 1 < len(order):
+            epoch, nxt = p.epoch, order[index + 1]
         elif p.epoch + 1 < self.cfg.training.num_epochs:
             epoch = p.epoch + 1
             nxt = self._order(epoch)[0]
