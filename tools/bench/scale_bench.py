@@ -7,8 +7,12 @@ uniform random edges, seeded, written as Parquet.  The graph is imported with ``
 partitions read and written, swaps against their lower bound.  The reference is the same config on the graph
 scaled down by ``--ref-scale`` (entities and edges) with a budget large enough for P=1, trained
 ``1 / --ref-scale`` epochs (as many edges as the run under the budget, so both are timed over as long).
-Threads and Hogwild workers are tbg's defaults unless ``--threads`` / ``--workers`` set them.  The gs:// import
-uploads the same Parquet files to a fake-gcs-server (in-memory backend) and samples the importer's RSS.
+``--rounds N`` alternates N budgeted and N reference runs and reports the median of the N ratios (the speed
+of these VMs drifts between runs minutes apart; each run also reports its CPU seconds and the CPU time
+the hypervisor stole meanwhile, ``cpu_steal_s``; ``cpu_work_ratio`` is the reference's process CPU seconds
+over the budgeted run's, for the same number of edges, which steal moves less).  Threads and Hogwild
+workers are tbg's defaults unless ``--threads`` / ``--workers`` set them.  The gs:// import uploads the
+same Parquet files to a fake-gcs-server (in-memory backend) and samples the importer's RSS.
 
 Each import and training run is its own subprocess (its VmHWM is its own peak); an import reports its seconds
 per phase (``phases``: read, parse, route, spill, shuffle, bucket write, ...).  ``--import-only`` runs just the
@@ -50,8 +54,12 @@ def sample():
         samples.append(round(rss("VmRSS:"), 1))
         time.sleep(0.5)
 threading.Thread(target=sample, daemon=True).start()
+def steal():  # seconds the hypervisor gave this VM's CPUs to others (all CPUs together)
+    import os
+    return int(open("/proc/stat").readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+import resource
 out, mode, cfg = sys.argv[1:4]
-t = time.perf_counter()
+t, stolen = time.perf_counter(), steal()
 if mode == "import":
     from tbg.config import load_config
     from tbg.importer import import_graph
@@ -69,6 +77,9 @@ else:
         raise SystemExit(rc)
     result = json.loads(buf.getvalue().strip().splitlines()[-1])
 result["process_s"] = round(time.perf_counter() - t, 3)
+result["cpu_steal_s"] = round(steal() - stolen, 2)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+result["process_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
 result["peak_rss_mb"] = round(rss("VmHWM:"), 1)
 n = len(samples)
 result["rss_mb_at_quarters"] = [samples[min(n - 1, n * q // 4)] for q in (1, 2, 3, 4)] if n else []
@@ -166,6 +177,8 @@ def _train_summary(run: dict[str, Any]) -> dict[str, Any]:
         "edges_per_s": round(run["edges_per_s"]),
         "peak_rss_mb": run["peak_rss_mb"],
         "rss_mb_at_quarters": run["rss_mb_at_quarters"],
+        "process_cpu_s": run["process_cpu_s"],
+        "cpu_steal_s": run["cpu_steal_s"],
         "memory_plan": run["memory"],
         **{k: last.get(k) for k in keys},
     }
@@ -225,6 +238,19 @@ def _server_rss_mb(proc: subprocess.Popen) -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
 
 
+def _reference_config(root: str, args: argparse.Namespace) -> str:
+    """The P=1 reference: the graph scaled by ``--ref-scale``, a budget that holds it whole, trained
+    ``1 / --ref-scale`` epochs (as many edges as the run under the budget); imported, its config's path."""
+    n_ref, e_ref = int(args.entities * args.ref_scale), int(args.edges * args.ref_scale)
+    ref_src = os.path.join(root, "ref")
+    os.rename(generate(os.path.join(root, "r"), n_ref, e_ref, seed=2), ref_src)
+    ref_budget = f"{(n_ref * args.dim * 8 * 2 + (1 << 30)) >> 20}MiB"
+    ref_epochs = max(1, round(1 / args.ref_scale))
+    ref_cfg = write_config(root, "ref", os.path.join(ref_src, "*.parquet"), args, n_ref, ref_budget, ref_epochs)
+    child("import", ref_cfg)
+    return ref_cfg
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -242,6 +268,7 @@ def main() -> None:
     ap.add_argument("--no-gcs", action="store_true", help="skip the gs:// import")
     ap.add_argument("--no-ref", action="store_true", help="skip the P=1 reference run")
     ap.add_argument("--import-only", action="store_true", help="only the imports (local and gs://), no training")
+    ap.add_argument("--rounds", type=int, default=1, help="budgeted and reference runs, alternated; ratio: median")
     ap.add_argument("--tmp", default=None, help="where the graphs and save dirs go (default: a temp dir)")
     args = ap.parse_args()
     from tbg.memory import FIXED_OVERHEAD, parse_size, row_bytes  # noqa: F401 (sizes as tbg counts them)
@@ -267,28 +294,32 @@ def main() -> None:
         result["import_local"] = {**imp, "edges_per_s": round(imp["edges"] / imp["import_s"])}
         print(json.dumps({"import_local": result["import_local"]}), file=sys.stderr)
         if not args.import_only:
-            run = child("train", cfg)
-            big = _train_summary(run)
-            big["rss_within_budget_plus_overhead"] = big["peak_rss_mb"] <= (budget + FIXED_OVERHEAD) / 2**20
-            result["train"] = big
-            print(json.dumps({"train": big}), file=sys.stderr)
+            ref_cfg = None if args.no_ref else _reference_config(root, args)
+            bigs, refs = [], []
+            for _ in range(args.rounds):  # alternated: the VM's speed drifts between runs minutes apart
+                big = _train_summary(child("train", cfg))
+                big["rss_within_budget_plus_overhead"] = big["peak_rss_mb"] <= (budget + FIXED_OVERHEAD) / 2**20
+                bigs.append(big)
+                print(json.dumps({"train": big}), file=sys.stderr)
+                if ref_cfg is not None:
+                    refs.append(_train_summary(child("train", ref_cfg)))
+                    print(json.dumps({"reference_p1": refs[-1]}), file=sys.stderr)
+            result["train"] = bigs[0] if args.rounds == 1 else bigs
+            if refs:
+                n_ref = int(args.entities * args.ref_scale)
+                about = {"entities": n_ref, "graph_edges": int(args.edges * args.ref_scale)}
+                about["epochs"] = max(1, round(1 / args.ref_scale))
+                result["reference_p1"] = {**about, **refs[0]} if args.rounds == 1 else [{**about, **r} for r in refs]
+                ratios = [b["edges_per_s"] / r["edges_per_s"] for b, r in zip(bigs, refs)]
+                work = [r["process_cpu_s"] / b["process_cpu_s"] for b, r in zip(bigs, refs)]
+                result["edges_per_s_ratio"] = round(float(np.median(ratios)), 3)
+                result["cpu_work_ratio"] = round(float(np.median(work)), 3)  # reference CPU s / budgeted CPU s
+                if args.rounds > 1:
+                    result["edges_per_s_ratio_per_round"] = [round(x, 3) for x in ratios]
+                    result["cpu_work_ratio_per_round"] = [round(x, 3) for x in work]
         shutil.rmtree(os.path.join(root, "save-big"), ignore_errors=True)
         shutil.rmtree(os.path.join(root, "graph-big"), ignore_errors=True)
-        if not (args.no_ref or args.import_only):
-            n_ref, e_ref = int(args.entities * args.ref_scale), int(args.edges * args.ref_scale)
-            ref_src = os.path.join(root, "ref")
-            os.rename(generate(os.path.join(root, "r"), n_ref, e_ref, seed=2), ref_src)
-            ref_budget = f"{(n_ref * args.dim * 8 * 2 + (1 << 30)) >> 20}MiB"
-            ref_epochs = max(1, round(1 / args.ref_scale))  # as many edges as the run under the budget
-            ref_cfg = write_config(root, "ref", os.path.join(ref_src, "*.parquet"), args, n_ref, ref_budget, ref_epochs)
-            child("import", ref_cfg)
-            ref = _train_summary(child("train", ref_cfg))
-            result["reference_p1"] = {
-                "entities": n_ref, "graph_edges": e_ref, "epochs": ref_epochs, "memory_budget": ref_budget, **ref
-            }  # fmt: skip
-            result["edges_per_s_ratio"] = round(big["edges_per_s"] / ref["edges_per_s"], 3)
-            print(json.dumps({"reference_p1": result["reference_p1"]}), file=sys.stderr)
-            shutil.rmtree(os.path.join(root, "save-ref"), ignore_errors=True)
+        shutil.rmtree(os.path.join(root, "save-ref"), ignore_errors=True)
         if not args.no_gcs:
             server, url = start_fake_gcs()
             try:
