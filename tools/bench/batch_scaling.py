@@ -17,6 +17,7 @@ Results are in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -31,6 +32,12 @@ import train_bench  # noqa: E402  (sets the OpenMP spin default as `tbg train` d
 BASE = "configs/wordnet_short.yaml"
 
 
+def run_suffix(extra: list[str]) -> str:
+    """Part of a run's name that tells its ``--set`` overrides apart (runs with other overrides, e.g. of a
+    concurrent invocation, then never share a save_dir)."""
+    return "_" + hashlib.sha1("\n".join(extra).encode()).hexdigest()[:8] if extra else ""
+
+
 def overrides(batch: int, rule: str) -> list[str]:
     out = [f"train_data.per_replica_batch_size={batch}", f"validation_data.per_replica_batch_size={batch}"]
     if rule != "asis":
@@ -43,7 +50,7 @@ def run_one(batch: int, rule: str, extra: list[str], tag: str) -> dict[str, obje
     from tbg.config import load_config
 
     cfg = load_config(os.path.join(ROOT, BASE), overrides(batch, rule) + extra)
-    cfg = train_bench.bench_config(cfg, f"batch_{tag}")
+    cfg = train_bench.bench_config(cfg, f"batch_{tag}{run_suffix(extra)}")
     return train_bench.train_eval(cfg, {"run": tag, "config": BASE, "rule": rule, "set": extra})
 
 
@@ -53,7 +60,7 @@ def speed_one(batch: int, edges: int, extra: list[str]) -> dict[str, object]:
     from tbg.train.trainer import Trainer
 
     cfg = load_config(os.path.join(ROOT, BASE), overrides(batch, "asis") + extra)
-    cfg = train_bench.bench_config(cfg, f"speed_b{batch}")
+    cfg = train_bench.bench_config(cfg, f"speed_b{batch}{run_suffix(extra)}")
     cfg.training.num_train_steps = max(2, -(-edges // batch))
     if not os.path.exists(os.path.join(cfg.graph_dir, "manifest.json")):
         from tbg.importer import import_graph
