@@ -9,6 +9,8 @@ import os
 import socket
 import uuid
 
+from tbg.processes import process_gone
+
 
 def fsync_dir(path: str) -> None:
     """Flush a directory's entries (names of files created or renamed in it) to disk; best effort."""
@@ -60,18 +62,8 @@ def _remove_dead_temps(path: str) -> None:
         return
     for name in names:
         pid = name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and process_gone(int(pid)):
             remove_quietly(os.path.join(folder, name))
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def remove_quietly(path: str) -> None:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 
 from tbg.distributed.env import DistEnv, DistributedError, connect_store
+from tbg.processes import process_gone
 
 POLL_S = 0.05
 FREE = ""
@@ -124,23 +125,7 @@ class Coordinator:
     def _process_gone(self, peer: int) -> bool:
         self._where(peer)
         host, _, pid = self._who.get(peer, "").rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit():
-            return False
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                state = fh.read().rpartition(")")[2].split()[0]
-            return state in ("Z", "X")  # a zombie: dead, not yet reaped by the launcher
-        except FileNotFoundError:
-            return True
-        except OSError:
-            pass
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return host == socket.gethostname() and pid.isdigit() and process_gone(int(pid))
 
     # ------------------------------------------------------------------ store access
     def _get(self, name: str) -> str:
