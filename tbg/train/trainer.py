@@ -48,7 +48,7 @@ from tbg.train.partition_buffer import BufferSchedule, Unit
 from tbg.train.partition_store import SWAP_DIR, PartitionStore
 from tbg.train.progress import Progress, read_state, write_state
 from tbg.train.swap_report import SwapReport
-from tbg.train.validation import Validation
+from tbg.train.validation import Tables, Validation
 from tbg.train.workers import Worker, WorkerPool, make_workers
 
 Bucket = tuple[int, int]
@@ -301,7 +301,7 @@ class Trainer:
         worker.reseed(self.cfg.runtime.seed, first_step)
         return StepGroup(worker, last_step)
 
-    def _score(self, group: StepGroup, batch: Batch, tables: Any = None) -> torch.Tensor:
+    def _score(self, group: StepGroup, batch: Batch, tables: Tables | None = None) -> torch.Tensor:
         """Forward + backward of one micro-batch of ``group`` (``tables``: the scorer's table lookup, default
         the current bucket's); its gradients wait in the group."""
         worker = group.worker

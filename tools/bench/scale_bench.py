@@ -45,7 +45,7 @@ import yaml
 ROWS_PER_FILE = 5_000_000
 
 _CHILD = r"""
-import json, sys, threading, time
+import json, os, resource, sys, threading, time
 def rss(key):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) / 1024
 samples = []
@@ -55,9 +55,7 @@ def sample():
         time.sleep(0.5)
 threading.Thread(target=sample, daemon=True).start()
 def steal():  # seconds the hypervisor gave this VM's CPUs to others (all CPUs together)
-    import os
     return int(open("/proc/stat").readline().split()[8]) / os.sysconf("SC_CLK_TCK")
-import resource
 out, mode, cfg = sys.argv[1:4]
 t, stolen = time.perf_counter(), steal()
 if mode == "import":
@@ -238,9 +236,10 @@ def _server_rss_mb(proc: subprocess.Popen) -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
 
 
-def _reference_config(root: str, args: argparse.Namespace) -> str:
+def _reference_config(root: str, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The P=1 reference: the graph scaled by ``--ref-scale``, a budget that holds it whole, trained
-    ``1 / --ref-scale`` epochs (as many edges as the run under the budget); imported, its config's path."""
+    ``1 / --ref-scale`` epochs (as many edges as the run under the budget); imported.  Its config's path and
+    what the result says of it."""
     n_ref, e_ref = int(args.entities * args.ref_scale), int(args.edges * args.ref_scale)
     ref_src = os.path.join(root, "ref")
     os.rename(generate(os.path.join(root, "r"), n_ref, e_ref, seed=2), ref_src)
@@ -248,7 +247,8 @@ def _reference_config(root: str, args: argparse.Namespace) -> str:
     ref_epochs = max(1, round(1 / args.ref_scale))
     ref_cfg = write_config(root, "ref", os.path.join(ref_src, "*.parquet"), args, n_ref, ref_budget, ref_epochs)
     child("import", ref_cfg)
-    return ref_cfg
+    about = {"entities": n_ref, "graph_edges": e_ref, "epochs": ref_epochs, "memory_budget": ref_budget}
+    return ref_cfg, about
 
 
 # ----------------------------------------------------------------------------- the run
@@ -294,7 +294,7 @@ def main() -> None:
         result["import_local"] = {**imp, "edges_per_s": round(imp["edges"] / imp["import_s"])}
         print(json.dumps({"import_local": result["import_local"]}), file=sys.stderr)
         if not args.import_only:
-            ref_cfg = None if args.no_ref else _reference_config(root, args)
+            ref_cfg, about = (None, {}) if args.no_ref else _reference_config(root, args)
             bigs, refs = [], []
             for _ in range(args.rounds):  # alternated: the VM's speed drifts between runs minutes apart
                 big = _train_summary(child("train", cfg))
@@ -306,9 +306,6 @@ def main() -> None:
                     print(json.dumps({"reference_p1": refs[-1]}), file=sys.stderr)
             result["train"] = bigs[0] if args.rounds == 1 else bigs
             if refs:
-                n_ref = int(args.entities * args.ref_scale)
-                about = {"entities": n_ref, "graph_edges": int(args.edges * args.ref_scale)}
-                about["epochs"] = max(1, round(1 / args.ref_scale))
                 result["reference_p1"] = {**about, **refs[0]} if args.rounds == 1 else [{**about, **r} for r in refs]
                 ratios = [b["edges_per_s"] / r["edges_per_s"] for b, r in zip(bigs, refs)]
                 work = [r["process_cpu_s"] / b["process_cpu_s"] for b, r in zip(bigs, refs)]
